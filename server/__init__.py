@@ -1,0 +1,1 @@
+"""kombain server: the process, its settings, transports, HTTP API and metrics."""

@@ -1,0 +1,57 @@
+"""The ASGI app: settings, metrics and services built in the lifespan, routers wired to them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI
+
+from server.metrics import Metrics
+from server.settings import Settings
+
+log = logging.getLogger("kombain")
+
+
+@dataclass
+class AppState:
+    """What request handlers reach through `request.app.state.kombain`."""
+
+    settings: Settings
+    metrics: Metrics
+    # Filled in by the lifespan as each component comes up; handlers check `ready`.
+    services: dict[str, Any] = field(default_factory=dict)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    load_error: str | None = None
+    draining: bool = False
+
+
+def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI:
+    """Build the app. Models load in the background; /readyz turns true when they are in."""
+    from server import health
+
+    state = AppState(settings=settings, metrics=metrics or Metrics())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            from server import components
+
+            loader = asyncio.create_task(components.start_all(state, stack), name="load-models")
+            try:
+                yield
+            finally:
+                state.draining = True
+                if not loader.done():
+                    loader.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await loader
+
+    app = FastAPI(title="kombain", version="0.1.0", lifespan=lifespan)
+    app.state.kombain = state
+    app.include_router(health.router)
+    return app

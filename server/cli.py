@@ -1,0 +1,65 @@
+"""`kombain` command line: serve, transcribe (client)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="kombain", description="Self-hosted real-time AI media server")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the server")
+    serve.add_argument("--host", default=None)
+    serve.add_argument("--port", type=int, default=None)
+    serve.add_argument("--stt-model", default=None, help="tiny.en, base, or a CTranslate2 model dir")
+    serve.add_argument("--data-dir", default=None)
+    serve.add_argument("--log-level", default=None)
+
+    tr = sub.add_parser("transcribe", help="stream an audio file to a server and print transcripts")
+    tr.add_argument("file")
+    tr.add_argument("--url", default="http://127.0.0.1:8000")
+    tr.add_argument("--realtime", action="store_true", help="stream at 1x over /v1/realtime (default)")
+    tr.add_argument("--rest", action="store_true", help="upload to /v1/audio/transcriptions instead")
+    tr.add_argument("--speed", type=float, default=1.0, help="playback speed for --realtime")
+    tr.add_argument("--api-key", default=None)
+
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
+    if args.command == "transcribe":
+        from clients.transcribe_cli import run
+
+        return run(args)
+    return 2
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from server.app import create_app
+    from server.settings import Settings
+
+    try:
+        settings = Settings.from_env(
+            host=args.host, port=args.port, stt_model=args.stt_model,
+            data_dir=args.data_dir, log_level=args.log_level,
+        )
+    except ValueError as exc:
+        print(f"kombain: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    app = create_app(settings)
+    uvicorn.run(
+        app, host=settings.host, port=settings.port, log_level=settings.log_level,
+        ws_max_size=settings.max_message_bytes, timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

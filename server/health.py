@@ -1,0 +1,36 @@
+"""Liveness, readiness and Prometheus metrics endpoints (always open, no auth)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The process is up and its event loop answers."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> JSONResponse:
+    """Ready once models are loaded, and while the node is not full or draining."""
+    st = request.app.state.kombain
+    if st.load_error:
+        return JSONResponse({"status": "error", "error": st.load_error}, status_code=503)
+    if not st.ready.is_set():
+        return JSONResponse({"status": "loading"}, status_code=503)
+    if st.draining:
+        return JSONResponse({"status": "draining"}, status_code=503)
+    sessions = st.services.get("sessions")
+    if sessions is not None and sessions.full:
+        return JSONResponse({"status": "full", "sessions": sessions.count}, status_code=503)
+    return JSONResponse({"status": "ready", "models": sorted(st.services.get("model_names", []))})
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    st = request.app.state.kombain
+    return Response(st.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -1,0 +1,64 @@
+"""All Prometheus metrics, declared in one place, on a registry owned by the app (no globals)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+# Sub-second stages: dense buckets under 200 ms, where the latency goals sit.
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0)
+
+
+class Metrics:
+    """The process's metrics; pass it to whatever records something."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.sessions_active = Gauge(
+            "kombain_sessions_active", "Live realtime sessions", ["transport"], registry=r
+        )
+        self.sessions_total = Counter(
+            "kombain_sessions_total", "Realtime sessions opened", ["transport"], registry=r
+        )
+        self.sessions_rejected = Counter(
+            "kombain_sessions_rejected_total", "Sessions refused (server full)", registry=r
+        )
+        self.stt_queue_depth = Gauge(
+            "kombain_stt_queue_depth", "Requests waiting for the Whisper runtime", registry=r
+        )
+        self.stt_inference_seconds = Histogram(
+            "kombain_stt_inference_seconds",
+            "Whisper call duration",
+            ["kind"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.stt_final_seconds = Histogram(
+            "kombain_stt_final_seconds",
+            "End-of-turn decision to final transcript sent",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.partial_lag_seconds = Histogram(
+            "kombain_partial_lag_seconds",
+            "Arrival of the last audio a partial covers to that partial sent",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.stt_dropped = Counter(
+            "kombain_stt_dropped_total", "Partial decodes skipped because the runtime was busy", registry=r
+        )
+        self.vad_seconds = Histogram(
+            "kombain_vad_seconds",
+            "Silero VAD time per audio chunk",
+            buckets=(0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05),
+            registry=r,
+        )
+        self.client_errors = Counter(
+            "kombain_client_errors_total", "Error events sent for bad client input", ["code"], registry=r
+        )
+        self.transcriptions_total = Counter(
+            "kombain_transcriptions_total", "REST transcription requests", ["status"], registry=r
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,88 @@
+"""One frozen settings object, read from the environment (KOMBAIN_*) and the CLI once at start-up."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "kombain"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every tunable of the server. Field `foo_bar` is read from env `KOMBAIN_FOO_BAR`."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = field(default_factory=_default_data_dir)
+    log_level: str = "info"
+    # Comma-separated bearer tokens; empty means no auth (local use). /healthz, /readyz and
+    # /metrics stay open so probes and scrapers need no secret.
+    api_keys: str = ""
+
+    # Speech-to-text
+    stt_model: str = "tiny.en"  # "tiny.en" | "base" (bundled) | path to a CTranslate2 model dir
+    stt_device: str = "auto"  # auto | cpu | cuda
+    stt_compute_type: str = "auto"  # auto -> int8 on CPU, float16 on CUDA
+    stt_threads: int = 0  # 0 -> number of cores
+    stt_chunk_length: int = 10  # seconds of audio window for live decodes (see docs/performance.md)
+    stt_queue_size: int = 32  # bounded queue in front of the shared Whisper runtime
+    stt_partial_interval_ms: int = 400  # new speech needed before another partial decode
+    stt_language: str = ""  # default language for multilingual models ("" -> auto)
+
+    # Voice activity detection and end of turn
+    vad_threshold: float = 0.5
+    vad_silence_ms: int = 500  # silence that ends a turn
+    vad_prefix_padding_ms: int = 300
+    vad_min_speech_ms: int = 100
+
+    # Limits
+    max_message_bytes: int = 4 * 1024 * 1024  # one WebSocket message (JSON or binary)
+    max_session_seconds: int = 3600
+    max_upload_bytes: int = 25 * 1024 * 1024
+    max_sessions: int = 32
+    max_turn_seconds: int = 30  # a single turn longer than this is committed
+    send_queue_frames: int = 256  # events buffered per client before it counts as too slow
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from `KOMBAIN_*` variables, then explicit overrides (CLI flags)."""
+        env = dict(os.environ if env is None else env)
+        hints = get_type_hints(cls)
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get("KOMBAIN_" + f.name.upper())
+            if raw is not None:
+                values[f.name] = _convert(hints[f.name], raw, f.name)
+        for k, v in overrides.items():
+            if v is not None:
+                values[k] = _convert(hints[k], v, k) if isinstance(v, str) else v
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def api_key_set(self) -> frozenset[str]:
+        return frozenset(k.strip() for k in self.api_keys.split(",") if k.strip())
+
+
+def _convert(tp: Any, raw: str, name: str) -> Any:
+    try:
+        if tp is bool:
+            return raw.strip().lower() in {"1", "true", "yes", "on"}
+        if tp is int:
+            return int(raw)
+        if tp is float:
+            return float(raw)
+        if tp is Path:
+            return Path(raw).expanduser()
+        return raw
+    except ValueError as exc:
+        raise ValueError(f"setting {name}: cannot parse {raw!r} as {tp.__name__}") from exc
