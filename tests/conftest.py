@@ -1,0 +1,91 @@
+"""Shared fixtures: a real kombain server on 127.0.0.1, started once per test session."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SPEECH_DIR = ROOT / "tests" / "data" / "speech"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class LiveServer:
+    url: str
+    port: int
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def ws_url(self) -> str:
+        return self.url.replace("http://", "ws://")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_server(tmp: Path, env_extra: dict[str, str] | None = None, timeout: float = 120) -> LiveServer:
+    """Start `kombain serve` in a subprocess and wait until /readyz says ready."""
+    port = free_port()
+    env = dict(os.environ)
+    env.update({"KOMBAIN_DATA_DIR": str(tmp / "data"), "PYTHONUNBUFFERED": "1"})
+    env.update(env_extra or {})
+    log_path = tmp / f"server-{port}.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "server.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+    server = LiveServer(f"http://127.0.0.1:{port}", port, proc, log_path)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited early:\n{server.log()}")
+        try:
+            if httpx.get(server.url + "/readyz", timeout=2).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError(f"server not ready in {timeout}s:\n{server.log()}")
+
+
+def stop_server(server: LiveServer) -> None:
+    server.proc.terminate()
+    try:
+        server.proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        server.proc.kill()
+        server.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """One server with the default settings (bundled tiny.en) for the whole test run."""
+    server = start_server(tmp_path_factory.mktemp("server"))
+    yield server
+    stop_server(server)
+    # A crash or traceback in the server during the tests is a failure even if every request passed.
+    assert "Traceback" not in server.log(), server.log()[-5000:]
+
+
+def speech_clips() -> list[tuple[Path, str]]:
+    """(wav path, reference transcript) for the recorded speech in tests/data/speech."""
+    rows = (SPEECH_DIR / "transcripts.tsv").read_text().strip().splitlines()[1:]
+    return [(SPEECH_DIR / name, text) for name, text in (r.split("\t", 1) for r in rows)]
