@@ -31,7 +31,11 @@ class Settings:
     stt_device: str = "auto"  # auto | cpu | cuda
     stt_compute_type: str = "auto"  # auto -> int8 on CPU, float16 on CUDA
     stt_threads: int = 0  # 0 -> number of cores
-    stt_chunk_length: int = 10  # seconds of audio window for live decodes (see docs/performance.md)
+    # Live decodes use an encoder window of the audio + pad seconds, at least min_window
+    # (Whisper pads to 30 s otherwise); chosen by measurement, see docs/performance.md.
+    stt_window_pad: float = 2.0
+    stt_min_window: float = 10.0
+    stt_beam_size: int = 1  # live finals; partials are always greedy
     stt_queue_size: int = 32  # bounded queue in front of the shared Whisper runtime
     stt_partial_interval_ms: int = 400  # new speech needed before another partial decode
     stt_language: str = ""  # default language for multilingual models ("" -> auto)

@@ -1,0 +1,46 @@
+"""Word error rate with a normaliser that makes Whisper's digits and punctuation comparable."""
+
+from __future__ import annotations
+
+import re
+
+_ONES = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen".split()
+_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+
+
+def number_words(n: int) -> str:
+    if n < 20:
+        return _ONES[n]
+    if n < 100:
+        return _TENS[n // 10] + ("" if n % 10 == 0 else " " + _ONES[n % 10])
+    if n < 1000:
+        rest = n % 100
+        return _ONES[n // 100] + " hundred" + ("" if rest == 0 else " " + number_words(rest))
+    return str(n)
+
+
+def normalize(text: str) -> list[str]:
+    text = text.lower().replace("-", " ")
+    text = re.sub(r"\d+", lambda m: " " + number_words(int(m.group())) + " ", text)
+    text = re.sub(r"[^a-z' ]+", " ", text)
+    return text.split()
+
+
+def edit_distance(ref: list[str], hyp: list[str]) -> int:
+    prev = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        cur = [i] + [0] * len(hyp)
+        for j, h in enumerate(hyp, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
+        prev = cur
+    return prev[-1]
+
+
+def wer(pairs: list[tuple[str, str]]) -> float:
+    """Corpus WER over (reference, hypothesis) pairs: total edits / total reference words."""
+    edits = words = 0
+    for ref, hyp in pairs:
+        r, h = normalize(ref), normalize(hyp)
+        edits += edit_distance(r, h)
+        words += len(r)
+    return edits / max(words, 1)

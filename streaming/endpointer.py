@@ -1,0 +1,100 @@
+"""End-of-turn detection: a pure state machine over per-frame VAD probabilities (no I/O, no clock)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class TurnDetection:
+    """Server VAD settings, per session (OpenAI's `turn_detection` of type server_vad)."""
+
+    threshold: float = 0.5
+    silence_ms: int = 500
+    prefix_padding_ms: int = 300
+    min_speech_ms: int = 100
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.threshold < 1.0:
+            raise ValueError("turn_detection.threshold must be between 0 and 1")
+        if not 0 <= self.silence_ms <= 10_000:
+            raise ValueError("turn_detection.silence_duration_ms must be between 0 and 10000")
+        if not 0 <= self.prefix_padding_ms <= 5_000:
+            raise ValueError("turn_detection.prefix_padding_ms must be between 0 and 5000")
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStarted:
+    start_sample: int  # first voiced sample, before prefix padding
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStopped:
+    end_sample: int  # end of the last voiced frame
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechPaused:
+    """Voice went quiet inside a turn; the turn may end here if no speech follows."""
+
+    end_sample: int
+
+
+EndpointEvent = SpeechStarted | SpeechStopped | SpeechPaused
+
+
+class Endpointer:
+    """Feed `(probability, frame_end_sample)` per frame; get speech start/pause/stop events.
+
+    Hysteresis: a frame is voiced above `threshold`, silent below `threshold - 0.15`, and keeps the
+    previous state in between, so a wavering probability near the threshold does not flap.
+    """
+
+    def __init__(self, config: TurnDetection, rate: int = 16000, pause_ms: int = 160) -> None:
+        self.config = config
+        self._rate = rate
+        self._pause_samples = pause_ms * rate // 1000
+        self.reset()
+
+    def reset(self) -> None:
+        self.in_speech = False
+        self._voiced = False
+        self._run_start = 0  # first sample of the current voiced run (before start is confirmed)
+        self._run_voiced_samples = 0
+        self.last_voiced_end = 0
+        self._paused_reported = False
+
+    def feed(self, prob: float, frame_end: int, frame_samples: int) -> list[EndpointEvent]:
+        cfg = self.config
+        if prob >= cfg.threshold:
+            voiced = True
+        elif prob < max(cfg.threshold - 0.15, 0.01):
+            voiced = False
+        else:
+            voiced = self._voiced
+        self._voiced = voiced
+        events: list[EndpointEvent] = []
+        frame_start = frame_end - frame_samples
+        if voiced:
+            if not self.in_speech:
+                if self._run_voiced_samples == 0:
+                    self._run_start = frame_start
+                self._run_voiced_samples += frame_samples
+                if self._run_voiced_samples * 1000 >= cfg.min_speech_ms * self._rate:
+                    self.in_speech = True
+                    events.append(SpeechStarted(self._run_start))
+            self.last_voiced_end = frame_end
+            self._paused_reported = False
+            return events
+        if not self.in_speech:
+            self._run_voiced_samples = 0  # a blip too short to count as speech
+            return events
+        silence = frame_end - self.last_voiced_end
+        if not self._paused_reported and silence >= min(self._pause_samples, cfg.silence_ms * self._rate // 1000):
+            self._paused_reported = True
+            events.append(SpeechPaused(self.last_voiced_end))
+        if silence * 1000 >= cfg.silence_ms * self._rate:
+            self.in_speech = False
+            self._run_voiced_samples = 0
+            events.append(SpeechStopped(self.last_voiced_end))
+        return events

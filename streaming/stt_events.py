@@ -1,0 +1,64 @@
+"""Events a transcription session emits; transports turn them into their own wire format."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStartedEvent:
+    item_id: str
+    audio_start_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStoppedEvent:
+    item_id: str
+    audio_end_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class CommittedEvent:
+    item_id: str
+    previous_item_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ClearedEvent:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptDeltaEvent:
+    item_id: str
+    delta: str
+    audio_end_ms: int  # end of the audio this partial covers (session clock)
+    lag_s: float  # arrival of that audio to now
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptCompletedEvent:
+    item_id: str
+    transcript: str
+    audio_start_ms: int
+    audio_end_ms: int
+    latency_s: float  # end-of-turn decision (or commit) to now
+    language: str
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptFailedEvent:
+    item_id: str
+    code: str
+    message: str
+
+
+SttEvent = (
+    SpeechStartedEvent
+    | SpeechStoppedEvent
+    | CommittedEvent
+    | ClearedEvent
+    | TranscriptDeltaEvent
+    | TranscriptCompletedEvent
+    | TranscriptFailedEvent
+)

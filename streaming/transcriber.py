@@ -1,0 +1,365 @@
+"""A session's speech-to-text: VAD -> endpointer -> partial and final decodes on the shared runtime.
+
+Transport-agnostic: 16 kHz float32 audio goes in through `push_audio`, `SttEvent`s come out through
+the `emit` callback. Decodes run as tasks in the session's TaskGroup; the model call itself runs on
+the runtime's worker thread, never on the event loop.
+
+Latency: when the voice pauses (160 ms of silence) the turn so far is decoded speculatively; if
+the endpointer then ends the turn with no new speech, that result is the final transcript, so the
+silence wait hides the decode. Speech that resumes discards it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from streaming.endpointer import Endpointer, SpeechPaused, SpeechStarted, SpeechStopped, TurnDetection
+from streaming.stabilizer import Stabilizer
+from streaming.stt_events import (
+    ClearedEvent,
+    CommittedEvent,
+    SpeechStartedEvent,
+    SpeechStoppedEvent,
+    SttEvent,
+    TranscriptCompletedEvent,
+    TranscriptDeltaEvent,
+    TranscriptFailedEvent,
+)
+from streaming.vad import FRAME_SAMPLES, VadStream
+from streaming.whisper_runtime import DecodeOptions, DecodeResult, RuntimeBusy, WhisperRuntime
+
+log = logging.getLogger("kombain.stt")
+
+RATE = 16000
+_TAIL_SAMPLES = RATE * 200 // 1000  # silence kept after the last voiced frame in a final decode
+_MIN_DECODE_SAMPLES = RATE * 250 // 1000
+
+
+def new_item_id() -> str:
+    return "item_" + secrets.token_hex(10)
+
+
+@dataclass(frozen=True, slots=True)
+class SttConfig:
+    """Per-session recognition settings (changed by session.update)."""
+
+    turn_detection: TurnDetection | None = TurnDetection()
+    language: str | None = None
+    prompt: str | None = None
+    partial_interval_ms: int = 400
+    partials: bool = True
+    beam_size: int = 1
+    window_pad: float = 2.0
+    min_window: float = 10.0
+    max_turn_s: float = 30.0
+
+
+@dataclass
+class _Turn:
+    item_id: str
+    start: int  # first sample of the turn audio (session clock, 16 kHz samples)
+    chunks: list[np.ndarray]
+    length: int = 0
+    last_partial_at: int = 0
+    speculative: asyncio.Task[DecodeResult | None] | None = None
+    speculative_end: int = -1
+
+    def audio(self, end: int | None = None) -> np.ndarray:
+        data = np.concatenate(self.chunks) if self.chunks else np.zeros(0, np.float32)
+        self.chunks = [data]
+        return data if end is None else data[: max(0, end - self.start)]
+
+
+class StreamingTranscriber:
+    """One session's recogniser. Call `push_audio`, `commit`, `clear`; run `run()` for its lifetime."""
+
+    def __init__(
+        self,
+        runtime: WhisperRuntime,
+        vad: VadStream,
+        config: SttConfig,
+        emit: Callable[[SttEvent], None],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        on_vad_seconds: Callable[[float], None] | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.vad = vad
+        self.config = config
+        self._emit = emit
+        self._clock = clock
+        self._on_vad = on_vad_seconds or (lambda s: None)
+        self._endpointer = Endpointer(config.turn_detection or TurnDetection())
+        self._stabilizer = Stabilizer()
+        self._total = 0  # samples received
+        self._vad_pos = 0  # samples the VAD has seen
+        self._arrivals: deque[tuple[int, float]] = deque(maxlen=4096)  # (end sample, wall time)
+        self._preroll: deque[np.ndarray] = deque()
+        self._preroll_len = 0
+        self._turn: _Turn | None = None
+        self._manual: _Turn | None = None  # buffer when turn detection is off
+        self._manual_voiced = False
+        self._last_item: str | None = None
+        self._finals: asyncio.Task[None] | None = None  # chain, so finals leave in turn order
+        self._partial_task: asyncio.Task[None] | None = None
+        self._tg: asyncio.TaskGroup | None = None
+        self._stop = asyncio.Event()
+
+    # --- lifetime --------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Owns the decode tasks; returns after `close()` once pending finals are delivered."""
+        async with asyncio.TaskGroup() as tg:
+            self._tg = tg
+            await self._stop.wait()
+            if self._finals is not None:
+                await self._finals
+            if self._partial_task is not None:
+                self._partial_task.cancel()
+        self._tg = None
+
+    def close(self) -> None:
+        self._stop.set()
+
+    @property
+    def speaking(self) -> bool:
+        return self._turn is not None
+
+    def update_config(self, config: SttConfig) -> None:
+        self.config = config
+        self._endpointer.config = config.turn_detection or TurnDetection()
+
+    # --- input -----------------------------------------------------------------------------------
+
+    def push_audio(self, samples: np.ndarray) -> None:
+        """Feed 16 kHz float32 audio. Runs VAD (sub-millisecond per frame) and schedules decodes."""
+        if len(samples) == 0:
+            return
+        now = self._clock()
+        start = self._total
+        self._total += len(samples)
+        self._arrivals.append((self._total, now))
+        t0 = time.perf_counter()
+        probs = self.vad.process(samples)
+        self._on_vad(time.perf_counter() - t0)
+
+        if self.config.turn_detection is None:
+            if self._manual is None:
+                self._manual = _Turn(new_item_id(), start, [])
+            self._manual.chunks.append(samples)
+            self._manual.length += len(samples)
+            threshold = self._endpointer.config.threshold
+            self._manual_voiced = self._manual_voiced or any(p >= threshold for p in probs)
+            return
+
+        # Audio enters the turn buffer (or the pre-roll) before the VAD events it causes are
+        # handled, so a speculative decode launched now covers everything up to this point.
+        if self._turn is not None:
+            self._turn.chunks.append(samples)
+            self._turn.length += len(samples)
+        else:
+            self._remember_preroll(samples)
+        for p in probs:
+            self._vad_pos += FRAME_SAMPLES
+            for ev in self._endpointer.feed(p, self._vad_pos, FRAME_SAMPLES):
+                if isinstance(ev, SpeechStarted):
+                    self._begin_turn(ev.start_sample)
+                elif isinstance(ev, SpeechPaused) and self._turn is not None:
+                    self._speculate(self._turn, ev.end_sample)
+                elif isinstance(ev, SpeechStopped) and self._turn is not None:
+                    self._end_turn(ev.end_sample)
+        turn = self._turn
+        if turn is None:
+            return
+        if turn.speculative is not None and self._endpointer.last_voiced_end > turn.speculative_end - _TAIL_SAMPLES:
+            turn.speculative.cancel()  # speech resumed: the guess is stale
+            turn.speculative = None
+        if turn.length >= self.config.max_turn_s * RATE:
+            self._end_turn(self._total, forced=True)
+        elif self.config.partials and self._partial_due(turn):
+            self._launch_partial(turn)
+
+    def commit(self) -> str | None:
+        """Client commit: end the current turn (or the manual buffer) now. Returns an error or None."""
+        if self.config.turn_detection is None:
+            turn = self._manual
+            if turn is None or turn.length < FRAME_SAMPLES:
+                return "input audio buffer is empty or shorter than 32 ms; append audio before committing"
+            self._manual = None
+            voiced, self._manual_voiced = self._manual_voiced, False
+            self._commit_turn(turn, turn.start + turn.length, voiced=voiced)
+            return None
+        if self._turn is None:
+            return "no speech in the input audio buffer to commit"
+        self._end_turn(self._total, forced=True)
+        return None
+
+    def clear(self) -> None:
+        """Drop uncommitted audio (input_audio_buffer.clear)."""
+        if self._turn is not None and self._turn.speculative is not None:
+            self._turn.speculative.cancel()
+        self._turn = None
+        self._manual = None
+        self._manual_voiced = False
+        self._endpointer.reset()
+        self._stabilizer.reset()
+        self._emit(ClearedEvent())
+
+    # --- turns -----------------------------------------------------------------------------------
+
+    def _remember_preroll(self, samples: np.ndarray) -> None:
+        self._preroll.append(samples)
+        self._preroll_len += len(samples)
+        keep = (self._endpointer.config.prefix_padding_ms + 200) * RATE // 1000 + FRAME_SAMPLES
+        while self._preroll and self._preroll_len - len(self._preroll[0]) >= keep:
+            self._preroll_len -= len(self._preroll.popleft())
+
+    def _begin_turn(self, voiced_start: int) -> None:
+        pad = self._endpointer.config.prefix_padding_ms * RATE // 1000
+        start = max(0, voiced_start - pad, self._total - self._preroll_len)
+        buf = np.concatenate(list(self._preroll)) if self._preroll else np.zeros(0, np.float32)
+        audio = buf[start - (self._total - self._preroll_len) :]
+        self._preroll.clear()
+        self._preroll_len = 0
+        self._turn = _Turn(new_item_id(), start, [audio], len(audio), last_partial_at=start)
+        self._stabilizer.reset()
+        self._emit(SpeechStartedEvent(self._turn.item_id, voiced_start * 1000 // RATE))
+
+    def _end_turn(self, voiced_end: int, forced: bool = False) -> None:
+        turn = self._turn
+        assert turn is not None
+        self._turn = None
+        self._endpointer.reset()
+        if self._partial_task is not None:
+            self._partial_task.cancel()
+        self._emit(SpeechStoppedEvent(turn.item_id, voiced_end * 1000 // RATE))
+        end = self._total if forced else min(self._total, voiced_end + _TAIL_SAMPLES)
+        self._commit_turn(turn, end)
+
+    def _commit_turn(self, turn: _Turn, end: int, voiced: bool = True) -> None:
+        decided = self._clock()
+        self._emit(CommittedEvent(turn.item_id, self._last_item))
+        self._last_item = turn.item_id
+        spec = turn.speculative if turn.speculative_end == end else None
+        if turn.speculative is not None and spec is None:
+            turn.speculative.cancel()
+        audio = turn.audio(end)
+        previous = self._finals
+        self._finals = self._spawn(self._finalize(turn, audio, spec, decided, previous, voiced))
+
+    async def _finalize(
+        self,
+        turn: _Turn,
+        audio: np.ndarray,
+        spec: asyncio.Task[DecodeResult | None] | None,
+        decided: float,
+        previous: asyncio.Task[None] | None,
+        voiced: bool,
+    ) -> None:
+        result: DecodeResult | None = None
+        failed: str | None = None
+        if spec is not None:
+            try:
+                result = await spec
+            except asyncio.CancelledError:
+                if _cancelling():
+                    raise
+        try:
+            if result is None and voiced and len(audio) >= _MIN_DECODE_SAMPLES:
+                result = await self.runtime.transcribe(audio, "final", self._options())
+        except Exception as exc:
+            failed = f"{type(exc).__name__}: {exc}"
+        if previous is not None:
+            await asyncio.shield(previous)
+        if failed:
+            self._emit(TranscriptFailedEvent(turn.item_id, "transcription_failed", failed))
+            return
+        text = result.text if result else ""
+        language = result.language if result else (self.config.language or "en")
+        self._emit(
+            TranscriptCompletedEvent(
+                turn.item_id, text, turn.start * 1000 // RATE, (turn.start + len(audio)) * 1000 // RATE,
+                self._clock() - decided, language,
+            )
+        )
+
+    def _speculate(self, turn: _Turn, voiced_end: int) -> None:
+        if turn.speculative is not None:
+            turn.speculative.cancel()
+        end = voiced_end + _TAIL_SAMPLES
+        audio_needed = end - turn.start
+        if audio_needed < _MIN_DECODE_SAMPLES:
+            return
+        turn.speculative_end = end
+        turn.speculative = self._spawn(self._speculative_decode(turn, end))
+
+    async def _speculative_decode(self, turn: _Turn, end: int) -> DecodeResult | None:
+        # The tail of silence is still arriving; wait for it rather than decode a shorter span.
+        while self._total < end and self._turn is turn:
+            await asyncio.sleep(0.02)
+        if self._turn is not turn and self._total < end:
+            return None
+        try:
+            return await self.runtime.transcribe(turn.audio(end), "final", self._options())
+        except Exception:  # the final decodes again on its own; a guess must not fail the session
+            log.warning("speculative decode failed", exc_info=True)
+            return None
+
+    # --- partials --------------------------------------------------------------------------------
+
+    def _partial_due(self, turn: _Turn) -> bool:
+        interval = self.config.partial_interval_ms * RATE // 1000
+        busy = self._partial_task is not None and not self._partial_task.done()
+        return not busy and turn.speculative is None and self._total - turn.last_partial_at >= interval
+
+    def _launch_partial(self, turn: _Turn) -> None:
+        turn.last_partial_at = self._total
+        self._partial_task = self._spawn(self._partial(turn, self._total))
+
+    async def _partial(self, turn: _Turn, end: int) -> None:
+        try:
+            result = await self.runtime.transcribe(turn.audio(end), "partial", self._options(), key=id(self))
+        except RuntimeBusy:
+            return
+        except Exception:
+            log.warning("partial decode failed", exc_info=True)
+            return
+        if self._turn is not turn:
+            return  # the turn ended while decoding; its final supersedes this
+        delta = self._stabilizer.update(result.text)
+        if delta:
+            arrived = self._arrival_time(end)
+            self._emit(TranscriptDeltaEvent(turn.item_id, delta, end * 1000 // RATE, self._clock() - arrived))
+
+    def _arrival_time(self, sample: int) -> float:
+        for end, t in self._arrivals:
+            if end >= sample:
+                return t
+        return self._clock()
+
+    # --- helpers ---------------------------------------------------------------------------------
+
+    def _options(self) -> DecodeOptions:
+        c = self.config
+        return DecodeOptions(
+            language=c.language, prompt=c.prompt, beam_size=c.beam_size,
+            window_pad=c.window_pad, min_window=c.min_window,
+        )
+
+    def _spawn(self, coro):  # type: ignore[no-untyped-def]
+        if self._tg is None:
+            raise RuntimeError("StreamingTranscriber.run() is not running")
+        return self._tg.create_task(coro)
+
+
+def _cancelling() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0

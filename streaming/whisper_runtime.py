@@ -1,0 +1,311 @@
+"""One faster-whisper model per process, serving every session through a bounded priority queue.
+
+A single worker thread owns the model: on a small CPU one decode at a time with all cores is
+faster than several fighting over them. Finals go before partials; a session's queued partial is
+replaced by its newer one; offline (file) work yields between segments so live finals are not
+stuck behind a long upload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from streaming.hallucination import cut_repetition_loops, keep_segment
+from streaming.models import resolve_stt_model
+
+log = logging.getLogger("kombain.stt")
+
+Kind = Literal["final", "partial", "offline"]
+_PRIORITY: dict[str, int] = {"final": 0, "partial": 1, "offline": 2}
+_MAX_WINDOW = 30.0
+
+
+class RuntimeBusy(RuntimeError):
+    """The queue is full: the request was refused rather than queued without bound."""
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeOptions:
+    language: str | None = None
+    prompt: str | None = None
+    beam_size: int = 1
+    # Live decodes: encoder window = audio + pad, at least min_window seconds (see docs/performance.md).
+    # Whisper is trained on 30 s windows; a short window cuts encoder cost several-fold.
+    # Below ~10 s the decoder loops (repeats the transcript) on short clips, so 10 s is the floor.
+    window_pad: float = 2.0
+    min_window: float = 10.0
+    timestamps: bool = False
+    vad_filter: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    start: float
+    end: float
+    text: str
+    avg_logprob: float
+    no_speech_prob: float
+    compression_ratio: float
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeResult:
+    text: str
+    segments: tuple[Segment, ...]
+    language: str
+    duration: float
+    inference_seconds: float
+
+
+@dataclass(order=True)
+class _Request:
+    priority: int
+    seq: int
+    kind: str = field(compare=False)
+    audio: np.ndarray = field(compare=False)
+    options: DecodeOptions = field(compare=False)
+    key: Any = field(compare=False)
+    future: asyncio.Future[DecodeResult] = field(compare=False)
+    loop: asyncio.AbstractEventLoop = field(compare=False)
+    cancelled: bool = field(default=False, compare=False)
+
+
+def pick_device(device: str, compute_type: str) -> tuple[str, str]:
+    """'auto' picks CUDA with float16 when a GPU is visible, else CPU with int8."""
+    if device == "auto":
+        try:
+            import ctranslate2
+
+            device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+        except Exception:  # no CUDA runtime at all
+            device = "cpu"
+    if compute_type == "auto":
+        compute_type = "float16" if device == "cuda" else "int8"
+    return device, compute_type
+
+
+class WhisperRuntime:
+    """Async front of a faster-whisper model; `transcribe` never blocks the event loop."""
+
+    def __init__(
+        self,
+        model: Any,
+        name: str,
+        *,
+        multilingual: bool,
+        queue_size: int = 32,
+        on_queue_depth: Callable[[int], None] | None = None,
+        on_inference: Callable[[str, float], None] | None = None,
+    ) -> None:
+        self.model = model
+        self.name = name
+        self.multilingual = multilingual
+        self._queue_size = queue_size
+        self._heap: list[_Request] = []
+        self._seq = itertools.count()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._running = 0
+        self._on_queue_depth = on_queue_depth or (lambda n: None)
+        self._on_inference = on_inference or (lambda k, s: None)
+        self._thread = threading.Thread(target=self._work, name="whisper-runtime", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def load(
+        cls, name: str, *, data_dir: Path, device: str = "auto", compute_type: str = "auto",
+        threads: int = 0, **kwargs: Any,
+    ) -> WhisperRuntime:
+        from faster_whisper import WhisperModel
+
+        path = resolve_stt_model(name, data_dir)
+        device, compute_type = pick_device(device, compute_type)
+        threads = threads or os.cpu_count() or 1
+        log.info("loading Whisper %s from %s on %s/%s, %d threads", name, path, device, compute_type, threads)
+        model = WhisperModel(str(path), device=device, compute_type=compute_type, cpu_threads=threads)
+        runtime = cls(model, name, multilingual=bool(model.model.is_multilingual), **kwargs)
+        runtime._warm_up()
+        return runtime
+
+    @property
+    def pending(self) -> int:
+        """Requests queued or running (the GPU lane's gate reads this)."""
+        with self._cond:
+            return len(self._heap) + self._running
+
+    async def transcribe(
+        self, audio: np.ndarray, kind: Kind, options: DecodeOptions, key: Any = None
+    ) -> DecodeResult:
+        """Decode 16 kHz float32 audio. Partials are refused (RuntimeBusy) when the queue is full."""
+        loop = asyncio.get_running_loop()
+        req = _Request(_PRIORITY[kind], next(self._seq), kind, audio, options, key, loop.create_future(), loop)
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("speech runtime is shut down")
+            if kind == "partial" and key is not None:
+                for old in self._heap:  # a newer partial of the same session supersedes a queued one
+                    if old.kind == "partial" and old.key == key and not old.cancelled:
+                        old.cancelled = True
+                        loop.call_soon(_cancel_future, old.future)
+            live = sum(1 for r in self._heap if not r.cancelled)
+            if live >= self._queue_size and kind != "final":
+                raise RuntimeBusy("speech recognition is at capacity; try again shortly")
+            heapq.heappush(self._heap, req)
+            self._on_queue_depth(live + 1)
+            self._cond.notify()
+        try:
+            return await req.future
+        except asyncio.CancelledError:
+            req.cancelled = True
+            raise
+
+    async def aclose(self) -> None:
+        with self._cond:
+            self._closed = True
+            for r in self._heap:
+                r.loop.call_soon_threadsafe(_cancel_future, r.future)
+            self._heap.clear()
+            self._cond.notify_all()
+        await asyncio.to_thread(self._thread.join, 10)
+
+    # --- worker thread -------------------------------------------------------------------------
+
+    def _next(self, below: int | None = None) -> _Request | None:
+        """Pop the most urgent live request (only if more urgent than `below`); blocks if below is None."""
+        with self._cond:
+            while True:
+                while self._heap and self._heap[0].cancelled:
+                    heapq.heappop(self._heap)
+                if self._heap and (below is None or self._heap[0].priority < below):
+                    req = heapq.heappop(self._heap)
+                    self._running += 1
+                    self._on_queue_depth(len(self._heap))
+                    return req
+                if below is not None or self._closed:
+                    return None
+                self._cond.wait()
+
+    def _work(self) -> None:
+        while (req := self._next()) is not None:
+            self._serve(req)
+
+    def _serve(self, req: _Request) -> None:
+        try:
+            t0 = time.perf_counter()
+            result = self._decode(req)
+            self._on_inference(req.kind, time.perf_counter() - t0)
+            req.loop.call_soon_threadsafe(_set_result, req.future, result)
+        except BaseException as exc:  # the session gets the error; the runtime keeps serving
+            log.exception("Whisper decode failed")
+            req.loop.call_soon_threadsafe(_set_exception, req.future, exc)
+        finally:
+            with self._cond:
+                self._running -= 1
+
+    def _decode(self, req: _Request) -> DecodeResult:
+        if req.kind != "offline" and len(req.audio) <= (_MAX_WINDOW - req.options.window_pad) * 16000:
+            return self._decode_window(req.audio, req.options)
+        t0 = time.perf_counter()
+        segments, info = self._segments(req.audio, req.options)
+        kept: list[Segment] = []
+        for seg in segments:
+            if req.cancelled:
+                break
+            if keep_segment(seg.text, seg.no_speech_prob, seg.avg_logprob, seg.compression_ratio):
+                kept.append(
+                    Segment(seg.start, seg.end, cut_repetition_loops(seg.text.strip()),
+                            seg.avg_logprob, seg.no_speech_prob, seg.compression_ratio)
+                )
+            if req.kind == "offline":
+                # Let live work overtake a long file between its segments.
+                while (urgent := self._next(below=req.priority)) is not None:
+                    self._serve(urgent)
+        text = " ".join(s.text for s in kept).strip()
+        return DecodeResult(text, tuple(kept), info.language, info.duration, time.perf_counter() - t0)
+
+    def _decode_window(self, audio: np.ndarray, o: DecodeOptions) -> DecodeResult:
+        """One encoder pass over a window just longer than the audio, then greedy/beam decoding.
+
+        faster-whisper pads every input to 30 s (its `chunk_length` does not change that), so the
+        live path calls CTranslate2 directly with a shorter mel window.
+        """
+        from faster_whisper.tokenizer import Tokenizer
+        from faster_whisper.transcribe import get_compression_ratio, get_suppressed_tokens
+
+        t0 = time.perf_counter()
+        m = self.model
+        duration = len(audio) / 16000
+        frames = int(min(_MAX_WINDOW, max(o.min_window, duration + o.window_pad)) * 100)
+        feats = m.feature_extractor(audio, chunk_length=30)[:, :frames]
+        if feats.shape[1] < frames:
+            feats = np.pad(feats, ((0, 0), (0, frames - feats.shape[1])))
+        language = (o.language or None) if self.multilingual else "en"
+        encoded = m.encode(feats)
+        if language is None:
+            language = m.model.detect_language(encoded)[0][0][0][2:-2]
+        tok = Tokenizer(m.hf_tokenizer, self.multilingual, task="transcribe", language=language)
+        previous = tok.encode(" " + o.prompt.strip()) if o.prompt else []
+        prompt = m.get_prompt(tok, previous, without_timestamps=True)
+        # Speech runs at well under 10 tokens a second: the cap bounds any decoder loop.
+        max_new = min(224, int(duration * 10) + 10)
+        res = m.model.generate(
+            encoded, [prompt], beam_size=o.beam_size, max_length=len(prompt) + max_new,
+            return_scores=True, return_no_speech_prob=True, suppress_blank=True,
+            suppress_tokens=get_suppressed_tokens(tok, [-1]),
+        )[0]
+        tokens = [t for t in res.sequences_ids[0] if t < tok.eot]
+        text = tok.decode(tokens).strip()
+        avg_logprob = res.scores[0] * len(tokens) / (len(tokens) + 1) if tokens else -10.0
+        seg = Segment(0.0, duration, text, avg_logprob, res.no_speech_prob, get_compression_ratio(text) if text else 0.0)
+        kept = ()
+        if keep_segment(seg.text, seg.no_speech_prob, seg.avg_logprob, seg.compression_ratio):
+            seg = Segment(seg.start, seg.end, cut_repetition_loops(text), *(seg.avg_logprob, seg.no_speech_prob, seg.compression_ratio))
+            kept = (seg,)
+        final_text = kept[0].text if kept else ""
+        return DecodeResult(final_text, kept, language, duration, time.perf_counter() - t0)
+
+    def _segments(self, audio: np.ndarray, o: DecodeOptions) -> tuple[Iterator[Any], Any]:
+        language = o.language if self.multilingual else "en"
+        kwargs: dict[str, Any] = dict(
+            language=language or None,
+            beam_size=o.beam_size,
+            temperature=0.0,  # fallback re-decodes stall for seconds on the live path
+            condition_on_previous_text=False,
+            without_timestamps=not o.timestamps,
+            vad_filter=o.vad_filter,
+            initial_prompt=o.prompt or None,
+        )
+        return self.model.transcribe(audio, **kwargs)  # type: ignore[no-any-return]
+
+    def _warm_up(self) -> None:
+        # First calls pay for allocation; do it before the node says it is ready.
+        silence = np.zeros(16000, dtype=np.float32)
+        list(self._segments(silence, DecodeOptions())[0])
+        self._decode_window(silence, DecodeOptions())
+
+
+def _set_result(fut: asyncio.Future[DecodeResult], result: DecodeResult) -> None:
+    if not fut.done():
+        fut.set_result(result)
+
+
+def _set_exception(fut: asyncio.Future[DecodeResult], exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)
+
+
+def _cancel_future(fut: asyncio.Future[DecodeResult]) -> None:
+    if not fut.done():
+        fut.cancel()
