@@ -27,6 +27,7 @@ async def start_all(state: AppState, stack: contextlib.AsyncExitStack) -> None:
 
 
 async def _start_stt(state: AppState, stack: contextlib.AsyncExitStack) -> None:
+    from server.realtime.session import SessionRegistry
     from streaming.vad import SileroVadModel
     from streaming.whisper_runtime import WhisperRuntime
 
@@ -45,6 +46,7 @@ async def _start_stt(state: AppState, stack: contextlib.AsyncExitStack) -> None:
     )
     stack.push_async_callback(runtime.aclose)
     state.services["vad"] = vad_model
+    state.services["sessions"] = SessionRegistry(s.max_sessions)
     state.services["whisper"] = runtime
     state.services.setdefault("model_names", []).append(runtime.name)
 

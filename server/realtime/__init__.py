@@ -1,0 +1,1 @@
+"""The OpenAI-Realtime-style session: protocol parsing (pure), the session, and its transports."""

@@ -1,0 +1,248 @@
+"""OpenAI Realtime event protocol, sans I/O: parse client events, build server events.
+
+Accepts both the GA shape (`session.audio.input.format = {"type": "audio/pcm", "rate": 24000}`) and
+the beta shape (`input_audio_format = "pcm16"`), and `transcription_session.update`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import secrets
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from streaming.audio import AudioFormat, AudioFormatError
+from streaming.endpointer import TurnDetection
+
+
+class ProtocolError(ValueError):
+    """A client event we cannot act on; becomes an `error` event, the session goes on."""
+
+    def __init__(self, message: str, code: str = "invalid_request_error", param: str | None = None,
+                 event_id: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.param = param
+        self.event_id = event_id
+
+
+# Beta format names, plus our documented extensions for other PCM rates.
+_BETA_FORMATS = {
+    "pcm16": AudioFormat("pcm16", 24000),
+    "g711_ulaw": AudioFormat("mulaw", 8000),
+    "g711_alaw": AudioFormat("alaw", 8000),
+    "pcm16_8000": AudioFormat("pcm16", 8000),
+    "pcm16_16000": AudioFormat("pcm16", 16000),
+    "pcm16_22050": AudioFormat("pcm16", 22050),
+    "pcm16_24000": AudioFormat("pcm16", 24000),
+    "pcm16_48000": AudioFormat("pcm16", 48000),
+}
+_GA_TYPES = {"audio/pcm": "pcm16", "audio/pcmu": "mulaw", "audio/pcma": "alaw"}
+TRANSCRIBE_MODELS = ("whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe")
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(10)}"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionConfig:
+    """What a session is set to; changed by session.update, reported in session.created/updated."""
+
+    kind: str = "realtime"  # "realtime" (conversation) or "transcription"
+    input_format: AudioFormat = AudioFormat("pcm16", 24000)
+    output_format: AudioFormat = AudioFormat("pcm16", 24000)
+    transcription_model: str = "whisper-1"
+    language: str | None = None
+    prompt: str | None = None
+    turn_detection: TurnDetection | None = field(default_factory=TurnDetection)
+    instructions: str = ""
+    voice: str = "alloy"
+    beta_names: bool = False  # the client spoke the beta dialect; answer in it
+
+
+def parse_event(raw: str | bytes, max_bytes: int) -> dict[str, Any]:
+    if len(raw) > max_bytes:
+        raise ProtocolError(f"message of {len(raw)} bytes exceeds the limit of {max_bytes}", "message_too_large")
+    try:
+        event = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"malformed JSON: {exc}", "invalid_json") from None
+    if not isinstance(event, dict):
+        raise ProtocolError("an event must be a JSON object", "invalid_event")
+    if not isinstance(event.get("type"), str):
+        raise ProtocolError("an event needs a string 'type'", "invalid_event", "type", _event_id(event))
+    return event
+
+
+def _event_id(event: dict[str, Any]) -> str | None:
+    eid = event.get("event_id")
+    return eid if isinstance(eid, str) else None
+
+
+def decode_audio_b64(event: dict[str, Any]) -> bytes:
+    data = event.get("audio")
+    if not isinstance(data, str):
+        raise ProtocolError("input_audio_buffer.append needs 'audio' as a base64 string", "invalid_value", "audio", _event_id(event))
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise ProtocolError("'audio' is not valid base64", "invalid_audio", "audio", _event_id(event)) from None
+
+
+def _format(value: Any, param: str) -> AudioFormat:
+    try:
+        if isinstance(value, str):
+            if value not in _BETA_FORMATS:
+                raise ProtocolError(
+                    f"unsupported audio format {value!r}; use one of {', '.join(_BETA_FORMATS)}", "invalid_value", param
+                )
+            return _BETA_FORMATS[value]
+        if isinstance(value, dict):
+            encoding = _GA_TYPES.get(value.get("type", ""))
+            if encoding is None:
+                raise ProtocolError(
+                    f"unsupported audio format type {value.get('type')!r}; use audio/pcm, audio/pcmu or audio/pcma",
+                    "invalid_value", param,
+                )
+            rate = value.get("rate", 24000 if encoding == "pcm16" else 8000)
+            if not isinstance(rate, int):
+                raise ProtocolError("audio format 'rate' must be an integer", "invalid_value", param)
+            return AudioFormat(encoding, rate)
+    except AudioFormatError as exc:
+        raise ProtocolError(str(exc), "invalid_value", param) from None
+    raise ProtocolError("audio format must be a string or an object", "invalid_value", param)
+
+
+def _turn_detection(value: Any, current: TurnDetection | None, param: str) -> TurnDetection | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ProtocolError("turn_detection must be an object or null", "invalid_value", param)
+    kind = value.get("type", "server_vad")
+    if kind not in ("server_vad", "semantic_vad"):
+        raise ProtocolError(f"unsupported turn_detection type {kind!r}", "invalid_value", param)
+    base = current or TurnDetection()
+    try:
+        return TurnDetection(
+            threshold=float(value.get("threshold", base.threshold)),
+            silence_ms=int(value.get("silence_duration_ms", base.silence_ms)),
+            prefix_padding_ms=int(value.get("prefix_padding_ms", base.prefix_padding_ms)),
+            min_speech_ms=base.min_speech_ms,
+        )
+    except (TypeError, ValueError) as exc:
+        raise ProtocolError(f"invalid turn_detection: {exc}", "invalid_value", param) from None
+
+
+def _transcription(value: Any, cfg: SessionConfig, param: str) -> SessionConfig:
+    if value is None:
+        return cfg
+    if not isinstance(value, dict):
+        raise ProtocolError("transcription settings must be an object", "invalid_value", param)
+    language = value.get("language", cfg.language)
+    prompt = value.get("prompt", cfg.prompt)
+    if language is not None and not isinstance(language, str) or prompt is not None and not isinstance(prompt, str):
+        raise ProtocolError("transcription language and prompt must be strings", "invalid_value", param)
+    if prompt and len(prompt) > 2000:
+        raise ProtocolError("transcription prompt is longer than 2000 characters", "invalid_value", param)
+    return replace(cfg, transcription_model=str(value.get("model", cfg.transcription_model)),
+                   language=language or None, prompt=prompt or None)
+
+
+def apply_session_update(cfg: SessionConfig, session: Any, event_type: str) -> SessionConfig:
+    """Return the config after a session.update / transcription_session.update payload."""
+    if not isinstance(session, dict):
+        raise ProtocolError("'session' must be an object", "invalid_value", "session")
+    beta = event_type == "transcription_session.update" or any(
+        k in session for k in ("input_audio_format", "input_audio_transcription", "modalities")
+    )
+    if event_type == "transcription_session.update":
+        cfg = replace(cfg, kind="transcription")
+    if "type" in session:
+        if session["type"] not in ("realtime", "transcription"):
+            raise ProtocolError("session.type must be 'realtime' or 'transcription'", "invalid_value", "session.type")
+        cfg = replace(cfg, kind=session["type"])
+    cfg = replace(cfg, beta_names=beta or cfg.beta_names)
+    if "input_audio_format" in session:
+        cfg = replace(cfg, input_format=_format(session["input_audio_format"], "session.input_audio_format"))
+    if "output_audio_format" in session:
+        cfg = replace(cfg, output_format=_format(session["output_audio_format"], "session.output_audio_format"))
+    if "input_audio_transcription" in session:
+        cfg = _transcription(session["input_audio_transcription"], cfg, "session.input_audio_transcription")
+    if "turn_detection" in session:
+        cfg = replace(cfg, turn_detection=_turn_detection(session["turn_detection"], cfg.turn_detection, "session.turn_detection"))
+    if isinstance(session.get("instructions"), str):
+        cfg = replace(cfg, instructions=session["instructions"][:20000])
+    if isinstance(session.get("voice"), str):
+        cfg = replace(cfg, voice=session["voice"])
+    audio = session.get("audio")
+    if audio is not None:
+        if not isinstance(audio, dict):
+            raise ProtocolError("session.audio must be an object", "invalid_value", "session.audio")
+        inp = audio.get("input") or {}
+        out = audio.get("output") or {}
+        if not isinstance(inp, dict) or not isinstance(out, dict):
+            raise ProtocolError("session.audio.input/output must be objects", "invalid_value", "session.audio")
+        if "format" in inp:
+            cfg = replace(cfg, input_format=_format(inp["format"], "session.audio.input.format"))
+        if "transcription" in inp:
+            cfg = _transcription(inp["transcription"], cfg, "session.audio.input.transcription")
+        if "turn_detection" in inp:
+            cfg = replace(cfg, turn_detection=_turn_detection(inp["turn_detection"], cfg.turn_detection, "session.audio.input.turn_detection"))
+        if "format" in out:
+            cfg = replace(cfg, output_format=_format(out["format"], "session.audio.output.format"))
+        if isinstance(out.get("voice"), str):
+            cfg = replace(cfg, voice=out["voice"])
+    return cfg
+
+
+def _format_out(fmt: AudioFormat, beta: bool) -> Any:
+    if beta:
+        if fmt.encoding == "mulaw":
+            return "g711_ulaw"
+        if fmt.encoding == "alaw":
+            return "g711_alaw"
+        return "pcm16" if fmt.rate == 24000 else f"pcm16_{fmt.rate}"
+    if fmt.encoding == "pcm16":
+        return {"type": "audio/pcm", "rate": fmt.rate}
+    return {"type": "audio/pcmu" if fmt.encoding == "mulaw" else "audio/pcma"}
+
+
+def _turn_out(td: TurnDetection | None) -> dict[str, Any] | None:
+    if td is None:
+        return None
+    return {"type": "server_vad", "threshold": td.threshold, "prefix_padding_ms": td.prefix_padding_ms,
+            "silence_duration_ms": td.silence_ms, "create_response": True, "interrupt_response": True}
+
+
+def session_object(session_id: str, cfg: SessionConfig, model: str) -> dict[str, Any]:
+    """The session as OpenAI reports it, in the dialect the client speaks."""
+    transcription = {"model": cfg.transcription_model, "language": cfg.language, "prompt": cfg.prompt or ""}
+    if cfg.beta_names:
+        return {
+            "id": session_id, "object": "realtime.session" if cfg.kind == "realtime" else "realtime.transcription_session",
+            "model": model, "modalities": ["audio", "text"] if cfg.kind == "realtime" else ["text"],
+            "input_audio_format": _format_out(cfg.input_format, True),
+            "output_audio_format": _format_out(cfg.output_format, True),
+            "input_audio_transcription": transcription, "turn_detection": _turn_out(cfg.turn_detection),
+            "instructions": cfg.instructions, "voice": cfg.voice,
+        }
+    audio: dict[str, Any] = {"input": {"format": _format_out(cfg.input_format, False), "transcription": transcription,
+                                       "turn_detection": _turn_out(cfg.turn_detection), "noise_reduction": None}}
+    if cfg.kind == "realtime":
+        audio["output"] = {"format": _format_out(cfg.output_format, False), "voice": cfg.voice, "speed": 1.0}
+    return {"type": cfg.kind, "object": "realtime.session", "id": session_id, "model": model,
+            "output_modalities": ["audio"] if cfg.kind == "realtime" else ["text"],
+            "instructions": cfg.instructions, "audio": audio}
+
+
+def server_event(type_: str, **fields: Any) -> dict[str, Any]:
+    return {"event_id": new_id("event"), "type": type_, **fields}
+
+
+def error_event(message: str, code: str, param: str | None = None, event_id: str | None = None,
+                type_: str = "invalid_request_error") -> dict[str, Any]:
+    return server_event("error", error={"type": type_, "code": code, "message": message, "param": param,
+                                        "event_id": event_id})

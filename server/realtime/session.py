@@ -1,0 +1,205 @@
+"""One realtime session: client events in, server events out; transport-agnostic.
+
+The WebSocket (and later WebRTC data channel) transport feeds parsed events and raw audio and
+delivers what `send` is given. Audio is decoded, resampled to 16 kHz and handed to the session's
+`StreamingTranscriber`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from server.metrics import Metrics
+from server.realtime.protocol import (
+    ProtocolError,
+    SessionConfig,
+    apply_session_update,
+    decode_audio_b64,
+    error_event,
+    new_id,
+    server_event,
+    session_object,
+)
+from server.settings import Settings
+from streaming.endpointer import TurnDetection
+from streaming.audio import INTERNAL_RATE, AudioFormatError, Resampler, decode
+from streaming.stt_events import (
+    ClearedEvent,
+    CommittedEvent,
+    SpeechStartedEvent,
+    SpeechStoppedEvent,
+    SttEvent,
+    TranscriptCompletedEvent,
+    TranscriptDeltaEvent,
+    TranscriptFailedEvent,
+)
+from streaming.transcriber import StreamingTranscriber, SttConfig
+from streaming.vad import SileroVadModel
+from streaming.whisper_runtime import WhisperRuntime
+
+log = logging.getLogger("kombain.session")
+
+Send = Callable[[dict[str, Any]], None]
+
+
+class SessionRegistry:
+    """Live sessions on this node, for admission control and /readyz."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._sessions: set[str] = set()
+
+    @property
+    def count(self) -> int:
+        return len(self._sessions)
+
+    @property
+    def full(self) -> bool:
+        return len(self._sessions) >= self.limit
+
+    def add(self, session_id: str) -> bool:
+        if self.full:
+            return False
+        self._sessions.add(session_id)
+        return True
+
+    def remove(self, session_id: str) -> None:
+        self._sessions.discard(session_id)
+
+
+class RealtimeSession:
+    """Protocol handling for one caller. `handle_event` / `handle_audio_bytes` never raise for bad input."""
+
+    def __init__(self, settings: Settings, metrics: Metrics, runtime: WhisperRuntime, vad: SileroVadModel,
+                 send: Send, *, transport: str = "websocket", kind: str = "realtime") -> None:
+        self.id = new_id("sess")
+        self.settings = settings
+        self.metrics = metrics
+        self.transport = transport
+        self._send = send
+        self.config = SessionConfig(kind=kind, turn_detection=_td(settings))
+        self._resampler = Resampler(self.config.input_format.rate, INTERNAL_RATE)
+        self.transcriber = StreamingTranscriber(
+            runtime, vad.new_stream(), self._stt_config(), self._on_stt_event,
+            on_vad_seconds=metrics.vad_seconds.observe,
+        )
+        self.model_name = runtime.name
+
+    # --- lifetime --------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        created = "transcription_session.created" if self.config.kind == "transcription" and self.config.beta_names else "session.created"
+        self._send(server_event(created, session=session_object(self.id, self.config, self.model_name)))
+
+    async def run(self) -> None:
+        await self.transcriber.run()
+
+    def close(self) -> None:
+        self.transcriber.close()
+
+    # --- input -----------------------------------------------------------------------------------
+
+    def handle_event(self, event: dict[str, Any]) -> None:
+        etype = event["type"]
+        try:
+            handler = _HANDLERS.get(etype)
+            if handler is None:
+                raise ProtocolError(f"unknown or unsupported event type {etype!r}", "unknown_event_type", "type")
+            handler(self, event)
+        except ProtocolError as exc:
+            self.send_error(str(exc), exc.code, exc.param, exc.event_id or event.get("event_id"))
+
+    def handle_audio_bytes(self, data: bytes, event_id: str | None = None) -> None:
+        """Raw audio in the session's input format (the binary-frame fast path)."""
+        if not data:
+            return
+        fmt = self.config.input_format
+        if len(data) % fmt.bytes_per_sample:
+            self.send_error(f"audio of {len(data)} bytes is not a whole number of 16-bit samples",
+                            "invalid_audio", "audio", event_id)
+            return
+        try:
+            samples = decode(data, fmt)
+        except AudioFormatError as exc:
+            self.send_error(str(exc), "invalid_audio", "audio", event_id)
+            return
+        self.transcriber.push_audio(self._resampler.process(samples))
+
+    def send_error(self, message: str, code: str, param: str | None = None, event_id: str | None = None) -> None:
+        self.metrics.client_errors.labels(code).inc()
+        self._send(error_event(message, code, param, event_id))
+
+    # --- event handlers --------------------------------------------------------------------------
+
+    def _session_update(self, event: dict[str, Any]) -> None:
+        new = apply_session_update(self.config, event.get("session"), event["type"])
+        if new.input_format != self.config.input_format:
+            self._resampler = Resampler(new.input_format.rate, INTERNAL_RATE)
+        self.config = new
+        self.transcriber.update_config(self._stt_config())
+        beta_tx = event["type"] == "transcription_session.update"
+        self._send(server_event("transcription_session.updated" if beta_tx else "session.updated",
+                                session=session_object(self.id, self.config, self.model_name)))
+
+    def _append(self, event: dict[str, Any]) -> None:
+        self.handle_audio_bytes(decode_audio_b64(event), event.get("event_id"))
+
+    def _commit(self, event: dict[str, Any]) -> None:
+        err = self.transcriber.commit()
+        if err:
+            raise ProtocolError(err, "input_audio_buffer_commit_empty", None, event.get("event_id"))
+
+    def _clear(self, event: dict[str, Any]) -> None:
+        self.transcriber.clear()
+
+    # --- output ----------------------------------------------------------------------------------
+
+    def _on_stt_event(self, ev: SttEvent) -> None:
+        if isinstance(ev, SpeechStartedEvent):
+            self._send(server_event("input_audio_buffer.speech_started", audio_start_ms=ev.audio_start_ms, item_id=ev.item_id))
+        elif isinstance(ev, SpeechStoppedEvent):
+            self._send(server_event("input_audio_buffer.speech_stopped", audio_end_ms=ev.audio_end_ms, item_id=ev.item_id))
+        elif isinstance(ev, CommittedEvent):
+            self._send(server_event("input_audio_buffer.committed", previous_item_id=ev.previous_item_id, item_id=ev.item_id))
+        elif isinstance(ev, ClearedEvent):
+            self._send(server_event("input_audio_buffer.cleared"))
+        elif isinstance(ev, TranscriptDeltaEvent):
+            self.metrics.partial_lag_seconds.observe(ev.lag_s)
+            self._send(server_event("conversation.item.input_audio_transcription.delta", item_id=ev.item_id,
+                                    content_index=0, delta=ev.delta, audio_end_ms=ev.audio_end_ms))
+        elif isinstance(ev, TranscriptCompletedEvent):
+            self.metrics.stt_final_seconds.observe(ev.latency_s)
+            self._send(server_event(
+                "conversation.item.input_audio_transcription.completed", item_id=ev.item_id, content_index=0,
+                transcript=ev.transcript, audio_start_ms=ev.audio_start_ms, audio_end_ms=ev.audio_end_ms,
+                latency_ms=round(ev.latency_s * 1000, 1),
+                usage={"type": "duration", "seconds": round((ev.audio_end_ms - ev.audio_start_ms) / 1000, 3)},
+            ))
+        elif isinstance(ev, TranscriptFailedEvent):
+            self._send(server_event("conversation.item.input_audio_transcription.failed", item_id=ev.item_id,
+                                    content_index=0, error={"type": "server_error", "code": ev.code, "message": ev.message}))
+
+    def _stt_config(self) -> SttConfig:
+        s, c = self.settings, self.config
+        return SttConfig(
+            turn_detection=c.turn_detection, language=c.language or s.stt_language or None, prompt=c.prompt,
+            partial_interval_ms=s.stt_partial_interval_ms, beam_size=s.stt_beam_size,
+            window_pad=s.stt_window_pad, min_window=s.stt_min_window, max_turn_s=s.max_turn_seconds,
+        )
+
+
+def _td(settings: Settings) -> TurnDetection:
+    return TurnDetection(threshold=settings.vad_threshold, silence_ms=settings.vad_silence_ms,
+                         prefix_padding_ms=settings.vad_prefix_padding_ms, min_speech_ms=settings.vad_min_speech_ms)
+
+
+_HANDLERS: dict[str, Callable[[RealtimeSession, dict[str, Any]], None]] = {
+    "session.update": RealtimeSession._session_update,
+    "transcription_session.update": RealtimeSession._session_update,
+    "input_audio_buffer.append": RealtimeSession._append,
+    "input_audio_buffer.commit": RealtimeSession._commit,
+    "input_audio_buffer.clear": RealtimeSession._clear,
+}
