@@ -32,7 +32,7 @@ class AppState:
 
 def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI:
     """Build the app. Models load in the background; /readyz turns true when they are in."""
-    from server import health, realtime_ws
+    from server import errors, health, realtime_ws, transcriptions
 
     state = AppState(settings=settings, metrics=metrics or Metrics())
 
@@ -55,4 +55,6 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
     app.state.kombain = state
     app.include_router(health.router)
     app.include_router(realtime_ws.router)
+    app.include_router(transcriptions.router)
+    errors.install(app)
     return app

@@ -79,6 +79,7 @@ class _Request:
     key: Any = field(compare=False)
     future: asyncio.Future[DecodeResult] = field(compare=False)
     loop: asyncio.AbstractEventLoop = field(compare=False)
+    on_segment: Callable[[Segment], None] | None = field(default=None, compare=False)
     cancelled: bool = field(default=False, compare=False)
 
 
@@ -146,11 +147,16 @@ class WhisperRuntime:
             return len(self._heap) + self._running
 
     async def transcribe(
-        self, audio: np.ndarray, kind: Kind, options: DecodeOptions, key: Any = None
+        self, audio: np.ndarray, kind: Kind, options: DecodeOptions, key: Any = None,
+        on_segment: Callable[[Segment], None] | None = None,
     ) -> DecodeResult:
-        """Decode 16 kHz float32 audio. Partials are refused (RuntimeBusy) when the queue is full."""
+        """Decode 16 kHz float32 audio. Partials are refused (RuntimeBusy) when the queue is full.
+
+        `on_segment` is called on the event loop for each segment as it is decoded (offline path).
+        """
         loop = asyncio.get_running_loop()
-        req = _Request(_PRIORITY[kind], next(self._seq), kind, audio, options, key, loop.create_future(), loop)
+        req = _Request(_PRIORITY[kind], next(self._seq), kind, audio, options, key, loop.create_future(), loop,
+                       on_segment)
         with self._cond:
             if self._closed:
                 raise RuntimeError("speech runtime is shut down")
@@ -228,6 +234,8 @@ class WhisperRuntime:
                     Segment(seg.start, seg.end, cut_repetition_loops(seg.text.strip()),
                             seg.avg_logprob, seg.no_speech_prob, seg.compression_ratio)
                 )
+                if req.on_segment is not None:
+                    req.loop.call_soon_threadsafe(req.on_segment, kept[-1])
             if req.kind == "offline":
                 # Let live work overtake a long file between its segments.
                 while (urgent := self._next(below=req.priority)) is not None:
