@@ -56,7 +56,8 @@ def _serve(args: argparse.Namespace) -> int:
     app = create_app(settings)
     uvicorn.run(
         app, host=settings.host, port=settings.port, log_level=settings.log_level,
-        ws_max_size=settings.max_message_bytes, timeout_graceful_shutdown=10,
+        # Above our own limit, so an oversized message gets a clear error event rather than a close.
+        ws_max_size=settings.max_message_bytes * 2 + 65536, timeout_graceful_shutdown=10,
     )
     return 0
 

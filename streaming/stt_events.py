@@ -44,6 +44,7 @@ class TranscriptCompletedEvent:
     audio_end_ms: int
     latency_s: float  # end-of-turn decision (or commit) to now
     language: str
+    decode_s: float  # model time of the decode that produced it (possibly speculative, before the decision)
 
 
 @dataclass(frozen=True, slots=True)

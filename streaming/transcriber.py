@@ -287,7 +287,7 @@ class StreamingTranscriber:
         self._emit(
             TranscriptCompletedEvent(
                 turn.item_id, text, turn.start * 1000 // RATE, (turn.start + len(audio)) * 1000 // RATE,
-                self._clock() - decided, language,
+                self._clock() - decided, language, result.inference_seconds if result else 0.0,
             )
         )
 

@@ -175,7 +175,7 @@ class RealtimeSession:
             self._send(server_event(
                 "conversation.item.input_audio_transcription.completed", item_id=ev.item_id, content_index=0,
                 transcript=ev.transcript, audio_start_ms=ev.audio_start_ms, audio_end_ms=ev.audio_end_ms,
-                latency_ms=round(ev.latency_s * 1000, 1),
+                latency_ms=round(ev.latency_s * 1000, 1), decode_ms=round(ev.decode_s * 1000, 1),
                 usage={"type": "duration", "seconds": round((ev.audio_end_ms - ev.audio_start_ms) / 1000, 3)},
             ))
         elif isinstance(ev, TranscriptFailedEvent):

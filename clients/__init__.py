@@ -1,0 +1,1 @@
+"""Reference clients: realtime WebSocket client and CLI."""

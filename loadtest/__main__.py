@@ -1,0 +1,92 @@
+"""Load tests: `python -m loadtest stt --sessions N --audio DIR [--url URL]`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+
+from loadtest.stats import fmt_row
+from loadtest.server_proc import ResourceSampler, local_server
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m loadtest", description=__doc__)
+    sub = ap.add_subparsers(dest="test", required=True)
+    stt = sub.add_parser("stt", help="concurrent streaming speech-to-text callers")
+    stt.add_argument("--sessions", type=int, nargs="+", default=[1], help="one or more N to run in turn")
+    stt.add_argument("--audio", type=Path, default=Path("tests/data/speech"))
+    for p in (stt,):
+        p.add_argument("--url", help="an already running server (default: start one here)")
+        p.add_argument("--out", type=Path, default=Path("loadtest/results"))
+        p.add_argument("--model", default=None, help="KOMBAIN_STT_MODEL for a server started here")
+    args = ap.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    runs = []
+    for n in args.sessions:
+        if n < 1 or n > 64:
+            ap.error("--sessions must be between 1 and 64")
+        runs.append(_one(args, n))
+        _print(runs[-1])
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = args.out / f"{args.test}-{stamp}.json"
+    path.write_text(json.dumps(runs, indent=1))
+    png = _plot(runs, args.out / f"{args.test}-{stamp}.png")
+    print(f"\nwrote {path}" + (f" and {png}" if png else ""))
+    return 0 if all(not r["errors"] for r in runs) else 1
+
+
+def _one(args: argparse.Namespace, n: int) -> dict:
+    from loadtest.stt import run_stt
+
+    if args.url:
+        return asyncio.run(run_stt(args.url, n, args.audio))
+    env = {"KOMBAIN_MAX_SESSIONS": str(max(n, 32))}
+    if args.model:
+        env["KOMBAIN_STT_MODEL"] = args.model
+    with local_server(env, args.out / "server.log") as (url, pid):
+        return asyncio.run(run_stt(url, n, args.audio, ResourceSampler(pid)))
+
+
+def _print(run: dict) -> None:
+    print(f"\n== {run['sessions']} session(s): {run['turns_final']}/{run['turns_expected']} turns finalised, "
+          f"WER {run['wer']}")
+    for name, s in run["stages"].items():
+        print(fmt_row(name, s))
+    if run.get("server"):
+        print(f"server: {run['server']}")
+    for e in run["errors"][:5]:
+        print(f"error: {e}", file=sys.stderr)
+
+
+def _plot(runs: list[dict], path: Path) -> Path | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    stages = list(runs[0]["samples"])
+    fig, axes = plt.subplots(1, len(stages), figsize=(5 * len(stages), 4), squeeze=False)
+    for ax, stage in zip(axes[0], stages, strict=True):
+        for run in runs:
+            xs = sorted(v * 1000 for v in run["samples"][stage])
+            if xs:
+                ax.plot(xs, [(i + 1) / len(xs) for i in range(len(xs))], label=f"N={run['sessions']}")
+        ax.axvline(200, color="grey", linestyle=":", label="200 ms goal")
+        ax.set_title(stage)
+        ax.set_xlabel("ms")
+        ax.set_ylabel("fraction of samples")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+if __name__ == "__main__":
+    sys.exit(main())
