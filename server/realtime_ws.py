@@ -129,7 +129,9 @@ async def _refuse(ws: WebSocket, message: str, code: str) -> None:
 
 
 async def _close(ws: WebSocket, code: str, message: str, close_code: int) -> None:
+    # Bounded: a client that is not reading would otherwise hold this send forever.
     with contextlib.suppress(Exception):
-        if ws.client_state == WebSocketState.CONNECTED:
-            await ws.send_text(json.dumps(error_event(message, code, type_="server_error")))
-            await ws.close(code=close_code, reason=message[:120])
+        async with asyncio.timeout(2):
+            if ws.client_state == WebSocketState.CONNECTED:
+                await ws.send_text(json.dumps(error_event(message, code, type_="server_error")))
+                await ws.close(code=close_code, reason=message[:120])
