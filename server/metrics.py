@@ -69,6 +69,9 @@ class Metrics:
         self.tts_queue_depth = Gauge(
             "kombain_tts_queue_depth", "Text chunks waiting for a synthesis worker", registry=r
         )
+        self.tts_streams_active = Gauge(
+            "kombain_tts_streams_active", "Speech responses being synthesised and sent", registry=r
+        )
         self.speech_requests_total = Counter(
             "kombain_speech_requests_total", "REST speech requests", ["status"], registry=r
         )
