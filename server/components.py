@@ -50,15 +50,13 @@ async def _start_stt(state: AppState, stack: contextlib.AsyncExitStack) -> None:
 
 
 async def _start_tts(state: AppState, stack: contextlib.AsyncExitStack) -> None:
-    from pathlib import Path
-
     from streaming.tts import VoicePool
 
     s, m = state.settings, state.metrics
     pool = await asyncio.to_thread(
         VoicePool.load,
         s.tts_voice,
-        Path(s.tts_voices_dir).expanduser() if s.tts_voices_dir else None,
+        s.tts_voices_dir or None,
         workers=s.tts_threads,
         on_first_audio=m.tts_first_audio_seconds.observe,
         on_queue_depth=m.tts_queue_depth.set,

@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
-from prometheus_client import Gauge
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import Gauge
 from pydantic import BaseModel, Field, ValidationError
 from starlette.types import Receive, Scope, Send
 

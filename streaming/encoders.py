@@ -130,10 +130,11 @@ class AvEncoder:
         self._sink = _Sink()
         options = {"flush_packets": "1", **(container_options or {})}
         self._out: Any = av.open(self._sink, mode="w", format=container, container_options=options)
-        self._stream: Any = self._out.add_stream(codec, rate=rate, layout="mono")
+        stream: Any = self._out.add_stream(codec, rate=rate, layout="mono")
+        self._stream = stream
         if bit_rate:
-            self._stream.bit_rate = bit_rate
-        ctx = self._stream.codec_context
+            stream.bit_rate = bit_rate
+        ctx: Any = stream.codec_context
         ctx.open()  # fixes the frame size and sample format the encoder wants
         self._resampler = av.AudioResampler(
             format=ctx.format.name, layout="mono", rate=rate, frame_size=ctx.frame_size or None

@@ -80,11 +80,12 @@ class VoicePool:
     def load(
         cls,
         default_voice: str = BUNDLED_VOICE,
-        voices_dir: Path | None = None,
+        voices_dir: Path | str | None = None,
         **kwargs: Any,
     ) -> VoicePool:
         """Find the voices, load and warm up the default one (blocking: seconds; call in a thread)."""
-        default_id, catalog = discover_voices(default_voice, voices_dir)
+        vdir = Path(voices_dir).expanduser() if voices_dir else None
+        default_id, catalog = discover_voices(default_voice, vdir)
         pool = cls(catalog, default_id, **kwargs)
         try:
             pool._render(default_id, "Hello.", 1.0, 24000, threading.Event())
