@@ -32,7 +32,7 @@ class AppState:
 
 def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI:
     """Build the app. Models load in the background; /readyz turns true when they are in."""
-    from server import errors, health, realtime_ws, transcriptions
+    from server import errors, health, models_api, realtime_ws, speech_api, transcriptions
 
     state = AppState(settings=settings, metrics=metrics or Metrics())
 
@@ -56,5 +56,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
     app.include_router(health.router)
     app.include_router(realtime_ws.router)
     app.include_router(transcriptions.router)
+    app.include_router(speech_api.router)
+    app.include_router(models_api.router)
     errors.install(app)
     return app

@@ -51,7 +51,26 @@ async def _start_stt(state: AppState, stack: contextlib.AsyncExitStack) -> None:
     state.services.setdefault("model_names", []).append(runtime.name)
 
 
+async def _start_tts(state: AppState, stack: contextlib.AsyncExitStack) -> None:
+    from streaming.tts import VoicePool
+
+    s, m = state.settings, state.metrics
+    pool = await asyncio.to_thread(
+        VoicePool.load,
+        s.tts_voice,
+        s.tts_voices_dir or None,
+        workers=s.tts_threads,
+        on_first_audio=m.tts_first_audio_seconds.observe,
+        on_queue_depth=m.tts_queue_depth.set,
+    )
+    stack.push_async_callback(asyncio.to_thread, pool.close)
+    state.services["tts"] = pool
+    state.services.setdefault("model_names", []).append(f"piper:{pool.default_voice}")
+
+
 # Order matters: voice first, so a node can serve calls before optional lanes come up.
+# Speech synthesis needs nothing else, so it comes up first and /v1/audio/speech serves early.
 _STARTERS = [
+    ("text-to-speech", _start_tts),
     ("speech-to-text", _start_stt),
 ]

@@ -21,6 +21,10 @@ class ApiError(Exception):
         self.headers = headers
 
 
+    def response(self) -> JSONResponse:
+        return JSONResponse(error_body(self.message, self.type, self.code, self.param), self.status, headers=self.headers)
+
+
 def error_body(message: str, type_: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
@@ -28,7 +32,7 @@ def error_body(message: str, type_: str, code: str | None = None, param: str | N
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(error_body(exc.message, exc.type, exc.code, exc.param), exc.status, headers=exc.headers)
+        return exc.response()
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -60,5 +60,21 @@ class Metrics:
             "kombain_transcriptions_total", "REST transcription requests", ["status"], registry=r
         )
 
+        self.tts_first_audio_seconds = Histogram(
+            "kombain_tts_first_audio_seconds",
+            "Text available to speak to its first audio synthesised",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.tts_queue_depth = Gauge(
+            "kombain_tts_queue_depth", "Text chunks waiting for a synthesis worker", registry=r
+        )
+        self.tts_streams_active = Gauge(
+            "kombain_tts_streams_active", "Speech responses being synthesised and sent", registry=r
+        )
+        self.speech_requests_total = Counter(
+            "kombain_speech_requests_total", "REST speech requests", ["status"], registry=r
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -40,6 +40,12 @@ class Settings:
     stt_partial_interval_ms: int = 400  # new speech needed before another partial decode
     stt_language: str = ""  # default language for multilingual models ("" -> auto)
 
+    # Text-to-speech (Piper)
+    tts_voice: str = "en_US-joe-medium"  # default voice: bundled id, an id in tts_voices_dir, or a .onnx path
+    tts_voices_dir: str = ""  # directory of extra Piper voices (*.onnx beside *.onnx.json); "" -> none
+    tts_threads: int = 0  # synthesis worker threads, one single-threaded ONNX run each; 0 -> cores
+    tts_max_chars: int = 4096  # longest input accepted by POST /v1/audio/speech
+
     # Voice activity detection and end of turn
     vad_threshold: float = 0.5
     vad_silence_ms: int = 500  # silence that ends a turn

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,7 +18,7 @@ from streaming.whisper_runtime import DecodeOptions, DecodeResult, RuntimeBusy, 
 
 router = APIRouter(dependencies=[Depends(require_api_key)], tags=["audio"])
 
-_ALIASES = ("whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe")
+STT_ALIASES = ("whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe")
 _FORMATS = ("json", "text", "verbose_json", "srt", "vtt")
 
 
@@ -29,18 +28,6 @@ def _runtime(request: Request) -> WhisperRuntime:
         raise ApiError(503, "the server is still loading models; retry shortly", "server_not_ready",
                        headers={"Retry-After": "2"})
     return st.services["whisper"]  # type: ignore[no-any-return]
-
-
-@router.get("/v1/models")
-async def list_models(request: Request) -> dict[str, Any]:
-    st = request.app.state.kombain
-    now = int(time.time())
-    ids: list[str] = []
-    if "whisper" in st.services:
-        ids += [st.services["whisper"].name, *_ALIASES]
-    for extra in st.services.get("extra_models", []):
-        ids.append(extra)
-    return {"object": "list", "data": [{"id": i, "object": "model", "created": now, "owned_by": "kombain"} for i in ids]}
 
 
 @router.post("/v1/audio/transcriptions", response_model=None)
@@ -62,7 +49,7 @@ async def transcribe(request: Request) -> Response:
     if len(data) > limit:
         raise ApiError(413, f"file exceeds the limit of {limit} bytes", "file_too_large", "file")
     model = str(form.get("model") or "whisper-1")
-    if model not in (*_ALIASES, runtime.name):
+    if model not in (*STT_ALIASES, runtime.name):
         raise ApiError(400, f"model {model!r} is not served here; use {runtime.name!r} or whisper-1", "model_not_found", "model")
     fmt = str(form.get("response_format") or "json")
     if fmt not in _FORMATS:

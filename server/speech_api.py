@@ -1,0 +1,206 @@
+"""`POST /v1/audio/speech` (OpenAI-compatible, streamed) and `GET /v1/audio/voices`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import Gauge
+from pydantic import BaseModel, Field, ValidationError
+from starlette.types import Receive, Scope, Send
+
+from server.auth import require_api_key
+from server.errors import ApiError
+from streaming.encoders import FORMATS, AudioEncoder, PcmEncoder, WavEncoder, make_encoder
+from streaming.tts import MAX_SPEED, MIN_SPEED, Overloaded, SpeechStream, UnknownVoice, VoicePool
+
+log = logging.getLogger("kombain.speech")
+router = APIRouter(tags=["speech"], dependencies=[Depends(require_api_key)])
+
+SPEECH_MODELS = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts", "piper")
+# OpenAI's voice names: all spoken by the default voice, so OpenAI clients work unchanged.
+OPENAI_VOICES = (
+    "alloy", "ash", "ballad", "cedar", "coral", "echo", "fable", "marin", "nova", "onyx", "sage",
+    "shimmer", "verse",
+)
+OUTPUT_RATE = 24000  # what OpenAI sends for every format ("pcm" is raw 24 kHz 16-bit mono)
+_JSON_OVERHEAD = 16 * 1024  # body bytes allowed beyond the text itself
+
+
+class SpeechRequest(BaseModel):
+    """Body of POST /v1/audio/speech, as OpenAI defines it."""
+
+    model: str = Field("tts-1", description=f"any of {', '.join(SPEECH_MODELS)}: all use Piper")
+    input: str = Field(..., description="text to speak (at most KOMBAIN_TTS_MAX_CHARS characters)")
+    voice: str = Field(..., description="a voice id from GET /v1/audio/voices, or an OpenAI voice name")
+    response_format: str = Field("mp3", description=f"one of {', '.join(FORMATS)}")
+    speed: float = Field(1.0, description=f"{MIN_SPEED} to {MAX_SPEED}")
+    instructions: str | None = Field(None, description="accepted for compatibility; ignored")
+    stream_format: str = Field("audio", description="only 'audio' (a streamed body) is supported")
+
+
+def _pool(request: Request) -> VoicePool:
+    pool = request.app.state.kombain.services.get("tts")
+    if pool is None:
+        raise ApiError(503, "speech synthesis is still loading; try again shortly", "model_not_ready", type_="server_error")
+    return pool
+
+
+@router.post(
+    "/v1/audio/speech",
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"application/json": {"schema": SpeechRequest.model_json_schema()}}}
+    },
+    responses={200: {"content": {t: {} for t in ("audio/mpeg", "audio/ogg", "audio/flac", "audio/wav", "audio/pcm")}}},
+)
+async def create_speech(request: Request) -> Response:
+    """Speak `input`; audio streams back while the rest is still being synthesised."""
+    st = request.app.state.kombain
+    try:
+        pool = _pool(request)
+        body = await _parse(request, st.settings.tts_max_chars)
+        stream = pool.stream(_voice_id(pool, body.voice), OUTPUT_RATE, body.speed)
+        encoder = make_encoder(body.response_format, OUTPUT_RATE)
+    except ApiError as exc:
+        st.metrics.speech_requests_total.labels(str(exc.status)).inc()
+        return exc.response()
+    stream.push_text(body.input)
+    stream.end_input()
+    st.metrics.speech_requests_total.labels("200").inc()
+    return _SpeechResponse(_audio(stream, encoder), stream, encoder.content_type, st.metrics.tts_streams_active)
+
+
+@router.get("/v1/audio/voices")
+async def list_voices(request: Request) -> JSONResponse:
+    """The voices POST /v1/audio/speech speaks with (a kombain extension; OpenAI has no such route).
+
+    Each entry: `id` (pass it as `voice`), `language`, `sample_rate` (native; speech is sent at
+    24 kHz), `quality`, `default`. `aliases` lists the OpenAI voice names, which all map to the
+    default voice.
+    """
+    try:
+        pool = _pool(request)
+    except ApiError as exc:
+        return exc.response()
+    return JSONResponse({"object": "list", "data": voice_entries(pool), "aliases": list(OPENAI_VOICES)})
+
+
+def voice_entries(pool: VoicePool) -> list[dict[str, Any]]:
+    """One JSON object per voice, default first."""
+    return [
+        {
+            "id": v.id, "object": "voice", "language": v.language, "sample_rate": v.sample_rate,
+            "quality": v.quality, "default": v.id == pool.default_voice,
+        }
+        for v in pool.voices()
+    ]
+
+
+def model_entries(pool: VoicePool | None) -> list[dict[str, Any]]:
+    """Entries for GET /v1/models: the accepted speech model names and each voice."""
+    if pool is None:
+        return []
+    models = [{"id": m, "object": "model", "owned_by": "kombain", "kind": "speech"} for m in SPEECH_MODELS]
+    voices = [{"id": f"piper/{v.id}", "object": "model", "owned_by": "kombain", "kind": "voice"} for v in pool.voices()]
+    return models + voices
+
+
+# --- request parsing ------------------------------------------------------------------------
+
+
+async def _parse(request: Request, max_chars: int) -> SpeechRequest:
+    limit = _JSON_OVERHEAD + 6 * max_chars  # a JSON \\uXXXX escape is 6 bytes per character
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"request body too large (limit {limit} bytes)", "request_too_large")
+    raw = bytearray()
+    async for part in request.stream():
+        raw += part
+        if len(raw) > limit:
+            raise ApiError(413, f"request body too large (limit {limit} bytes)", "request_too_large")
+    try:
+        data = json.loads(bytes(raw).decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ApiError(400, "request body is not valid UTF-8", "invalid_encoding") from None
+    except json.JSONDecodeError as exc:
+        raise ApiError(400, f"request body is not valid JSON: {exc.msg}", "invalid_json") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "request body must be a JSON object", "invalid_json")
+    try:
+        body = SpeechRequest.model_validate(data, strict=False)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        param = ".".join(str(p) for p in err["loc"]) or None
+        raise ApiError(400, f"{param}: {err['msg']}", "invalid_value", param) from None
+    if body.model not in SPEECH_MODELS:
+        raise ApiError(404, f"model {body.model!r} does not exist; use one of {', '.join(SPEECH_MODELS)}", "model_not_found", "model")
+    if not body.input.strip():
+        raise ApiError(400, "input is empty", "string_too_short", "input")
+    if len(body.input) > max_chars:
+        raise ApiError(400, f"input is {len(body.input)} characters; the limit is {max_chars}", "string_above_max_length", "input")
+    if body.response_format not in FORMATS:
+        raise ApiError(400, f"unsupported response_format {body.response_format!r}; use one of {', '.join(FORMATS)}", "invalid_value", "response_format")
+    if not MIN_SPEED <= body.speed <= MAX_SPEED:
+        raise ApiError(400, f"speed must be between {MIN_SPEED} and {MAX_SPEED}", "invalid_value", "speed")
+    if body.stream_format != "audio":
+        raise ApiError(400, "only stream_format 'audio' is supported", "invalid_value", "stream_format")
+    return body
+
+
+def _voice_id(pool: VoicePool, voice: str) -> str:
+    if voice.lower() in OPENAI_VOICES:
+        return pool.default_voice
+    try:
+        return pool.resolve(voice)
+    except UnknownVoice as exc:
+        raise ApiError(400, str(exc), "invalid_value", "voice") from None
+
+
+# --- streaming the audio --------------------------------------------------------------------
+
+
+async def _audio(stream: SpeechStream, encoder: AudioEncoder) -> AsyncIterator[bytes]:
+    """Encoded audio as it is synthesised; FFmpeg encoders run off the event loop."""
+    inline = isinstance(encoder, PcmEncoder | WavEncoder)
+    finished = False
+    try:
+        async for chunk in stream:
+            data = encoder.encode(chunk.pcm) if inline else await asyncio.to_thread(encoder.encode, chunk.pcm)
+            if data:
+                yield data
+        tail = encoder.finish() if inline else await asyncio.to_thread(encoder.finish)
+        finished = True
+        if tail:
+            yield tail
+    except Overloaded:
+        log.warning("speech synthesis overloaded; response cut short")
+    finally:
+        await stream.aclose()
+        if not finished and hasattr(encoder, "close"):
+            encoder.close()
+
+
+class _SpeechResponse(StreamingResponse):
+    """A streamed body whose synthesis stops as soon as the response ends, however it ends."""
+
+    def __init__(self, content: AsyncIterator[bytes], stream: SpeechStream, media_type: str, active: Gauge) -> None:
+        super().__init__(content, media_type=media_type, headers={"Cache-Control": "no-store"})
+        self._content = content
+        self._speech = stream
+        self._active = active
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._active.inc()
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._speech.cancel()  # a client that went away stops synthesis now
+            aclose = getattr(self._content, "aclose", None)
+            if aclose is not None:
+                await aclose()
+            self._active.dec()
