@@ -16,7 +16,10 @@ def number_words(n: int) -> str:
     if n < 1000:
         rest = n % 100
         return _ONES[n // 100] + " hundred" + ("" if rest == 0 else " " + number_words(rest))
-    return str(n)
+    if n < 1_000_000:
+        rest = n % 1000
+        return number_words(n // 1000) + " thousand" + ("" if rest == 0 else " " + number_words(rest))
+    return " ".join(_ONES[int(d)] for d in str(n))  # long numbers: digit by digit
 
 
 def normalize(text: str) -> list[str]:

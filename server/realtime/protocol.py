@@ -64,8 +64,10 @@ class SessionConfig:
 
 
 def parse_event(raw: str | bytes, max_bytes: int) -> dict[str, Any]:
-    if len(raw) > max_bytes:
-        raise ProtocolError(f"message of {len(raw)} bytes exceeds the limit of {max_bytes}", "message_too_large")
+    # Characters are a lower bound on bytes: only encode when the count alone does not decide.
+    size = len(raw) if isinstance(raw, bytes) or len(raw) > max_bytes else len(raw.encode("utf-8", "surrogatepass"))
+    if size > max_bytes:
+        raise ProtocolError(f"message of {size} bytes exceeds the limit of {max_bytes}", "message_too_large")
     try:
         event = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
