@@ -33,6 +33,7 @@ class AppState:
 def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI:
     """Build the app. Models load in the background; /readyz turns true when they are in."""
     from server import health
+    from server.lane import api as lane_api
 
     state = AppState(settings=settings, metrics=metrics or Metrics())
 
@@ -54,4 +55,5 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
     app = FastAPI(title="kombain", version="0.1.0", lifespan=lifespan)
     app.state.kombain = state
     app.include_router(health.router)
+    app.include_router(lane_api.router)
     return app

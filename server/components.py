@@ -15,6 +15,9 @@ async def start_all(state: AppState, stack: contextlib.AsyncExitStack) -> None:
     """Load every shared service, then mark the app ready. Failures show on /readyz."""
     try:
         for name, starter in _STARTERS:
+            if name in state.settings.disabled_components:
+                log.info("skipping %s (disabled)", name)
+                continue
             log.info("starting %s", name)
             await starter(state, stack)
         state.ready.set()
@@ -49,7 +52,18 @@ async def _start_stt(state: AppState, stack: contextlib.AsyncExitStack) -> None:
     state.services.setdefault("model_names", []).append(runtime.name)
 
 
+async def _start_lane(state: AppState, stack: contextlib.AsyncExitStack) -> None:
+    # The lane module imports no torch: generation runs in worker subprocesses.
+    from server.lane.service import LaneService
+
+    lane = await asyncio.to_thread(LaneService, state.settings, state.metrics, state.services)
+    await lane.start()
+    stack.push_async_callback(lane.aclose)
+    state.services["lane"] = lane
+
+
 # Order matters: voice first, so a node can serve calls before optional lanes come up.
 _STARTERS = [
     ("speech-to-text", _start_stt),
+    ("lane", _start_lane),
 ]
