@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     wk.add_argument("--video-model", default=None, help="local diffusers text-to-video pipeline dir")
     wk.add_argument("--threads", type=int, default=None, help="torch threads (default 1)")
     wk.add_argument("--worker-id", default=None)
+    wk.add_argument("--parent-pid", type=int, default=None, help="exit when this process is gone")
     wk.add_argument("--log-level", default=None)
 
     tr = sub.add_parser("transcribe", help="stream an audio file to a server and print transcripts")
@@ -88,7 +89,7 @@ def _worker(args: argparse.Namespace) -> int:
     )
     from server.lane.worker import run_worker
 
-    return run_worker(settings, worker_id=args.worker_id)
+    return run_worker(settings, worker_id=args.worker_id, parent_pid=args.parent_pid)
 
 
 if __name__ == "__main__":

@@ -26,8 +26,10 @@ class Generator:
     """Loads each configured pipeline on first use and keeps it for the worker's lifetime."""
 
     def __init__(self, image_model: str, video_model: str, threads: int = 1) -> None:
+        import diffusers
         import torch
 
+        diffusers.utils.logging.disable_progress_bar()
         if threads > 0:
             torch.set_num_threads(threads)
         self.torch = torch

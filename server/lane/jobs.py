@@ -163,7 +163,7 @@ class Limits:
 
 def parse_size(size: Any, max_size: int) -> tuple[int, int]:
     """'WxH' -> (w, h): each a multiple of 8 in [8, max_size]."""
-    if not isinstance(size, str) or size.count("x") != 1:
+    if not isinstance(size, str) or size.lower().count("x") != 1:
         raise LaneError(400, f"size must be 'WIDTHxHEIGHT', got {size!r}", "invalid_size", param="size")
     w_s, h_s = size.lower().split("x")
     if not (w_s.isdigit() and h_s.isdigit()):

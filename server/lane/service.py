@@ -92,7 +92,8 @@ class LaneService:
     def _spawn(self, worker_id: str) -> None:
         env = dict(os.environ) | settings_env(self.settings)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "server.cli", "worker", "--worker-id", worker_id], env=env
+            [sys.executable, "-m", "server.cli", "worker", "--worker-id", worker_id,
+             "--parent-pid", str(os.getpid())], env=env,
         )
         log.info("started lane worker %s (pid %d)", worker_id, proc.pid)
         self._workers.append(_WorkerProc(worker_id, proc, time.monotonic()))

@@ -43,12 +43,19 @@ class Worker:
     """One worker: a loop of claim -> generate -> store; `generator` runs one job."""
 
     def __init__(self, queue: JobQueue, generator: Any, policy: GatePolicy, worker_id: str,
-                 stop: threading.Event | None = None) -> None:
+                 stop: threading.Event | None = None, parent_pid: int | None = None) -> None:
         self.queue, self.generator, self.policy, self.id = queue, generator, policy, worker_id
         self.stop = stop or threading.Event()
+        self.parent_pid = parent_pid
+
+    def stopping(self) -> bool:
+        """Asked to exit, or the server that started us is gone (then it cannot stop us)."""
+        if self.parent_pid is not None and os.getppid() != self.parent_pid:
+            self.stop.set()
+        return self.stop.is_set()
 
     def run_forever(self, idle_sleep: float = 0.2) -> None:
-        while not self.stop.is_set():
+        while not self.stopping():
             try:
                 job = self.queue.claim(self.id)
             except self.queue.transient_errors as exc:
@@ -106,7 +113,7 @@ class Worker:
         self._soft(lambda: self.queue.push_stats(stats), None)
 
     def _check(self, job: Job) -> None:
-        if self.stop.is_set():
+        if self.stopping():
             raise WorkerStopping
         if self._soft(lambda: self.queue.cancel_requested(job.id), False):
             raise JobCancelled
@@ -134,7 +141,7 @@ class Worker:
                 time.sleep(0.5)
 
 
-def run_worker(settings: Settings, worker_id: str | None = None) -> int:
+def run_worker(settings: Settings, worker_id: str | None = None, parent_pid: int | None = None) -> int:
     """Entry point of `kombain worker`: limit threads, load lazily, loop until SIGTERM/SIGINT."""
     threads = max(1, settings.lane_threads)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
@@ -150,7 +157,7 @@ def run_worker(settings: Settings, worker_id: str | None = None) -> int:
         enabled=settings.lane_gate, pending=settings.lane_gate_pending,
         sessions=settings.lane_gate_sessions, max_pause_s=settings.lane_gate_max_pause_s,
     )
-    worker = Worker(queue, generator, policy, worker_id)
+    worker = Worker(queue, generator, policy, worker_id, parent_pid=parent_pid)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: worker.stop.set())
     log.info("worker %s on %s (threads=%d, device=%s)", worker_id, settings.queue, threads,
