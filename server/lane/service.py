@@ -79,11 +79,10 @@ class LaneService:
         for w in self._workers:
             if w.proc.poll() is None:
                 w.proc.terminate()
-        deadline = time.monotonic() + 10
         for w in self._workers:
-            while w.proc.poll() is None and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-            if w.proc.poll() is None:
+            try:
+                await asyncio.to_thread(w.proc.wait, 10)
+            except subprocess.TimeoutExpired:
                 w.proc.kill()
                 await asyncio.to_thread(w.proc.wait)
         await asyncio.to_thread(self.queue.close)

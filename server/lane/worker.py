@@ -6,6 +6,7 @@ never enters the voice process. Between denoising steps it checks cancel and the
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -89,7 +90,7 @@ class Worker:
             if self._soft(lambda: self.queue.cancel_requested(job.id), False):
                 raise JobCancelled
             files = self.generator.run(job, on_step)
-            job.results = [self._hard(lambda: self.queue.put_result(job, i, data, ext))
+            job.results = [self._hard(functools.partial(self.queue.put_result, job, i, data, ext))
                            for i, (data, ext) in enumerate(files)]
             self._hard(lambda: self.queue.finish(job, JobStatus.SUCCEEDED))
             status = "succeeded"
@@ -103,10 +104,12 @@ class Worker:
             self._hard(lambda: self.queue.retry(job, "worker stopped while running the job"))
             status = "requeued"
         except LaneError as exc:
-            self._hard(lambda: self.queue.finish(job, JobStatus.FAILED, exc.message))
+            message = exc.message
+            self._hard(lambda: self.queue.finish(job, JobStatus.FAILED, message))
         except Exception as exc:
             log.exception("job %s failed", job.id)
-            requeued = self._hard(lambda: self.queue.retry(job, f"{type(exc).__name__}: {exc}"))
+            reason = f"{type(exc).__name__}: {exc}"
+            requeued = self._hard(lambda: self.queue.retry(job, reason))
             status = "requeued" if requeued else "failed"
         log.info("job %s %s", job.id, status)
         stats["status"] = status
