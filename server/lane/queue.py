@@ -37,6 +37,7 @@ class JobQueue(abc.ABC):
 
     # Errors that mean "the back end is unreachable for now": callers retry or answer 503.
     transient_errors: tuple[type[Exception], ...] = ()
+    config: QueueConfig
 
     # --- API side -----------------------------------------------------------------------------
     @abc.abstractmethod

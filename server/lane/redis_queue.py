@@ -27,7 +27,8 @@ class RedisQueue(JobQueue):
     def __init__(self, url: str, config: QueueConfig, prefix: str = "kombain:lane:") -> None:
         self.config = config
         self.p = prefix
-        self.r = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
+        # Any: redis-py's annotations cannot tell bytes replies (decode_responses=False) from str.
+        self.r: Any = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
         self._groups_ready = False
 
     # --- keys ---------------------------------------------------------------------------------

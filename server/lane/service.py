@@ -116,6 +116,7 @@ class LaneService:
     async def _publish_pressure(self) -> None:
         last: tuple[int, int] | None = None
         last_sent = 0.0
+        errors: tuple[type[BaseException], ...] = (OSError, *self.queue.transient_errors)
         while True:
             now = time.time()
             p = measure_pressure(self.services, now)
@@ -125,7 +126,7 @@ class LaneService:
                 try:
                     await asyncio.to_thread(self.queue.publish_pressure, p)
                     last, last_sent = key, now
-                except (OSError, *self.queue.transient_errors) as exc:
+                except errors as exc:
                     log.debug("cannot publish voice pressure: %s", exc)
             await asyncio.sleep(0.05)
 

@@ -79,9 +79,13 @@ class Worker:
             stats["steps"].append(time.perf_counter() - last)
             self._soft(lambda: self.queue.progress(job, i, n), None)
             self._check(job)
+
+            def tick() -> None:  # while paused: heartbeat, and still honour cancel and stop
+                self._soft(lambda: self.queue.progress(job, i, n), None)
+                self._check(job)
+
             stats["paused"] += wait_for_voice(
-                self._read_pressure, self.policy, time.time, time.sleep,
-                tick=lambda: (self._soft(lambda: self.queue.progress(job, i, n), None), self._check(job)),
+                self._read_pressure, self.policy, time.time, time.sleep, tick=tick
             )
             last = time.perf_counter()
 
