@@ -13,7 +13,9 @@ $(PY):
 	$(PY) -m pip install -q --upgrade pip wheel
 
 $(STAMP): $(PY) pyproject.toml
-	$(PY) -m pip install -q -e '.[models,test,loadtest]'
+	# torch first, pinned: the CPU build on local disk (a bare `torch` would pull the CUDA build).
+	$(PY) -m pip install -q 'torch==2.13.0'
+	$(PY) -m pip install -q -e '.[models,test,loadtest,lane]'
 	# silero-vad declares torch; we only use its bundled ONNX file, so skip its dependencies.
 	$(PY) -m pip install -q --no-deps 'silero-vad==6.2.3'
 	touch $(STAMP)

@@ -185,6 +185,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--grid", choices=("full", "base"), default=None,
                     help="config grid (default: full for tiny.en / paths, reduced for base)")
+    ap.add_argument("--configs", default=None,
+                    help="explicit grid as C:B pairs, e.g. '30:1,15:1,10:1' (overrides --grid)")
     ap.add_argument("--trim-encoder", action="store_true",
                     help="experiment: feed the encoder only chunk_length seconds of mel frames "
                          "(faster-whisper 1.2.1 pads every window to 30 s whatever chunk_length is)")
@@ -197,6 +199,9 @@ def main(argv=None) -> int:
         raise SystemExit(f"no model.bin in {model_dir}")
     grid_name = args.grid or ("base" if args.model == "base" else "full")
     grid = FULL_GRID if grid_name == "full" else BASE_GRID
+    if args.configs:
+        grid_name = args.configs
+        grid = [(int(c), int(b)) for c, b in (p.split(":") for p in args.configs.split(","))]
 
     clips = load_clips()
     longs = long_inputs(clips)

@@ -33,6 +33,7 @@ class AppState:
 def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI:
     """Build the app. Models load in the background; /readyz turns true when they are in."""
     from server import errors, health, models_api, realtime_ws, speech_api, transcriptions
+    from server.lane import api as lane_api
 
     state = AppState(settings=settings, metrics=metrics or Metrics())
 
@@ -58,5 +59,6 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
     app.include_router(transcriptions.router)
     app.include_router(speech_api.router)
     app.include_router(models_api.router)
+    app.include_router(lane_api.router)
     errors.install(app)
     return app

@@ -1,4 +1,4 @@
-"""`kombain` command line: serve, transcribe (client)."""
+"""`kombain` command line: serve, worker (GPU lane), transcribe (client)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,16 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--data-dir", default=None)
     serve.add_argument("--log-level", default=None)
 
+    wk = sub.add_parser("worker", help="run a GPU-lane worker (image/video jobs)")
+    wk.add_argument("--queue", default=None, help="'embedded' or redis://host:port/db")
+    wk.add_argument("--data-dir", default=None)
+    wk.add_argument("--image-model", default=None, help="local diffusers text-to-image pipeline dir")
+    wk.add_argument("--video-model", default=None, help="local diffusers text-to-video pipeline dir")
+    wk.add_argument("--threads", type=int, default=None, help="torch threads (default 1)")
+    wk.add_argument("--worker-id", default=None)
+    wk.add_argument("--parent-pid", type=int, default=None, help="exit when this process is gone")
+    wk.add_argument("--log-level", default=None)
+
     tr = sub.add_parser("transcribe", help="stream an audio file to a server and print transcripts")
     tr.add_argument("file")
     tr.add_argument("--url", default="http://127.0.0.1:8000")
@@ -29,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "worker":
+        return _worker(args)
     if args.command == "transcribe":
         from clients.transcribe_cli import run
 
@@ -60,6 +72,25 @@ def _serve(args: argparse.Namespace) -> int:
         ws_max_size=settings.max_message_bytes * 2 + 65536, timeout_graceful_shutdown=10,
     )
     return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from server.settings import Settings
+
+    try:
+        settings = Settings.from_env(
+            queue=args.queue, data_dir=args.data_dir, image_model=args.image_model,
+            video_model=args.video_model, lane_threads=args.threads, log_level=args.log_level,
+        )
+    except ValueError as exc:
+        print(f"kombain: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    from server.lane.worker import run_worker
+
+    return run_worker(settings, worker_id=args.worker_id, parent_pid=args.parent_pid)
 
 
 if __name__ == "__main__":

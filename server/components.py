@@ -15,6 +15,9 @@ async def start_all(state: AppState, stack: contextlib.AsyncExitStack) -> None:
     """Load every shared service, then mark the app ready. Failures show on /readyz."""
     try:
         for name, starter in _STARTERS:
+            if name in state.settings.disabled_components:
+                log.info("skipping %s (disabled)", name)
+                continue
             log.info("starting %s", name)
             await starter(state, stack)
         state.ready.set()
@@ -67,10 +70,20 @@ async def _start_tts(state: AppState, stack: contextlib.AsyncExitStack) -> None:
     state.services["tts"] = pool
     state.services.setdefault("model_names", []).append(f"piper:{pool.default_voice}")
 
+async def _start_lane(state: AppState, stack: contextlib.AsyncExitStack) -> None:
+    # The lane module imports no torch: generation runs in worker subprocesses.
+    from server.lane.service import LaneService
+
+    lane = await asyncio.to_thread(LaneService, state.settings, state.metrics, state.services)
+    await lane.start()
+    stack.push_async_callback(lane.aclose)
+    state.services["lane"] = lane
+
 
 # Order matters: voice first, so a node can serve calls before optional lanes come up.
 # Speech synthesis needs nothing else, so it comes up first and /v1/audio/speech serves early.
 _STARTERS = [
     ("text-to-speech", _start_tts),
     ("speech-to-text", _start_stt),
+    ("lane", _start_lane),
 ]

@@ -76,5 +76,37 @@ class Metrics:
             "kombain_speech_requests_total", "REST speech requests", ["status"], registry=r
         )
 
+        # GPU lane (image/video jobs); step and pause timings arrive from the workers.
+        self.lane_queue_depth = Gauge("kombain_lane_queue_depth", "Lane jobs waiting", registry=r)
+        self.lane_jobs_running = Gauge("kombain_lane_jobs_running", "Lane jobs running", registry=r)
+        self.lane_jobs_total = Counter(
+            "kombain_lane_jobs_total", "Lane jobs ended by a worker", ["kind", "status"], registry=r
+        )
+        self.lane_submissions_rejected = Counter(
+            "kombain_lane_submissions_rejected_total", "Lane submissions refused (queue full)", registry=r
+        )
+        self.lane_step_seconds = Histogram(
+            "kombain_lane_step_seconds",
+            "Duration of one denoising step (pauses excluded)",
+            ["kind"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=r,
+        )
+        self.lane_pause_seconds = Histogram(
+            "kombain_lane_pause_seconds",
+            "Time a lane job spent paused for voice, per job",
+            ["kind"],
+            buckets=(0.0, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0),
+            registry=r,
+        )
+
+    def observe_lane_job(self, kind: str, status: str, steps: list[float], paused: float) -> None:
+        """Record one job's report from a worker."""
+        self.lane_jobs_total.labels(kind, status).inc()
+        hist = self.lane_step_seconds.labels(kind)
+        for sec in steps:
+            hist.observe(sec)
+        self.lane_pause_seconds.labels(kind).observe(paused)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

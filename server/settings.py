@@ -59,6 +59,33 @@ class Settings:
     max_sessions: int = 32
     max_turn_seconds: int = 30  # a single turn longer than this is committed
     send_queue_frames: int = 256  # events buffered per client before it counts as too slow
+    # Comma-separated start-up components to skip (e.g. "speech-to-text" on a lane-only node)
+    components_disabled: str = ""
+
+    # GPU lane: image and video jobs, run by worker processes
+    queue: str = "embedded"  # "embedded" (SQLite in data_dir) or redis://host:port/db
+    image_model: str = ""  # local diffusers text-to-image pipeline dir
+    video_model: str = ""  # local diffusers text-to-video pipeline dir
+    lane_workers: int = 1  # worker subprocesses this server starts (0: only external workers)
+    lane_threads: int = 1  # torch threads per worker; 1 leaves the cores to voice on a shared host
+    lane_nice: int = 10  # niceness of worker processes (0: unchanged)
+    lane_queue_limit: int = 64  # queued jobs past which submissions get 429
+    lane_max_size: int = 1024  # largest width or height in pixels
+    lane_max_images: int = 4  # largest n per image request
+    lane_default_steps: int = 25
+    lane_max_steps: int = 150
+    lane_max_frames: int = 32
+    lane_video_fps: int = 8
+    lane_max_prompt_chars: int = 4000
+    lane_image_timeout_s: float = 600  # POST /v1/images/generations waits this long for its job
+    lane_retention_hours: float = 24  # finished jobs and their files are deleted after this
+    lane_max_attempts: int = 3  # tries before a job goes to the dead letters
+    lane_reclaim_idle_s: float = 60  # Redis: a job silent this long is taken over by another worker
+    # Voice-priority gate: pause between denoising steps while voice needs the CPU
+    lane_gate: bool = True  # off on dedicated lane hosts
+    lane_gate_pending: int = 1  # pause while this many STT requests are queued or running (0: never)
+    lane_gate_sessions: int = 0  # pause while this many live sessions (0: never)
+    lane_gate_max_pause_s: float = 30  # longest single pause, so a stuck counter cannot starve jobs
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -77,6 +104,10 @@ class Settings:
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
+
+    @property
+    def disabled_components(self) -> frozenset[str]:
+        return frozenset(c.strip() for c in self.components_disabled.split(",") if c.strip())
 
     @property
     def api_key_set(self) -> frozenset[str]:
