@@ -48,6 +48,9 @@ async def _start_stt(state: AppState, stack: contextlib.AsyncExitStack) -> None:
         on_inference=lambda kind, sec: state.metrics.stt_inference_seconds.labels(kind).observe(sec),
     )
     stack.push_async_callback(runtime.aclose)
+    from server.responders import load_script
+
+    state.services["ivr_script"] = load_script(s)
     state.services["vad"] = vad_model
     state.services["sessions"] = SessionRegistry(s.max_sessions)
     state.services["whisper"] = runtime

@@ -56,6 +56,21 @@ class Metrics:
         self.client_errors = Counter(
             "kombain_client_errors_total", "Error events sent for bad client input", ["code"], registry=r
         )
+        self.turn_seconds = Histogram(
+            "kombain_turn_seconds",
+            "Last voiced sample received to first reply audio sent (silence wait included)",
+            buckets=tuple(sorted({*_LATENCY_BUCKETS, 1.5, 3.0})),
+            registry=r,
+        )
+        self.barge_in_seconds = Histogram(
+            "kombain_barge_in_seconds",
+            "First voiced sample of an interruption to reply audio stopped",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.responses_total = Counter(
+            "kombain_responses_total", "Spoken responses by outcome", ["status"], registry=r
+        )
         self.transcriptions_total = Counter(
             "kombain_transcriptions_total", "REST transcription requests", ["status"], registry=r
         )

@@ -19,6 +19,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from server.auth import websocket_authorized
 from server.realtime.protocol import ProtocolError, error_event, parse_event
 from server.realtime.session import RealtimeSession
+from server.responders import build_responder
 
 router = APIRouter()
 log = logging.getLogger("kombain.ws")
@@ -56,8 +57,12 @@ async def realtime(ws: WebSocket) -> None:
         except asyncio.QueueFull:
             raise _SlowClient from None
 
+    hangup = asyncio.Event()
+    tts = state.services.get("tts") if kind == "realtime" else None
+    responder = build_responder(settings, state.services.get("ivr_script")) if tts is not None else None
     session = RealtimeSession(settings, state.metrics, state.services["whisper"], state.services["vad"], send,
-                              transport="websocket", kind=kind)
+                              transport="websocket", kind=kind, tts=tts, responder=responder,
+                              on_hangup=hangup.set)
     if not sessions.add(session.id):
         state.metrics.sessions_rejected.inc()
         await _refuse(ws, f"server is at its session limit ({sessions.limit}); retry later", "server_full")
@@ -69,7 +74,7 @@ async def realtime(ws: WebSocket) -> None:
     try:
         session.start()
         async with asyncio.timeout(settings.max_session_seconds):
-            await _pump(ws, session, out, settings.max_message_bytes)
+            await _pump(ws, session, out, settings.max_message_bytes, hangup)
     except TimeoutError:
         await _close(ws, "session_expired", f"session exceeded {settings.max_session_seconds} s", 1000)
     finally:
@@ -80,12 +85,25 @@ async def realtime(ws: WebSocket) -> None:
 
 
 async def _pump(ws: WebSocket, session: RealtimeSession, out: asyncio.Queue[dict[str, Any] | None],
-                max_bytes: int) -> None:
+                max_bytes: int, hangup: asyncio.Event) -> None:
     try:
         async with asyncio.TaskGroup() as tg:
             writer = tg.create_task(_writer(ws, out))
             runner = tg.create_task(session.run())
-            await _reader(ws, session, max_bytes)
+            reader = asyncio.ensure_future(_reader(ws, session, max_bytes))
+            hung_up = asyncio.ensure_future(hangup.wait())
+            try:
+                await asyncio.wait({reader, hung_up}, return_when=asyncio.FIRST_COMPLETED)
+                if not reader.done():  # the bot hung up (IVR): deliver what is queued, then close
+                    reader.cancel()
+                    out.put_nowait(None)
+                    await writer
+                    await _close(ws, "hangup", "the call was ended by the server", 1000)
+                else:
+                    reader.result()
+            finally:
+                reader.cancel()
+                hung_up.cancel()
             # The client is gone: nothing left to deliver to.
             session.close()
             runner.cancel()

@@ -52,6 +52,17 @@ class Settings:
     vad_prefix_padding_ms: int = 300
     vad_min_speech_ms: int = 100
 
+    # Conversation: who answers each turn, and how reply audio is paced
+    responder: str = "echo"  # echo | script | openai
+    responder_script: str = ""  # YAML IVR menu for responder=script (see examples/ivr_menu.yaml)
+    responder_url: str = ""  # OpenAI-compatible base URL for responder=openai, e.g. http://127.0.0.1:8080/v1
+    responder_model: str = "default"
+    responder_api_key: str = ""
+    responder_timeout_s: float = 10.0
+    responder_system_prompt: str = "You are a helpful voice assistant. Answer briefly, in plain spoken sentences."
+    response_lead_ms: int = 500  # reply audio sent at most this far ahead of the caller's playback
+    response_frame_ms: int = 100  # size of each response.output_audio.delta
+
     # Limits
     max_message_bytes: int = 4 * 1024 * 1024  # one WebSocket message (JSON or binary)
     max_session_seconds: int = 3600

@@ -40,7 +40,19 @@ class SpeechPaused:
     end_sample: int
 
 
-EndpointEvent = SpeechStarted | SpeechStopped | SpeechPaused
+@dataclass(frozen=True, slots=True)
+class VoiceOnset:
+    """First voiced frame outside a turn: speech may be starting (not yet confirmed)."""
+
+    start_sample: int
+
+
+@dataclass(frozen=True, slots=True)
+class VoiceOnsetCancelled:
+    """The voiced run ended before it was long enough to count as speech."""
+
+
+EndpointEvent = SpeechStarted | SpeechStopped | SpeechPaused | VoiceOnset | VoiceOnsetCancelled
 
 
 class Endpointer:
@@ -79,6 +91,7 @@ class Endpointer:
             if not self.in_speech:
                 if self._run_voiced_samples == 0:
                     self._run_start = frame_start
+                    events.append(VoiceOnset(frame_start))
                 self._run_voiced_samples += frame_samples
                 if self._run_voiced_samples * 1000 >= cfg.min_speech_ms * self._rate:
                     self.in_speech = True
@@ -87,7 +100,9 @@ class Endpointer:
             self._paused_reported = False
             return events
         if not self.in_speech:
-            self._run_voiced_samples = 0  # a blip too short to count as speech
+            if self._run_voiced_samples:
+                events.append(VoiceOnsetCancelled())  # a blip too short to count as speech
+            self._run_voiced_samples = 0
             return events
         silence = frame_end - self.last_voiced_end
         if not self._paused_reported and silence >= min(self._pause_samples, cfg.silence_ms * self._rate // 1000):

@@ -13,10 +13,12 @@ _NON_SPEECH = re.compile(r"^\s*[\[\(\*♪].*[\]\)\*♪]\s*$")  # "[Music]", "(si
 
 def keep_segment(text: str, no_speech_prob: float, avg_logprob: float, compression_ratio: float) -> bool:
     """Whether a decoded segment is speech worth reporting."""
-    if not text.strip() or _NON_SPEECH.match(text):
-        return False
+    if not re.search(r"\w", text) or _NON_SPEECH.match(text):
+        return False  # empty, punctuation only ("...", "."), or a bracketed sound label
     if no_speech_prob > NO_SPEECH_PROB and avg_logprob < LOW_LOGPROB:
         return False
+    if no_speech_prob > NO_SPEECH_PROB and len(text.split()) <= 1:
+        return False  # a lone word ("you") the model itself rates as likely non-speech
     return compression_ratio <= MAX_COMPRESSION_RATIO
 
 

@@ -12,6 +12,18 @@ class SpeechStartedEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class VoiceOnsetEvent:
+    """A voiced frame that may start a turn; `at` is when its first sample arrived (clock)."""
+
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class VoiceOnsetCancelledEvent:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
 class SpeechStoppedEvent:
     item_id: str
     audio_end_ms: int
@@ -45,6 +57,8 @@ class TranscriptCompletedEvent:
     latency_s: float  # end-of-turn decision (or commit) to now
     language: str
     decode_s: float  # model time of the decode that produced it (possibly speculative, before the decision)
+    speech_end_at: float  # clock time the last voiced sample arrived
+    decided_at: float  # clock time the turn was ended (endpointer or commit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +70,8 @@ class TranscriptFailedEvent:
 
 SttEvent = (
     SpeechStartedEvent
+    | VoiceOnsetEvent
+    | VoiceOnsetCancelledEvent
     | SpeechStoppedEvent
     | CommittedEvent
     | ClearedEvent

@@ -21,7 +21,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from streaming.endpointer import Endpointer, SpeechPaused, SpeechStarted, SpeechStopped, TurnDetection
+from streaming.endpointer import (
+    Endpointer,
+    SpeechPaused,
+    SpeechStarted,
+    SpeechStopped,
+    TurnDetection,
+    VoiceOnset,
+    VoiceOnsetCancelled,
+)
 from streaming.stabilizer import Stabilizer
 from streaming.stt_events import (
     ClearedEvent,
@@ -32,6 +40,8 @@ from streaming.stt_events import (
     TranscriptCompletedEvent,
     TranscriptDeltaEvent,
     TranscriptFailedEvent,
+    VoiceOnsetCancelledEvent,
+    VoiceOnsetEvent,
 )
 from streaming.vad import FRAME_SAMPLES, VadStream
 from streaming.whisper_runtime import DecodeOptions, DecodeResult, RuntimeBusy, WhisperRuntime
@@ -170,7 +180,11 @@ class StreamingTranscriber:
         for p in probs:
             self._vad_pos += FRAME_SAMPLES
             for ev in self._endpointer.feed(p, self._vad_pos, FRAME_SAMPLES):
-                if isinstance(ev, SpeechStarted):
+                if isinstance(ev, VoiceOnset):
+                    self._emit(VoiceOnsetEvent(self._arrival_time(ev.start_sample)))
+                elif isinstance(ev, VoiceOnsetCancelled):
+                    self._emit(VoiceOnsetCancelledEvent())
+                elif isinstance(ev, SpeechStarted):
                     self._begin_turn(ev.start_sample)
                 elif isinstance(ev, SpeechPaused) and self._turn is not None:
                     self._speculate(self._turn, ev.end_sample)
@@ -195,7 +209,7 @@ class StreamingTranscriber:
                 return "input audio buffer is empty or shorter than 32 ms; append audio before committing"
             self._manual = None
             voiced, self._manual_voiced = self._manual_voiced, False
-            self._commit_turn(turn, turn.start + turn.length, voiced=voiced)
+            self._commit_turn(turn, turn.start + turn.length, voiced=voiced, speech_end=turn.start + turn.length)
             return None
         if self._turn is None:
             return "no speech in the input audio buffer to commit"
@@ -242,10 +256,11 @@ class StreamingTranscriber:
             self._partial_task.cancel()
         self._emit(SpeechStoppedEvent(turn.item_id, voiced_end * 1000 // RATE))
         end = self._total if forced else min(self._total, voiced_end + _TAIL_SAMPLES)
-        self._commit_turn(turn, end)
+        self._commit_turn(turn, end, speech_end=voiced_end)
 
-    def _commit_turn(self, turn: _Turn, end: int, voiced: bool = True) -> None:
+    def _commit_turn(self, turn: _Turn, end: int, *, speech_end: int, voiced: bool = True) -> None:
         decided = self._clock()
+        speech_end_at = self._arrival_time(speech_end)
         self._emit(CommittedEvent(turn.item_id, self._last_item))
         self._last_item = turn.item_id
         spec = turn.speculative if turn.speculative_end == end else None
@@ -253,14 +268,14 @@ class StreamingTranscriber:
             turn.speculative.cancel()
         audio = turn.audio(end)
         previous = self._finals
-        self._finals = self._spawn(self._finalize(turn, audio, spec, decided, previous, voiced))
+        self._finals = self._spawn(self._finalize(turn, audio, spec, (speech_end_at, decided), previous, voiced))
 
     async def _finalize(
         self,
         turn: _Turn,
         audio: np.ndarray,
         spec: asyncio.Task[DecodeResult | None] | None,
-        decided: float,
+        times: tuple[float, float],
         previous: asyncio.Task[None] | None,
         voiced: bool,
     ) -> None:
@@ -287,7 +302,7 @@ class StreamingTranscriber:
         self._emit(
             TranscriptCompletedEvent(
                 turn.item_id, text, turn.start * 1000 // RATE, (turn.start + len(audio)) * 1000 // RATE,
-                self._clock() - decided, language, result.inference_seconds if result else 0.0,
+                self._clock() - times[1], language, result.inference_seconds if result else 0.0, *times,
             )
         )
 

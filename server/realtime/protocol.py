@@ -60,6 +60,8 @@ class SessionConfig:
     turn_detection: TurnDetection | None = field(default_factory=TurnDetection)
     instructions: str = ""
     voice: str = "alloy"
+    create_response: bool = True  # reply automatically after each turn (server VAD)
+    interrupt_response: bool = True  # barge-in: the caller's speech stops the reply
     beta_names: bool = False  # the client spoke the beta dialect; answer in it
 
 
@@ -116,6 +118,18 @@ def _format(value: Any, param: str) -> AudioFormat:
     except AudioFormatError as exc:
         raise ProtocolError(str(exc), "invalid_value", param) from None
     raise ProtocolError("audio format must be a string or an object", "invalid_value", param)
+
+
+def _turn_flags(cfg: SessionConfig, value: Any, param: str) -> SessionConfig:
+    if not isinstance(value, dict):
+        return cfg
+    flags = {}
+    for key in ("create_response", "interrupt_response"):
+        if key in value:
+            if not isinstance(value[key], bool):
+                raise ProtocolError(f"turn_detection.{key} must be true or false", "invalid_value", param)
+            flags[key] = value[key]
+    return replace(cfg, **flags)
 
 
 def _turn_detection(value: Any, current: TurnDetection | None, param: str) -> TurnDetection | None:
@@ -175,6 +189,7 @@ def apply_session_update(cfg: SessionConfig, session: Any, event_type: str) -> S
         cfg = _transcription(session["input_audio_transcription"], cfg, "session.input_audio_transcription")
     if "turn_detection" in session:
         cfg = replace(cfg, turn_detection=_turn_detection(session["turn_detection"], cfg.turn_detection, "session.turn_detection"))
+        cfg = _turn_flags(cfg, session["turn_detection"], "session.turn_detection")
     if isinstance(session.get("instructions"), str):
         cfg = replace(cfg, instructions=session["instructions"][:20000])
     if isinstance(session.get("voice"), str):
@@ -193,6 +208,7 @@ def apply_session_update(cfg: SessionConfig, session: Any, event_type: str) -> S
             cfg = _transcription(inp["transcription"], cfg, "session.audio.input.transcription")
         if "turn_detection" in inp:
             cfg = replace(cfg, turn_detection=_turn_detection(inp["turn_detection"], cfg.turn_detection, "session.audio.input.turn_detection"))
+            cfg = _turn_flags(cfg, inp["turn_detection"], "session.audio.input.turn_detection")
         if "format" in out:
             cfg = replace(cfg, output_format=_format(out["format"], "session.audio.output.format"))
         if isinstance(out.get("voice"), str):
@@ -212,11 +228,13 @@ def _format_out(fmt: AudioFormat, beta: bool) -> Any:
     return {"type": "audio/pcmu" if fmt.encoding == "mulaw" else "audio/pcma"}
 
 
-def _turn_out(td: TurnDetection | None) -> dict[str, Any] | None:
+def _turn_out(cfg: SessionConfig) -> dict[str, Any] | None:
+    td = cfg.turn_detection
     if td is None:
         return None
     return {"type": "server_vad", "threshold": td.threshold, "prefix_padding_ms": td.prefix_padding_ms,
-            "silence_duration_ms": td.silence_ms, "create_response": True, "interrupt_response": True}
+            "silence_duration_ms": td.silence_ms, "create_response": cfg.create_response,
+            "interrupt_response": cfg.interrupt_response}
 
 
 def session_object(session_id: str, cfg: SessionConfig, model: str) -> dict[str, Any]:
@@ -228,11 +246,11 @@ def session_object(session_id: str, cfg: SessionConfig, model: str) -> dict[str,
             "model": model, "modalities": ["audio", "text"] if cfg.kind == "realtime" else ["text"],
             "input_audio_format": _format_out(cfg.input_format, True),
             "output_audio_format": _format_out(cfg.output_format, True),
-            "input_audio_transcription": transcription, "turn_detection": _turn_out(cfg.turn_detection),
+            "input_audio_transcription": transcription, "turn_detection": _turn_out(cfg),
             "instructions": cfg.instructions, "voice": cfg.voice,
         }
     audio: dict[str, Any] = {"input": {"format": _format_out(cfg.input_format, False), "transcription": transcription,
-                                       "turn_detection": _turn_out(cfg.turn_detection), "noise_reduction": None}}
+                                       "turn_detection": _turn_out(cfg), "noise_reduction": None}}
     if cfg.kind == "realtime":
         audio["output"] = {"format": _format_out(cfg.output_format, False), "voice": cfg.voice, "speed": 1.0}
     return {"type": cfg.kind, "object": "realtime.session", "id": session_id, "model": model,

@@ -7,11 +7,14 @@ delivers what `send` is given. Audio is decoded, resampled to 16 kHz and handed 
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
 from server.metrics import Metrics
+from server.realtime.responses import render as render_response
 from server.realtime.protocol import (
     ProtocolError,
     SessionConfig,
@@ -34,8 +37,13 @@ from streaming.stt_events import (
     TranscriptCompletedEvent,
     TranscriptDeltaEvent,
     TranscriptFailedEvent,
+    VoiceOnsetCancelledEvent,
+    VoiceOnsetEvent,
 )
+from streaming.conversation import Conversation, ConversationEvent, ResponseFinished, TurnTiming
+from streaming.responders import Responder
 from streaming.transcriber import StreamingTranscriber, SttConfig
+from streaming.tts import VoicePool
 from streaming.vad import SileroVadModel
 from streaming.whisper_runtime import WhisperRuntime
 
@@ -73,7 +81,9 @@ class RealtimeSession:
     """Protocol handling for one caller. `handle_event` / `handle_audio_bytes` never raise for bad input."""
 
     def __init__(self, settings: Settings, metrics: Metrics, runtime: WhisperRuntime, vad: SileroVadModel,
-                 send: Send, *, transport: str = "websocket", kind: str = "realtime") -> None:
+                 send: Send, *, transport: str = "websocket", kind: str = "realtime",
+                 tts: VoicePool | None = None, responder: Responder | None = None,
+                 on_hangup: Callable[[], None] | None = None) -> None:
         self.id = new_id("sess")
         self.settings = settings
         self.metrics = metrics
@@ -86,6 +96,15 @@ class RealtimeSession:
             on_vad_seconds=metrics.vad_seconds.observe,
         )
         self.model_name = runtime.name
+        self._on_hangup = on_hangup or (lambda: None)
+        self.conversation: Conversation | None = None
+        if tts is not None and responder is not None:
+            self.conversation = Conversation(
+                tts, responder, self._on_conversation_event, rate=self.config.output_format.rate,
+                lead_s=settings.response_lead_ms / 1000, frame_ms=settings.response_frame_ms,
+                on_turn=metrics.turn_seconds.observe, on_barge_in=metrics.barge_in_seconds.observe,
+            )
+            self._sync_conversation()
 
     # --- lifetime --------------------------------------------------------------------------------
 
@@ -94,10 +113,15 @@ class RealtimeSession:
         self._send(server_event(created, session=session_object(self.id, self.config, self.model_name)))
 
     async def run(self) -> None:
-        await self.transcriber.run()
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self.transcriber.run())
+            if self.conversation is not None:
+                tg.create_task(self.conversation.run())
 
     def close(self) -> None:
         self.transcriber.close()
+        if self.conversation is not None:
+            self.conversation.close()
 
     # --- input -----------------------------------------------------------------------------------
 
@@ -139,6 +163,7 @@ class RealtimeSession:
             self._resampler = Resampler(new.input_format.rate, INTERNAL_RATE)
         self.config = new
         self.transcriber.update_config(self._stt_config())
+        self._sync_conversation()
         beta_tx = event["type"] == "transcription_session.update"
         self._send(server_event("transcription_session.updated" if beta_tx else "session.updated",
                                 session=session_object(self.id, self.config, self.model_name)))
@@ -154,10 +179,70 @@ class RealtimeSession:
     def _clear(self, event: dict[str, Any]) -> None:
         self.transcriber.clear()
 
+    def _response_create(self, event: dict[str, Any]) -> None:
+        if self.conversation is None:
+            raise ProtocolError("this session does not speak (a transcription session, or no voice loaded)",
+                                "responses_unavailable", None, event.get("event_id"))
+        resp = event.get("response") or {}
+        if not isinstance(resp, dict):
+            raise ProtocolError("'response' must be an object", "invalid_value", "response", event.get("event_id"))
+        instructions = resp.get("instructions")
+        if instructions is not None and not isinstance(instructions, str):
+            raise ProtocolError("response.instructions must be a string", "invalid_value", "response.instructions")
+        metadata = resp.get("metadata") or {}
+        say = isinstance(metadata, dict) and str(metadata.get("kombain_say", "")).lower() == "true"
+        if say and not (instructions or "").strip():
+            raise ProtocolError("kombain_say needs the text to speak in response.instructions", "invalid_value",
+                                "response.instructions", event.get("event_id"))
+        if instructions and len(instructions) > self.settings.tts_max_chars and say:
+            raise ProtocolError(f"text to say is over {self.settings.tts_max_chars} characters", "invalid_value",
+                                "response.instructions", event.get("event_id"))
+        self.conversation.create_response(instructions=None if say else instructions, say=instructions if say else None)
+
+    def _response_cancel(self, event: dict[str, Any]) -> None:
+        if self.conversation is None or not self.conversation.cancel("client_cancelled"):
+            raise ProtocolError("there is no response in progress to cancel", "response_cancel_not_active",
+                                None, event.get("event_id"))
+
+    def _item_truncate(self, event: dict[str, Any]) -> None:
+        item_id, end = event.get("item_id"), event.get("audio_end_ms")
+        if not isinstance(item_id, str) or not isinstance(end, int) or end < 0:
+            raise ProtocolError("conversation.item.truncate needs item_id and a non-negative audio_end_ms",
+                                "invalid_value", None, event.get("event_id"))
+        self._send(server_event("conversation.item.truncated", item_id=item_id, content_index=0, audio_end_ms=end))
+
+    def _sync_conversation(self) -> None:
+        conv = self.conversation
+        if conv is None:
+            return
+        conv.rate = self.config.output_format.rate
+        conv.voice = self.config.voice if self.config.voice in conv.pool.catalog else None
+        conv.instructions = self.config.instructions
+        conv.interrupt = self.config.interrupt_response
+
+    def _on_conversation_event(self, ev: ConversationEvent) -> None:
+        for out in render_response(ev, self.config):
+            self._send(out)
+        if isinstance(ev, ResponseFinished):
+            self.metrics.responses_total.labels(ev.status).inc()
+            if ev.hangup:
+                self._on_hangup()
+
     # --- output ----------------------------------------------------------------------------------
 
     def _on_stt_event(self, ev: SttEvent) -> None:
+        conv = self.conversation
+        if isinstance(ev, VoiceOnsetEvent):
+            if conv is not None:
+                conv.voice_onset(ev.at)
+            return
+        if isinstance(ev, VoiceOnsetCancelledEvent):
+            if conv is not None:
+                conv.voice_onset_cleared()
+            return
         if isinstance(ev, SpeechStartedEvent):
+            if conv is not None:
+                conv.speech_started()
             self._send(server_event("input_audio_buffer.speech_started", audio_start_ms=ev.audio_start_ms, item_id=ev.item_id))
         elif isinstance(ev, SpeechStoppedEvent):
             self._send(server_event("input_audio_buffer.speech_stopped", audio_end_ms=ev.audio_end_ms, item_id=ev.item_id))
@@ -177,6 +262,10 @@ class RealtimeSession:
                 latency_ms=round(ev.latency_s * 1000, 1), decode_ms=round(ev.decode_s * 1000, 1),
                 usage={"type": "duration", "seconds": round((ev.audio_end_ms - ev.audio_start_ms) / 1000, 3)},
             ))
+            if conv is not None and self.config.kind == "realtime":
+                auto = self.config.turn_detection is not None and self.config.create_response
+                conv.user_turn(ev.item_id, ev.transcript, TurnTiming(ev.speech_end_at, ev.decided_at, time.monotonic()),
+                               respond=auto)
         elif isinstance(ev, TranscriptFailedEvent):
             self._send(server_event("conversation.item.input_audio_transcription.failed", item_id=ev.item_id,
                                     content_index=0, error={"type": "server_error", "code": ev.code, "message": ev.message}))
@@ -201,4 +290,7 @@ _HANDLERS: dict[str, Callable[[RealtimeSession, dict[str, Any]], None]] = {
     "input_audio_buffer.append": RealtimeSession._append,
     "input_audio_buffer.commit": RealtimeSession._commit,
     "input_audio_buffer.clear": RealtimeSession._clear,
+    "response.create": RealtimeSession._response_create,
+    "response.cancel": RealtimeSession._response_cancel,
+    "conversation.item.truncate": RealtimeSession._item_truncate,
 }

@@ -4,25 +4,42 @@ from __future__ import annotations
 
 import pytest
 
-from streaming.endpointer import Endpointer, SpeechPaused, SpeechStarted, SpeechStopped, TurnDetection
+from streaming.endpointer import (
+    Endpointer,
+    SpeechPaused,
+    SpeechStarted,
+    SpeechStopped,
+    TurnDetection,
+    VoiceOnset,
+    VoiceOnsetCancelled,
+)
 
 FRAME = 512  # samples per VAD frame at 16 kHz (32 ms)
 RATE = 16000
 
 
 class Feeder:
-    """Feeds probabilities frame by frame and records (frame_index, event) pairs."""
+    """Feeds probabilities frame by frame and records (frame_index, event) pairs.
+
+    Onset events (the tentative barge-in signal) are kept apart in `onsets`, so the turn events
+    can be compared exactly."""
 
     def __init__(self, config: TurnDetection | None = None, **kw) -> None:
         self.ep = Endpointer(config or TurnDetection(), rate=RATE, **kw)
         self.frame = 0
         self.events: list[tuple[int, object]] = []
+        self.onsets: list[tuple[int, object]] = []
 
     def feed(self, *probs: float) -> list:
         out = []
         for p in probs:
             self.frame += 1
-            evs = self.ep.feed(p, self.frame * FRAME, FRAME)
+            evs = []
+            for e in self.ep.feed(p, self.frame * FRAME, FRAME):
+                if isinstance(e, VoiceOnset | VoiceOnsetCancelled):
+                    self.onsets.append((self.frame, e))
+                else:
+                    evs.append(e)
             out.extend(evs)
             self.events.extend((self.frame, e) for e in evs)
         return out
@@ -198,3 +215,14 @@ def test_turn_detection_accepts_bounds() -> None:
     assert TurnDetection(silence_ms=0, prefix_padding_ms=0).silence_ms == 0
     d = TurnDetection()
     assert (d.threshold, d.silence_ms, d.prefix_padding_ms, d.min_speech_ms) == (0.5, 500, 300, 100)
+
+
+def test_voice_onset_on_first_voiced_frame_and_cancelled_by_a_blip() -> None:
+    f = Feeder(TurnDetection(min_speech_ms=100))
+    f.feed(0.0, 0.95, 0.0)
+    assert f.onsets == [(2, VoiceOnset(FRAME)), (3, VoiceOnsetCancelled())]
+    f.feed(0.9, 0.9, 0.9, 0.9)  # a real start: onset, then SpeechStarted, no cancel
+    assert f.onsets[2:] == [(4, VoiceOnset(3 * FRAME))]
+    assert f.of(SpeechStarted) == [(7, SpeechStarted(3 * FRAME))]
+    f.feed(0.9, 0.0, 0.9)  # inside a turn: no onsets
+    assert len(f.onsets) == 3

@@ -1,0 +1,32 @@
+"""Build the configured responder for a session (echo, scripted IVR, or an OpenAI-compatible LLM)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from server.settings import Settings
+from streaming.responders import EchoResponder, IvrScript, OpenAIResponder, Responder, ScriptResponder
+
+KINDS = ("echo", "script", "openai")
+
+
+def load_script(settings: Settings) -> IvrScript | None:
+    """Validate configuration at start-up, so a bad menu fails the node, not a caller."""
+    if settings.responder not in KINDS:
+        raise ValueError(f"KOMBAIN_RESPONDER must be one of {', '.join(KINDS)}, not {settings.responder!r}")
+    if settings.responder == "openai" and not settings.responder_url:
+        raise ValueError("KOMBAIN_RESPONDER=openai needs KOMBAIN_RESPONDER_URL (an OpenAI-compatible /v1 base URL)")
+    if settings.responder != "script":
+        return None
+    path = settings.responder_script or str(Path(__file__).resolve().parent.parent / "examples" / "ivr_menu.yaml")
+    return IvrScript.load(path)
+
+
+def build_responder(settings: Settings, script: IvrScript | None) -> Responder:
+    """A fresh responder for one session (a script keeps per-call state)."""
+    if settings.responder == "script" and script is not None:
+        return ScriptResponder(script)
+    if settings.responder == "openai":
+        return OpenAIResponder(settings.responder_url, settings.responder_model, settings.responder_api_key,
+                               settings.responder_system_prompt, settings.responder_timeout_s)
+    return EchoResponder()
