@@ -45,6 +45,7 @@ def start_server(tmp: Path, env_extra: dict[str, str] | None = None, timeout: fl
     env = dict(os.environ)
     env.update({"KOMBAIN_DATA_DIR": str(tmp / "data"), "PYTHONUNBUFFERED": "1"})
     env.update(env_extra or {})
+    tmp.mkdir(parents=True, exist_ok=True)
     log_path = tmp / f"server-{port}.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(

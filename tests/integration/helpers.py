@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 from typing import Any
 
 import numpy as np
@@ -33,6 +34,7 @@ class RawSession:
     def __init__(self, ws: websockets.ClientConnection) -> None:
         self.ws = ws
         self.events: list[dict[str, Any]] = []
+        self.times: list[float] = []  # monotonic receive time of each event
         self._new = asyncio.Event()
         self._task = asyncio.create_task(self._pump())
 
@@ -40,6 +42,7 @@ class RawSession:
         try:
             async for msg in self.ws:
                 self.events.append(json.loads(msg))
+                self.times.append(time.monotonic())
                 self._new.set()
         except websockets.ConnectionClosed:
             pass
@@ -50,7 +53,7 @@ class RawSession:
 
     async def append(self, pcm: bytes, chunk: int, speed: float, rate: int, binary: bool = False) -> None:
         """Send audio in chunks, paced at `speed` x real time."""
-        bytes_per_s = rate * (1 if chunk % 2 else 2) if False else rate * 2
+        bytes_per_s = rate * 2
         for i in range(0, len(pcm), chunk):
             part = pcm[i : i + chunk]
             if binary:

@@ -1,0 +1,199 @@
+"""Full-duplex conversation on /v1/realtime: replies spoken back, barge-in, responders."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+
+import httpx
+import numpy as np
+import pytest
+import soxr
+
+from tests.conftest import SPEECH_DIR, start_server, stop_server
+from tests.integration.chat_standin import chat_server
+from tests.integration.helpers import RawSession, clip_pcm16, open_session
+
+pytestmark = pytest.mark.asyncio
+
+LONG = ("This is a long answer that keeps going for a while. It has several sentences, each of them "
+        "spoken one after another. The caller will interrupt it before the end. Nobody should hear "
+        "this last sentence, because the caller spoke first.")
+
+
+def reply_audio(s: RawSession, response_id: str) -> bytes:
+    return b"".join(base64.b64decode(e["delta"]) for e in s.of("response.output_audio.delta")
+                    if e["response_id"] == response_id)
+
+
+@pytest.fixture(scope="module")
+def recogniser():
+    """An independent recogniser in the test process (not the server's runtime)."""
+    from faster_whisper import WhisperModel
+
+    from streaming.models import resolve_stt_model
+
+    return WhisperModel(str(resolve_stt_model("tiny.en", SPEECH_DIR)), device="cpu", compute_type="int8")
+
+
+def recognise(model, pcm24: bytes) -> str:
+    audio = np.frombuffer(pcm24, "<i2").astype(np.float32) / 32768
+    segments, _ = model.transcribe(soxr.resample(audio, 24000, 16000), language="en", temperature=0)
+    return " ".join(s.text for s in segments).lower()
+
+
+async def test_echo_round_trip_is_understood(live_server, recogniser):
+    s = await open_session(live_server.ws_url)
+    await s.append(clip_pcm16(SPEECH_DIR / "arctic_a0009.wav", 24000), 4800, speed=4.0, rate=24000)
+    done = await s.wait_for("response.done", timeout=30)
+    resp = done[0]["response"]
+    assert resp["status"] == "completed"
+    assert "across the table" in resp["output"][0]["content"][0]["transcript"].lower()
+    heard = await asyncio.to_thread(recognise, recogniser, reply_audio(s, resp["id"]))
+    assert "turned sharply" in heard and "table" in heard, heard
+    types = [e["type"] for e in s.events]
+    assert types.index("conversation.item.input_audio_transcription.completed") < types.index("response.created")
+    assert types.index("response.output_audio.delta") < types.index("response.output_audio.done")
+    timings = resp["kombain"]["timings_ms"]
+    assert {"turn", "silence_wait", "stt", "responder", "tts"} <= set(timings)
+    await s.close()
+
+
+async def test_reply_is_paced_to_real_time(live_server):
+    s = await open_session(live_server.ws_url)
+    await s.send({"type": "response.create", "response": {"instructions": LONG[:160], "metadata": {"kombain_say": "true"}}})
+    await s.wait_for("response.done", timeout=40)
+    deltas = s.of("response.output_audio.delta")
+    audio_s = sum(len(base64.b64decode(e["delta"])) for e in deltas) / 2 / 24000
+    span = s.times[s.events.index(deltas[-1])] - s.times[s.events.index(deltas[0])]
+    assert audio_s > 3
+    # Paced to real time with at most 0.5 s lead: the last delta cannot come sooner than this.
+    assert span >= audio_s - 0.5 - 0.15, (span, audio_s)
+    kombain = s.of("response.done")[0]["response"]["kombain"]
+    assert abs(kombain["audio_sent_ms"] - audio_s * 1000) < 50
+    await s.close()
+
+
+async def _speak_during_reply(s: RawSession) -> None:
+    await s.send({"type": "response.create", "response": {"instructions": LONG, "metadata": {"kombain_say": "true"}}})
+    await s.wait_for("response.output_audio.delta", count=10, timeout=30)  # about a second of reply
+    await s.append(clip_pcm16(SPEECH_DIR / "goforward.wav", 24000, silence_s=1.0), 960, speed=1.0, rate=24000)
+
+
+async def test_barge_in_stops_the_reply_and_truncates(live_server):
+    s = await open_session(live_server.ws_url)
+    await _speak_during_reply(s)
+    done = await s.wait_for("response.done", timeout=30)
+    first = done[0]["response"]
+    assert first["status"] == "cancelled" and first["status_details"]["reason"] == "turn_detected"
+    started = next(i for i, e in enumerate(s.events) if e["type"] == "input_audio_buffer.speech_started")
+    stopped_at = s.events.index(done[0])
+    late = [e for e in s.events[started:stopped_at] if e["type"] == "response.output_audio.delta"
+            and e["response_id"] == first["id"]]
+    assert late == [], "no reply audio after the caller's speech was confirmed"
+    truncated = s.of("conversation.item.truncated")[0]
+    assert truncated["audio_end_ms"] <= first["kombain"]["audio_sent_ms"]
+    heard = first["output"][0]["content"][0]["transcript"]
+    assert heard and len(heard) < len(LONG) and "last sentence" not in heard
+    # The interruption itself is answered.
+    second = await s.wait_for("response.done", count=2, timeout=30)
+    assert "forward" in second[1]["response"]["output"][0]["content"][0]["transcript"].lower()
+    await s.close()
+
+
+async def test_barge_in_can_be_turned_off(live_server):
+    s = await open_session(live_server.ws_url, turn_detection={"type": "server_vad", "interrupt_response": False,
+                                                              "create_response": False})
+    await _speak_during_reply(s)
+    done = await s.wait_for("response.done", timeout=40)
+    assert done[0]["response"]["status"] == "completed"
+    await s.wait_for("conversation.item.input_audio_transcription.completed")
+    await asyncio.sleep(1.0)
+    assert len(s.of("response.created")) == 1  # create_response false: no automatic reply
+    await s.close()
+
+
+async def test_response_cancel(live_server):
+    s = await open_session(live_server.ws_url)
+    await s.send({"type": "response.cancel"})
+    err = await s.wait_for("error")
+    assert err[0]["error"]["code"] == "response_cancel_not_active"
+    await s.send({"type": "response.create", "response": {"instructions": LONG, "metadata": {"kombain_say": "true"}}})
+    await s.wait_for("response.output_audio.delta", count=3)
+    await s.send({"type": "response.cancel"})
+    done = await s.wait_for("response.done")
+    assert done[0]["response"]["status"] == "cancelled"
+    assert done[0]["response"]["status_details"]["reason"] == "client_cancelled"
+    await s.send({"type": "response.create", "response": {"metadata": {"kombain_say": "true"}}})
+    err = await s.wait_for("error", count=2)
+    assert err[1]["error"]["param"] == "response.instructions"
+    await s.close()
+
+
+async def test_beta_names_and_mulaw_output(live_server):
+    s = await open_session(live_server.ws_url, input_audio_format="pcm16", output_audio_format="g711_ulaw")
+    await s.send({"type": "response.create", "response": {"instructions": "Hello there.", "metadata": {"kombain_say": "true"}}})
+    await s.wait_for("response.done", timeout=20)
+    deltas = s.of("response.audio.delta")
+    assert deltas and not s.of("response.output_audio.delta")
+    ulaw = b"".join(base64.b64decode(e["delta"]) for e in deltas)
+    assert 0.3 < len(ulaw) / 8000 < 3  # one byte per sample at 8 kHz
+    assert s.of("response.audio_transcript.done")[0]["transcript"] == "Hello there."
+    await s.close()
+
+
+async def _tts_pcm(url: str, text: str) -> bytes:
+    async with httpx.AsyncClient() as c:
+        r = await c.post(url + "/v1/audio/speech", json={"model": "tts-1", "voice": "alloy", "input": text,
+                                                        "response_format": "pcm"}, timeout=30)
+    r.raise_for_status()
+    return bytes(24000) + r.content + bytes(24000 * 2)
+
+
+async def test_script_responder_ivr(tmp_path):
+    server = await asyncio.to_thread(start_server, tmp_path, {"KOMBAIN_RESPONDER": "script"})
+    try:
+        s = await open_session(server.ws_url)
+        greeting = await s.wait_for("response.done", timeout=30)
+        assert "welcome" in greeting[0]["response"]["output"][0]["content"][0]["transcript"].lower()
+        await s.append(await _tts_pcm(server.url, "I want to talk to an agent."), 9600, speed=4, rate=24000)
+        done = await s.wait_for("response.done", count=2, timeout=40)
+        assert "agent" in done[1]["response"]["output"][0]["content"][0]["transcript"].lower()
+        assert done[1]["response"]["kombain"]["hangup"] is True
+        async with asyncio.timeout(10):
+            await s._task  # the server hangs up: the socket closes
+    finally:
+        await asyncio.to_thread(stop_server, server)
+    assert "Traceback" not in server.log()
+
+
+async def test_openai_responder_and_endpoint_down(tmp_path):
+    with chat_server() as (url, app):
+        server = await asyncio.to_thread(start_server, tmp_path, {
+            "KOMBAIN_RESPONDER": "openai", "KOMBAIN_RESPONDER_URL": url, "KOMBAIN_RESPONDER_TIMEOUT_S": "3"})
+        try:
+            s = await open_session(server.ws_url)
+            await s.append(clip_pcm16(SPEECH_DIR / "goforward.wav", 24000), 4800, speed=4.0, rate=24000)
+            done = await s.wait_for("response.done", timeout=30)
+            said = done[0]["response"]["output"][0]["content"][0]["transcript"].lower()
+            assert "the assistant heard" in said and "forward" in said
+            assert app.state.requests[0]["stream"] is True
+            assert app.state.requests[0]["messages"][-1]["role"] == "user"
+            await s.close()
+        finally:
+            await asyncio.to_thread(stop_server, server)
+    # Same server config, endpoint now gone: a spoken apology and an error event, no hang.
+    server = await asyncio.to_thread(start_server, tmp_path / "down", {
+        "KOMBAIN_RESPONDER": "openai", "KOMBAIN_RESPONDER_URL": url, "KOMBAIN_RESPONDER_TIMEOUT_S": "3"})
+    try:
+        s = await open_session(server.ws_url)
+        await s.append(clip_pcm16(SPEECH_DIR / "goforward.wav", 24000), 4800, speed=4.0, rate=24000)
+        done = await s.wait_for("response.done", timeout=30)
+        err = [e for e in s.of("error") if e["error"]["code"] == "responder_failed"]
+        assert err and "failed" in err[0]["error"]["message"]
+        assert "sorry" in done[0]["response"]["output"][0]["content"][0]["transcript"].lower()
+        await s.close()
+    finally:
+        await asyncio.to_thread(stop_server, server)
+
+
