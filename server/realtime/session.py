@@ -11,7 +11,9 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
+
+import numpy as np
 
 from server.metrics import Metrics
 from server.realtime.responses import render as render_response
@@ -40,7 +42,7 @@ from streaming.stt_events import (
     VoiceOnsetCancelledEvent,
     VoiceOnsetEvent,
 )
-from streaming.conversation import Conversation, ConversationEvent, ResponseFinished, TurnTiming
+from streaming.conversation import Conversation, ConversationEvent, ResponseAudio, ResponseFinished, TurnTiming
 from streaming.responders import Responder
 from streaming.transcriber import StreamingTranscriber, SttConfig
 from streaming.tts import VoicePool
@@ -50,6 +52,14 @@ from streaming.whisper_runtime import WhisperRuntime
 log = logging.getLogger("kombain.session")
 
 Send = Callable[[dict[str, Any]], None]
+
+
+class AudioSink(Protocol):
+    """Where a media transport wants reply audio: PCM16 LE mono at `rate`; `flush` on barge-in."""
+
+    def write(self, pcm: bytes, rate: int) -> None: ...
+
+    def flush(self) -> None: ...
 
 
 class SessionRegistry:
@@ -83,7 +93,8 @@ class RealtimeSession:
     def __init__(self, settings: Settings, metrics: Metrics, runtime: WhisperRuntime, vad: SileroVadModel,
                  send: Send, *, transport: str = "websocket", kind: str = "realtime",
                  tts: VoicePool | None = None, responder: Responder | None = None,
-                 on_hangup: Callable[[], None] | None = None) -> None:
+                 on_hangup: Callable[[], None] | None = None,
+                 audio_sink: AudioSink | None = None) -> None:
         self.id = new_id("sess")
         self.settings = settings
         self.metrics = metrics
@@ -91,12 +102,15 @@ class RealtimeSession:
         self._send = send
         self.config = SessionConfig(kind=kind, turn_detection=_td(settings))
         self._resampler = Resampler(self.config.input_format.rate, INTERNAL_RATE)
+        self._media_resampler: Resampler | None = None
         self.transcriber = StreamingTranscriber(
             runtime, vad.new_stream(), self._stt_config(), self._on_stt_event,
             on_vad_seconds=metrics.vad_seconds.observe,
         )
         self.model_name = runtime.name
         self._on_hangup = on_hangup or (lambda: None)
+        # Media transports (WebRTC, telephony) take reply audio as PCM16 instead of JSON deltas.
+        self._sink = audio_sink
         self.conversation: Conversation | None = None
         if tts is not None and responder is not None:
             self.conversation = Conversation(
@@ -150,6 +164,12 @@ class RealtimeSession:
             self.send_error(str(exc), "invalid_audio", "audio", event_id)
             return
         self.transcriber.push_audio(self._resampler.process(samples))
+
+    def push_samples(self, samples: np.ndarray, rate: int) -> None:
+        """Float32 mono audio from a media transport (already decoded), at any supported rate."""
+        if self._media_resampler is None or self._media_resampler.in_rate != rate:
+            self._media_resampler = Resampler(rate, INTERNAL_RATE)
+        self.transcriber.push_audio(self._media_resampler.process(samples))
 
     def send_error(self, message: str, code: str, param: str | None = None, event_id: str | None = None) -> None:
         self.metrics.client_errors.labels(code).inc()
@@ -221,6 +241,11 @@ class RealtimeSession:
         conv.interrupt = self.config.interrupt_response
 
     def _on_conversation_event(self, ev: ConversationEvent) -> None:
+        if self._sink is not None and isinstance(ev, ResponseAudio):
+            self._sink.write(ev.pcm, self.config.output_format.rate)
+            return
+        if self._sink is not None and isinstance(ev, ResponseFinished) and ev.status == "cancelled":
+            self._sink.flush()  # barge-in: drop what the transport still holds
         for out in render_response(ev, self.config):
             self._send(out)
         if isinstance(ev, ResponseFinished):
