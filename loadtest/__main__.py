@@ -19,7 +19,12 @@ def main(argv: list[str] | None = None) -> int:
     stt = sub.add_parser("stt", help="concurrent streaming speech-to-text callers")
     stt.add_argument("--sessions", type=int, nargs="+", default=[1], help="one or more N to run in turn")
     stt.add_argument("--audio", type=Path, default=Path("tests/data/speech"))
-    for p in (stt,):
+    conv = sub.add_parser("conversation", help="concurrent callers talking to the bot, with barge-in")
+    conv.add_argument("--sessions", type=int, nargs="+", default=[1])
+    conv.add_argument("--audio", type=Path, default=Path("tests/data/speech"))
+    conv.add_argument("--interrupt-every", type=int, default=3, help="interrupt every k-th reply (0: never)")
+    conv.add_argument("--rounds", type=int, default=1, help="times each caller goes through the clips")
+    for p in (stt, conv):
         p.add_argument("--url", help="an already running server (default: start one here)")
         p.add_argument("--out", type=Path, default=Path("loadtest/results"))
         p.add_argument("--model", default=None, help="KOMBAIN_STT_MODEL for a server started here")
@@ -40,20 +45,29 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _one(args: argparse.Namespace, n: int) -> dict:
+    from loadtest.conversation import run_conversation
     from loadtest.stt import run_stt
 
+    def work(url: str, sampler: ResourceSampler | None = None):  # type: ignore[no-untyped-def]
+        if args.test == "conversation":
+            return run_conversation(url, n, args.audio, args.interrupt_every, args.rounds, sampler)
+        return run_stt(url, n, args.audio, sampler)
+
     if args.url:
-        return asyncio.run(run_stt(args.url, n, args.audio))
+        return asyncio.run(work(args.url))
     env = {"KOMBAIN_MAX_SESSIONS": str(max(n, 32))}
     if args.model:
         env["KOMBAIN_STT_MODEL"] = args.model
     with local_server(env, args.out / "server.log") as (url, pid):
-        return asyncio.run(run_stt(url, n, args.audio, ResourceSampler(pid)))
+        return asyncio.run(work(url, ResourceSampler(pid)))
 
 
 def _print(run: dict) -> None:
-    print(f"\n== {run['sessions']} session(s): {run['turns_final']}/{run['turns_expected']} turns finalised, "
-          f"WER {run['wer']}")
+    if "turns_final" in run:
+        print(f"\n== {run['sessions']} session(s): {run['turns_final']}/{run['turns_expected']} turns finalised, "
+              f"WER {run['wer']}")
+    else:
+        print(f"\n== {run['sessions']} session(s): responses {run['responses']}")
     for name, s in run["stages"].items():
         print(fmt_row(name, s))
     if run.get("server"):

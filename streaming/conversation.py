@@ -91,6 +91,7 @@ class _Response:
     first_audio_at: float | None = None
     hangup: bool = False
     error: str | None = None
+    barge_in_s: float | None = None  # interruption's first voiced sample -> output held
 
 
 class Conversation:
@@ -175,15 +176,21 @@ class Conversation:
         if self._active is not None and self.interrupt and self._hold.is_set():
             self._hold.clear()
             self._onset_at = at
-            self._on_barge_in(max(0.0, self._clock() - at))
+            self._active.barge_in_s = max(0.0, self._clock() - at)
 
     def voice_onset_cleared(self) -> None:
         self._onset_at = None
+        if self._active is not None:
+            self._active.barge_in_s = None  # a blip, not an interruption
         self._hold.set()
 
     def speech_started(self) -> None:
-        if self._active is not None and self.interrupt:
-            self.cancel("turn_detected")
+        resp = self._active
+        if resp is not None and self.interrupt and self.cancel("turn_detected"):
+            if resp.barge_in_s is None:  # no onset seen (e.g. turn detection just switched on)
+                resp.barge_in_s = 0.0 if self._onset_at is None else max(0.0, self._clock() - self._onset_at)
+            self._on_barge_in(resp.barge_in_s)
+        self._onset_at = None
         self._hold.set()
 
     # --- the response ----------------------------------------------------------------------------
@@ -309,6 +316,8 @@ def _timings(resp: _Response) -> dict[str, float]:
         if resp.first_text_at is not None:
             out["responder"] = resp.first_text_at - t.final_at
             out["tts"] = resp.first_audio_at - resp.first_text_at
+    if resp.cancel_reason == "turn_detected" and resp.barge_in_s is not None:
+        out["barge_in"] = resp.barge_in_s
     return {k: round(v * 1000, 1) for k, v in out.items()}
 
 

@@ -17,8 +17,6 @@ def keep_segment(text: str, no_speech_prob: float, avg_logprob: float, compressi
         return False  # empty, punctuation only ("...", "."), or a bracketed sound label
     if no_speech_prob > NO_SPEECH_PROB and avg_logprob < LOW_LOGPROB:
         return False
-    if no_speech_prob > NO_SPEECH_PROB and len(text.split()) <= 1:
-        return False  # a lone word ("you") the model itself rates as likely non-speech
     return compression_ratio <= MAX_COMPRESSION_RATIO
 
 
