@@ -28,14 +28,22 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--url", help="an already running server (default: start one here)")
         p.add_argument("--out", type=Path, default=Path("loadtest/results"))
         p.add_argument("--model", default=None, help="KOMBAIN_STT_MODEL for a server started here")
+        p.add_argument("--lane", choices=("idle", "saturated", "both"), default="idle",
+                       help="image lane during the run (a server started here): idle, kept busy, or both in turn")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     runs = []
+    lanes = ("idle", "saturated") if args.lane == "both" else (args.lane,)
+    if args.url and args.lane != "idle":
+        ap.error("--lane needs a server started here (no --url)")
     for n in args.sessions:
         if n < 1 or n > 64:
             ap.error("--sessions must be between 1 and 64")
-        runs.append(_one(args, n))
-        _print(runs[-1])
+        for lane in lanes:
+            runs.append(_one(args, n, lane))
+            _print(runs[-1])
+        if len(lanes) == 2:
+            _print_ratio(runs[-2], runs[-1])
     stamp = time.strftime("%Y%m%d-%H%M%S")
     path = args.out / f"{args.test}-{stamp}.json"
     path.write_text(json.dumps(runs, indent=1))
@@ -44,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if all(not r["errors"] for r in runs) else 1
 
 
-def _one(args: argparse.Namespace, n: int) -> dict:
+def _one(args: argparse.Namespace, n: int, lane: str = "idle") -> dict:
     from loadtest.conversation import run_conversation
     from loadtest.stt import run_stt
 
@@ -58,16 +66,41 @@ def _one(args: argparse.Namespace, n: int) -> dict:
     env = {"KOMBAIN_MAX_SESSIONS": str(max(n, 32))}
     if args.model:
         env["KOMBAIN_STT_MODEL"] = args.model
-    with local_server(env, args.out / "server.log") as (url, pid):
-        return asyncio.run(work(url, ResourceSampler(pid)))
+    if lane == "idle":
+        with local_server(env, args.out / "server.log") as (url, pid):
+            result = asyncio.run(work(url, ResourceSampler(pid)))
+    else:
+        from loadtest.lane_load import lane_env, saturate
+
+        async def busy(url: str, pid: int) -> dict:
+            load = asyncio.create_task(saturate(url))
+            await asyncio.sleep(5)  # let the first job reach its denoising loop
+            try:
+                return await work(url, ResourceSampler(pid))
+            finally:
+                load.cancel()
+
+        with lane_env() as lenv, local_server(env | lenv, args.out / "server.log") as (url, pid):
+            result = asyncio.run(busy(url, pid))
+    result["lane"] = lane
+    return result
+
+
+def _print_ratio(idle: dict, busy: dict) -> None:
+    print(f"-- lane saturated / idle, p95 ({idle['sessions']} session(s)):")
+    for stage in idle["stages"]:
+        a, b = idle["stages"][stage]["p95_ms"], busy["stages"][stage]["p95_ms"]
+        if a and b:
+            print(f"   {stage:16s} {b:7.1f} / {a:7.1f} ms = {b / a:.2f}x")
 
 
 def _print(run: dict) -> None:
+    lane = f", lane {run['lane']}" if run.get("lane") != "idle" else ""
     if "turns_final" in run:
-        print(f"\n== {run['sessions']} session(s): {run['turns_final']}/{run['turns_expected']} turns finalised, "
+        print(f"\n== {run['sessions']} session(s){lane}: {run['turns_final']}/{run['turns_expected']} turns finalised, "
               f"WER {run['wer']}")
     else:
-        print(f"\n== {run['sessions']} session(s): responses {run['responses']}")
+        print(f"\n== {run['sessions']} session(s){lane}: responses {run['responses']}")
     for name, s in run["stages"].items():
         print(fmt_row(name, s))
     if run.get("server"):

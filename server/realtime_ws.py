@@ -63,7 +63,7 @@ async def realtime(ws: WebSocket) -> None:
     session = RealtimeSession(settings, state.metrics, state.services["whisper"], state.services["vad"], send,
                               transport="websocket", kind=kind, tts=tts, responder=responder,
                               on_hangup=hangup.set)
-    if not sessions.add(session.id):
+    if not sessions.add(session.id, session):
         state.metrics.sessions_rejected.inc()
         await _refuse(ws, f"server is at its session limit ({sessions.limit}); retry later", "server_full")
         return

@@ -38,6 +38,7 @@ class SynthExecutor:
         self._seq = itertools.count()
         self._on_depth = on_depth
         self._closed = False
+        self._running = 0
         self._threads = [
             threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True) for i in range(workers)
         ]
@@ -52,6 +53,11 @@ class SynthExecutor:
     def depth(self) -> int:
         """Jobs waiting for a worker."""
         return self._queue.qsize()
+
+    @property
+    def pending(self) -> int:
+        """Jobs waiting or running (voice pressure for the GPU lane's gate)."""
+        return self._queue.qsize() + self._running
 
     def submit(self, priority: int, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
         """Queue `fn(*args)`; never blocks. Cancel the future to drop the job if it has not started."""
@@ -90,12 +96,15 @@ class SynthExecutor:
             fut, fn, args = job
             if not fut.set_running_or_notify_cancel():
                 continue  # cancelled while waiting
+            self._running += 1  # only read as a hint; a racy count is fine
             try:
                 result = fn(*args)
             except BaseException as exc:  # handed to the awaiting caller, not swallowed
                 fut.set_exception(exc)
             else:
                 fut.set_result(result)
+            finally:
+                self._running -= 1
 
     def _report_depth(self) -> None:
         if self._on_depth is not None:

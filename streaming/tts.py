@@ -130,6 +130,11 @@ class VoicePool:
             stream.end_input()
             return b"".join([chunk.pcm async for chunk in stream])
 
+    @property
+    def pending(self) -> int:
+        """Synthesis jobs queued or running."""
+        return self._executor.pending
+
     def close(self) -> None:
         """Stop the workers (waiting jobs are cancelled, running ones finish)."""
         self._executor.shutdown(wait=True)

@@ -14,10 +14,13 @@ STALE_S = 3.0
 
 
 def measure_pressure(services: dict[str, Any], now: float) -> dict[str, Any]:
-    """What the server publishes: STT requests queued or running, and live sessions."""
-    whisper, sessions = services.get("whisper"), services.get("sessions")
+    """What the server publishes: voice work queued or running (speech recognition, synthesis,
+    sessions in a turn or a reply), and live sessions."""
+    whisper, tts, sessions = services.get("whisper"), services.get("tts"), services.get("sessions")
+    pending = sum(int(getattr(s, "pending", 0) or 0) for s in (whisper, tts))
+    pending += int(getattr(sessions, "busy", 0) or 0)
     return {
-        "pending": int(getattr(whisper, "pending", 0) or 0),
+        "pending": pending,
         "sessions": int(getattr(sessions, "count", 0) or 0),
         "ts": now,
     }

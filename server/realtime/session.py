@@ -67,7 +67,7 @@ class SessionRegistry:
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._sessions: set[str] = set()
+        self._sessions: dict[str, RealtimeSession | None] = {}
 
     @property
     def count(self) -> int:
@@ -77,14 +77,19 @@ class SessionRegistry:
     def full(self) -> bool:
         return len(self._sessions) >= self.limit
 
-    def add(self, session_id: str) -> bool:
+    @property
+    def busy(self) -> int:
+        """Sessions in the middle of a turn or a spoken reply."""
+        return sum(1 for s in self._sessions.values() if s is not None and s.busy)
+
+    def add(self, session_id: str, session: RealtimeSession | None = None) -> bool:
         if self.full:
             return False
-        self._sessions.add(session_id)
+        self._sessions[session_id] = session
         return True
 
     def remove(self, session_id: str) -> None:
-        self._sessions.discard(session_id)
+        self._sessions.pop(session_id, None)
 
 
 class RealtimeSession:
@@ -119,6 +124,10 @@ class RealtimeSession:
                 on_turn=metrics.turn_seconds.observe, on_barge_in=metrics.barge_in_seconds.observe,
             )
             self._sync_conversation()
+
+    @property
+    def busy(self) -> bool:
+        return self.transcriber.speaking or (self.conversation is not None and self.conversation.speaking)
 
     # --- lifetime --------------------------------------------------------------------------------
 

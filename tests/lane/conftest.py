@@ -47,7 +47,7 @@ BASE_ENV = {
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """{"KOMBAIN_IMAGE_MODEL": dir, "KOMBAIN_VIDEO_MODEL": dir}."""
-    from tiny_models import build_image_pipeline, build_video_pipeline
+    from loadtest.tiny_pipelines import build_image_pipeline, build_video_pipeline
 
     folder = tmp_path_factory.mktemp("models")
     return {

@@ -1,6 +1,7 @@
 """Tiny randomly initialised diffusers pipelines, saved like a user's model directory.
 
-Built in the test process (torch is fine here); the server's workers load them through the same
+Used by the lane tests and by the load test's saturated-lane runs. Built in the calling process
+(torch is fine there: not the voice path); the server's workers load them through the same
 `DiffusionPipeline.from_pretrained(dir, local_files_only=True)` path users get.
 """
 
@@ -53,15 +54,15 @@ def _scheduler() -> Any:
                          clip_sample=False, steps_offset=1)
 
 
-def build_image_pipeline(folder: Path) -> Path:
-    """A tiny StableDiffusionPipeline saved to `folder`."""
+def build_image_pipeline(folder: Path, channels: tuple[int, int] = (8, 16)) -> Path:
+    """A tiny StableDiffusionPipeline saved to `folder` (wider `channels`: more work per step)."""
     import torch
     from diffusers import StableDiffusionPipeline, UNet2DConditionModel
 
     torch.manual_seed(0)
     tok = _tokenizer(folder / "_tok")
     unet = UNet2DConditionModel(
-        block_out_channels=(8, 16), layers_per_block=1, sample_size=16, in_channels=4,
+        block_out_channels=channels, layers_per_block=1, sample_size=16, in_channels=4,
         out_channels=4, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=16,
         attention_head_dim=2, norm_num_groups=4,
