@@ -9,8 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from loadtest.stats import fmt_row
 from loadtest.server_proc import ResourceSampler, local_server
+from loadtest.stats import fmt_row
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,8 +26,8 @@ import time
 import wave
 from pathlib import Path
 
-import numpy as np
 import faster_whisper.transcribe as fw_transcribe
+import numpy as np
 from faster_whisper import WhisperModel
 
 SR = 16000
@@ -248,11 +248,11 @@ def main(argv=None) -> int:
             "chunk_length": c, "beam_size": b,
             "full": summary(r["full"]),
             "cpu_per_wall_median": round(statistics.median(
-                cpu / wall for cpu, wall in zip(r["full_cpu"], r["full"])), 2),
+                cpu / wall for cpu, wall in zip(r["full_cpu"], r["full"], strict=True)), 2),
             "partial_1s": summary(r["p1"]), "partial_2s": summary(r["p2"]),
             "long": summary(r["long"]),
             "wer": round(wer([(clips[n][1], r["hyps"][n]) for n in names]), 4),
-            "long_wer": round(wer([(ref, h) for (_a, ref), h in zip(longs, r["long_hyps"])]), 4),
+            "long_wer": round(wer([(ref, h) for (_a, ref), h in zip(longs, r["long_hyps"], strict=True)]), 4),
             "hyps": r["hyps"], "long_hyps": r["long_hyps"],
         })
 

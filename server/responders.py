@@ -5,7 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from server.settings import Settings
-from streaming.responders import EchoResponder, IvrScript, OpenAIResponder, Responder, ScriptResponder
+from streaming.responders import (
+    EchoResponder,
+    IvrScript,
+    OpenAIResponder,
+    Responder,
+    ScriptResponder,
+)
 
 KINDS = ("echo", "script", "openai")
 

@@ -14,7 +14,13 @@ from starlette.datastructures import UploadFile
 from server.auth import require_api_key
 from server.errors import ApiError
 from streaming.decode_file import BadAudioFile, decode_audio_file
-from streaming.whisper_runtime import DecodeOptions, DecodeResult, RuntimeBusy, Segment, WhisperRuntime
+from streaming.whisper_runtime import (
+    DecodeOptions,
+    DecodeResult,
+    RuntimeBusy,
+    Segment,
+    WhisperRuntime,
+)
 
 router = APIRouter(dependencies=[Depends(require_api_key)], tags=["audio"])
 

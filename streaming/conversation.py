@@ -13,7 +13,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 from streaming.responders import Message, Reply, Responder, ResponderError
@@ -325,9 +325,9 @@ async def _once(reply: Reply) -> AsyncIterator[Reply]:
     yield reply
 
 
-async def _either(a: object, b: object) -> None:
+async def _either(a: Awaitable[object], b: Awaitable[object]) -> None:
     """Wait for whichever of two awaitables finishes first; cancel the other."""
-    tasks = {asyncio.ensure_future(a), asyncio.ensure_future(b)}  # type: ignore[arg-type]
+    tasks = {asyncio.ensure_future(a), asyncio.ensure_future(b)}
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:

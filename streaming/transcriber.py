@@ -122,6 +122,7 @@ class StreamingTranscriber:
         self._partial_task: asyncio.Task[None] | None = None
         self._tg: asyncio.TaskGroup | None = None
         self._stop = asyncio.Event()
+        self._audio_arrived = asyncio.Event()
 
     # --- lifetime --------------------------------------------------------------------------------
 
@@ -157,6 +158,7 @@ class StreamingTranscriber:
         start = self._total
         self._total += len(samples)
         self._arrivals.append((self._total, now))
+        self._audio_arrived.set()
         t0 = time.perf_counter()
         probs = self.vad.process(samples)
         self._on_vad(time.perf_counter() - t0)
@@ -319,7 +321,8 @@ class StreamingTranscriber:
     async def _speculative_decode(self, turn: _Turn, end: int) -> DecodeResult | None:
         # The tail of silence is still arriving; wait for it rather than decode a shorter span.
         while self._total < end and self._turn is turn:
-            await asyncio.sleep(0.02)
+            self._audio_arrived.clear()
+            await self._audio_arrived.wait()
         if self._turn is not turn and self._total < end:
             return None
         try:

@@ -277,7 +277,7 @@ class WhisperRuntime:
         text = tok.decode(tokens).strip()
         avg_logprob = res.scores[0] * len(tokens) / (len(tokens) + 1) if tokens else -10.0
         seg = Segment(0.0, duration, text, avg_logprob, res.no_speech_prob, get_compression_ratio(text) if text else 0.0)
-        kept = ()
+        kept: tuple[Segment, ...] = ()
         if keep_segment(seg.text, seg.no_speech_prob, seg.avg_logprob, seg.compression_ratio):
             seg = Segment(seg.start, seg.end, cut_repetition_loops(text), *(seg.avg_logprob, seg.no_speech_prob, seg.compression_ratio))
             kept = (seg,)

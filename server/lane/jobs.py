@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from server.errors import ApiError, error_body
-
 import enum
 import json
 import secrets
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from server.errors import ApiError, error_body
 
 
 class JobStatus(enum.StrEnum):

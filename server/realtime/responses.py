@@ -64,7 +64,7 @@ def render(ev: ConversationEvent, cfg: SessionConfig) -> list[dict[str, Any]]:
                                              "param": None, "event_id": None})]
     if isinstance(ev, ResponseFinished):
         status = ev.status
-        details = None
+        details: dict[str, Any] | None = None
         if ev.status == "cancelled":
             details = {"type": "cancelled", "reason": ev.reason}
         elif ev.status == "failed":

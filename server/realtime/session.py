@@ -16,7 +16,6 @@ from typing import Any, Protocol
 import numpy as np
 
 from server.metrics import Metrics
-from server.realtime.responses import render as render_response
 from server.realtime.protocol import (
     ProtocolError,
     SessionConfig,
@@ -27,9 +26,18 @@ from server.realtime.protocol import (
     server_event,
     session_object,
 )
+from server.realtime.responses import render as render_response
 from server.settings import Settings
-from streaming.endpointer import TurnDetection
 from streaming.audio import INTERNAL_RATE, AudioFormatError, Resampler, decode
+from streaming.conversation import (
+    Conversation,
+    ConversationEvent,
+    ResponseAudio,
+    ResponseFinished,
+    TurnTiming,
+)
+from streaming.endpointer import TurnDetection
+from streaming.responders import Responder
 from streaming.stt_events import (
     ClearedEvent,
     CommittedEvent,
@@ -42,8 +50,6 @@ from streaming.stt_events import (
     VoiceOnsetCancelledEvent,
     VoiceOnsetEvent,
 )
-from streaming.conversation import Conversation, ConversationEvent, ResponseAudio, ResponseFinished, TurnTiming
-from streaming.responders import Responder
 from streaming.transcriber import StreamingTranscriber, SttConfig
 from streaming.tts import VoicePool
 from streaming.vad import SileroVadModel
