@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import statistics
 import sys
 import time
@@ -29,6 +28,8 @@ from pathlib import Path
 import faster_whisper.transcribe as fw_transcribe
 import numpy as np
 from faster_whisper import WhisperModel
+
+from loadtest.wer import wer
 
 SR = 16000
 REPO = Path(__file__).resolve().parent.parent
@@ -49,56 +50,6 @@ GAP_S = 0.3
 
 
 # ---------------------------------------------------------------------------- text / WER
-_ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen "
-         "fourteen fifteen sixteen seventeen eighteen nineteen").split()
-_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
-
-
-def number_to_words(n: int) -> str:
-    if n < 20:
-        return _ONES[n]
-    if n < 100:
-        t, o = divmod(n, 10)
-        return _TENS[t] + ("" if o == 0 else " " + _ONES[o])
-    if n < 1000:
-        h, r = divmod(n, 100)
-        return _ONES[h] + " hundred" + ("" if r == 0 else " " + number_to_words(r))
-    if n < 1_000_000:
-        th, r = divmod(n, 1000)
-        return number_to_words(th) + " thousand" + ("" if r == 0 else " " + number_to_words(r))
-    return " ".join(_ONES[int(d)] for d in str(n))  # fall back to digit by digit
-
-
-def normalise(text: str) -> str:
-    text = text.lower()
-    text = re.sub(r"(?<=\d),(?=\d{3})", "", text)  # 1,000 -> 1000
-    text = re.sub(r"[^\w\s']|_", " ", text)  # punctuation (incl. hyphens) -> space
-    text = text.replace("'", "")
-    text = re.sub(r"(\d+)(st|nd|rd|th)\b", r"\1", text)
-    text = re.sub(r"\d+", lambda m: " " + number_to_words(int(m.group())) + " ", text)
-    return " ".join(text.split())
-
-
-def edit_distance(ref: list[str], hyp: list[str]) -> int:
-    prev = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        cur = [i] + [0] * len(hyp)
-        for j, h in enumerate(hyp, 1):
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
-        prev = cur
-    return prev[-1]
-
-
-def wer(pairs: list[tuple[str, str]]) -> float:
-    errs = words = 0
-    for ref, hyp in pairs:
-        r, h = normalise(ref).split(), normalise(hyp).split()
-        errs += edit_distance(r, h)
-        words += len(r)
-    return errs / max(words, 1)
-
-
-# ---------------------------------------------------------------------------- audio
 def read_wav(path: Path) -> np.ndarray:
     with wave.open(str(path), "rb") as w:
         if w.getframerate() != SR or w.getnchannels() != 1 or w.getsampwidth() != 2:
