@@ -10,6 +10,7 @@ truncated to what was heard; if it was a blip (`voice_onset_cleared`) sending re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -131,9 +132,9 @@ class Conversation:
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
-            for reply in self.responder.start():  # e.g. an IVR greeting
-                self._start(_once(reply), None)
-                break
+            greeting = list(self.responder.start())  # e.g. an IVR welcome, and the nodes it leads to
+            if greeting:
+                self._start(_replies(greeting), None)
             await self._stop.wait()
             self.cancel("session_closed")
         self._tg = None
@@ -246,6 +247,10 @@ class Conversation:
         finally:
             if not stream.closed:
                 stream.end_input()
+            aclose = getattr(resp.source, "aclose", None)
+            if aclose is not None:  # e.g. an LLM stream cut by barge-in: release its connection now
+                with contextlib.suppress(Exception):
+                    await aclose()
 
     async def _play(self, resp: _Response, text: str, pcm: bytes) -> None:
         frame = self.rate * self.frame_ms // 1000 * 2
@@ -323,6 +328,11 @@ def _timings(resp: _Response) -> dict[str, float]:
 
 async def _once(reply: Reply) -> AsyncIterator[Reply]:
     yield reply
+
+
+async def _replies(replies: list[Reply]) -> AsyncIterator[Reply]:
+    for i, reply in enumerate(replies):
+        yield Reply(("" if i == 0 else " ") + reply.text, reply.hangup)
 
 
 async def _either(a: Awaitable[object], b: Awaitable[object]) -> None:

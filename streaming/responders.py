@@ -144,8 +144,8 @@ class ScriptResponder:
         node = self.script.nodes[self.node]
         for route in node.routes:
             if any((k in words) if " " not in k else (f" {k} " in text) for k in route.keywords):
-                for r in self._enter(route.goto):
-                    yield r
+                for i, r in enumerate(self._enter(route.goto)):
+                    yield Reply(("" if i == 0 else " ") + r.text, r.hangup)
                 return
         self.misses += 1
         if self.misses > self.script.max_fallbacks:
