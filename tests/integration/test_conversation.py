@@ -197,3 +197,25 @@ async def test_openai_responder_and_endpoint_down(tmp_path):
         await asyncio.to_thread(stop_server, server)
 
 
+
+
+async def test_client_vanishing_mid_reply_leaks_nothing(live_server):
+    for _ in range(3):
+        s = await open_session(live_server.ws_url)
+        await s.send({"type": "response.create", "response": {"instructions": LONG, "metadata": {"kombain_say": "true"}}})
+        await s.wait_for("response.output_audio.delta", count=2)
+        s.ws.transport.abort()
+        s._task.cancel()
+
+    def gauge(text: str, name: str) -> float:
+        return sum(float(ln.split()[-1]) for ln in text.splitlines() if ln.startswith(name))
+
+    async with asyncio.timeout(20):
+        while True:
+            m = httpx.get(live_server.url + "/metrics").text
+            if (gauge(m, 'kombain_sessions_active{transport="websocket"}') == 0
+                    and gauge(m, "kombain_tts_queue_depth") == 0):
+                break
+            await asyncio.sleep(0.2)
+    s = await open_session(live_server.ws_url)  # still serving
+    await s.close()
