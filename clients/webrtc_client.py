@@ -105,6 +105,9 @@ class CallResult:
     def samples(self) -> np.ndarray:
         return np.frombuffer(bytes(self.audio), np.int16).astype(np.float32) / 32768
 
+    def frames_between(self, t0: float, t1: float) -> int:
+        return sum(1 for t in self.frame_times if t0 <= t < t1)
+
     def rms_between(self, t0: float, t1: float) -> float:
         """RMS of the reply audio received between two client times (0.0 if none)."""
         s = self.samples()
