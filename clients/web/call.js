@@ -113,7 +113,7 @@ async function startCall() {
     ui.hangup.disabled = false;
     call.timer = setInterval(async () => {
       const { rtt } = await pollStats(pc);
-      ui.rtt.textContent = rtt === null ? "–" : `${Math.round(rtt * 1000)} ms`;
+      ui.rtt.textContent = rtt === null ? "–" : `${(rtt * 1000).toFixed(rtt < 0.01 ? 1 : 0)} ms`;
     }, 1000);
   } catch (err) {
     showError(`Call failed: ${err.message ?? err}`);

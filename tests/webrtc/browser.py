@@ -20,7 +20,7 @@ CHROMIUM_FLAGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--allow-loopback-in-peer-connection", "--use-fake-ui-for-media-stream",
     "--use-fake-device-for-media-stream", "--autoplay-policy=no-user-gesture-required",
-    "--remote-debugging-port=0",
+    "--remote-debugging-port=0", "--window-size=900,760",
 ]
 
 
