@@ -150,7 +150,7 @@ class WebRTCCaller:
     def now(self) -> float:
         return time.monotonic() - self._t0
 
-    async def connect(self, timeout: float = 20.0) -> None:
+    async def connect(self, timeout: float = 20.0) -> None:  # noqa: ASYNC109
         """Offer, post, answer, and wait until ICE and DTLS are up."""
         async with asyncio.timeout(timeout):
             with restrict_host_addresses(self.hosts):
@@ -208,7 +208,7 @@ class WebRTCCaller:
     def send(self, event: dict[str, Any]) -> None:
         self.channel.send(json.dumps(event))
 
-    async def wait_for(self, type_: str, count: int = 1, timeout: float = 30.0) -> list[TimedEvent]:
+    async def wait_for(self, type_: str, count: int = 1, timeout: float = 30.0) -> list[TimedEvent]:  # noqa: ASYNC109
         async with asyncio.timeout(timeout):
             while len(found := self.result.of(type_)) < count:
                 self._new.clear()
@@ -231,7 +231,7 @@ class WebRTCCaller:
         await self.close()
 
 
-async def call(url: str, wav_path: str | Path, *, record_to: str | Path | None = None, timeout: float = 60.0,
+async def call(url: str, wav_path: str | Path, *, record_to: str | Path | None = None, timeout: float = 60.0,  # noqa: ASYNC109
                api_key: str | None = None, hosts: tuple[str, ...] = (), until: str = "response.done",
                settle_s: float = 0.5) -> CallResult:
     """Call, speak the WAV file at 1x, wait for `until` (the reply's end by default), hang up."""

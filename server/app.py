@@ -32,7 +32,16 @@ class AppState:
 
 def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI:
     """Build the app. Models load in the background; /readyz turns true when they are in."""
-    from server import errors, health, models_api, realtime_ws, speech_api, transcriptions, web_page, webrtc
+    from server import (
+        errors,
+        health,
+        models_api,
+        realtime_ws,
+        speech_api,
+        transcriptions,
+        web_page,
+        webrtc,
+    )
     from server.lane import api as lane_api
 
     state = AppState(settings=settings, metrics=metrics or Metrics())

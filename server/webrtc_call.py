@@ -17,8 +17,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from aiortc import MediaStreamTrack, RTCConfiguration, RTCDataChannel, RTCIceServer, RTCPeerConnection
-from aiortc import RTCSessionDescription
+import av
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCDataChannel,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
 from aiortc.mediastreams import MediaStreamError
 
 from server.metrics import Metrics
@@ -57,7 +64,7 @@ class WebRTCCall:
         self._closed = asyncio.Event()
         self._remote_tracks: list[MediaStreamTrack] = []
         self._last_media = time.monotonic()
-        self._hangup_requested = False
+        self._hangup = asyncio.Event()
         self.session = make_session(self._send, self.track, self._on_hangup)
         self.pc.on("datachannel", self._on_datachannel)
         self.pc.on("track", self._on_track)
@@ -144,6 +151,8 @@ class WebRTCCall:
             except MediaStreamError:
                 return
             self._last_media = time.monotonic()
+            if not isinstance(frame, av.AudioFrame):
+                continue
             self.session.push_samples(frame_to_mono(frame), frame.sample_rate)
 
     async def _watchdog(self) -> None:
@@ -165,15 +174,15 @@ class WebRTCCall:
     # --- lifetime --------------------------------------------------------------------------------
 
     def _on_hangup(self) -> None:
-        self._hangup_requested = True
+        self._hangup.set()
 
     async def _hangup_watch(self) -> None:
-        while not self._hangup_requested:
-            await asyncio.sleep(0.1)
-        # The bot hung up (IVR): let the caller hear the goodbye, then end.
+        await self._hangup.wait()
+        # The bot hung up (IVR): let the caller hear the goodbye, then end. The track is pulled
+        # by its sender every 20 ms, so watching its level is simpler than signalling from it.
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.settings.webrtc_send_buffer_ms / 1000 + 1):
-                while self.track.buffered_ms > 0:
+                while self.track.buffered_ms > 0:  # noqa: ASYNC110
                     await asyncio.sleep(0.05)
         self.end("hangup")
 
