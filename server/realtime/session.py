@@ -1,7 +1,7 @@
 """One realtime session: client events in, server events out; transport-agnostic.
 
 The WebSocket and WebRTC (server/webrtc_call.py) transports feed parsed events and audio and
-delivers what `send` is given. Audio is decoded, resampled to 16 kHz and handed to the session's
+deliver what `send` is given. Audio is decoded, resampled to 16 kHz and handed to the session's
 `StreamingTranscriber`.
 """
 
