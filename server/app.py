@@ -32,7 +32,16 @@ class AppState:
 
 def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI:
     """Build the app. Models load in the background; /readyz turns true when they are in."""
-    from server import errors, health, models_api, realtime_ws, speech_api, transcriptions
+    from server import (
+        errors,
+        health,
+        models_api,
+        realtime_ws,
+        speech_api,
+        transcriptions,
+        web_page,
+        webrtc,
+    )
     from server.lane import api as lane_api
 
     state = AppState(settings=settings, metrics=metrics or Metrics())
@@ -56,9 +65,11 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
     app.state.kombain = state
     app.include_router(health.router)
     app.include_router(realtime_ws.router)
+    app.include_router(webrtc.router)
     app.include_router(transcriptions.router)
     app.include_router(speech_api.router)
     app.include_router(models_api.router)
     app.include_router(lane_api.router)
+    web_page.install(app)
     errors.install(app)
     return app

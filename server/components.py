@@ -73,6 +73,17 @@ async def _start_tts(state: AppState, stack: contextlib.AsyncExitStack) -> None:
     state.services["tts"] = pool
     state.services.setdefault("model_names", []).append(f"piper:{pool.default_voice}")
 
+async def _start_webrtc(state: AppState, stack: contextlib.AsyncExitStack) -> None:
+    from server.webrtc import CallManager
+    from server.webrtc_ice import parse_hosts, restrict_host_addresses
+
+    # Entered here, left at shutdown: aioice gathers on KOMBAIN_WEBRTC_HOSTS while the server runs.
+    stack.enter_context(restrict_host_addresses(parse_hosts(state.settings.webrtc_hosts)))
+    manager = CallManager(state.settings, state.metrics)
+    stack.push_async_callback(manager.aclose)
+    state.services["webrtc"] = manager
+
+
 async def _start_lane(state: AppState, stack: contextlib.AsyncExitStack) -> None:
     # The lane module imports no torch: generation runs in worker subprocesses.
     from server.lane.service import LaneService
@@ -88,5 +99,6 @@ async def _start_lane(state: AppState, stack: contextlib.AsyncExitStack) -> None
 _STARTERS = [
     ("text-to-speech", _start_tts),
     ("speech-to-text", _start_stt),
+    ("webrtc", _start_webrtc),
     ("lane", _start_lane),
 ]

@@ -22,6 +22,15 @@ class Metrics:
         self.sessions_rejected = Counter(
             "kombain_sessions_rejected_total", "Sessions refused (server full)", registry=r
         )
+        self.webrtc_setup_seconds = Histogram(
+            "kombain_webrtc_setup_seconds",
+            "WebRTC offer received to the peer connection connected (ICE + DTLS)",
+            buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 3.0, 5.0, 10.0, 15.0),
+            registry=r,
+        )
+        self.webrtc_calls_ended = Counter(
+            "kombain_webrtc_calls_ended_total", "WebRTC calls ended, by reason", ["reason"], registry=r
+        )
         self.stt_queue_depth = Gauge(
             "kombain_stt_queue_depth", "Requests waiting for the Whisper runtime", registry=r
         )

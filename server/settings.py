@@ -70,6 +70,13 @@ class Settings:
     max_sessions: int = 32
     max_turn_seconds: int = 30  # a single turn longer than this is committed
     send_queue_frames: int = 256  # events buffered per client before it counts as too slow
+    # WebRTC calls (POST /v1/realtime/calls); see docs/webrtc.md
+    webrtc_ice_servers: str = ""  # STUN/TURN: JSON list of RTCIceServer objects, or comma-separated URLs
+    webrtc_hosts: str = ""  # comma-separated local addresses ICE may gather ("" -> aioice's own choice)
+    webrtc_connect_timeout_s: float = 15.0  # ICE + DTLS must complete within this, or the call is closed
+    webrtc_peer_timeout_s: float = 5.0  # a connected peer silent this long (no media) has gone; end the call
+    webrtc_max_offer_bytes: int = 64 * 1024  # largest SDP offer accepted
+    webrtc_send_buffer_ms: int = 2000  # reply audio the outgoing track may hold (oldest dropped past it)
     # Comma-separated start-up components to skip (e.g. "speech-to-text" on a lane-only node)
     components_disabled: str = ""
 

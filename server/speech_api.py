@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -167,13 +168,21 @@ def _voice_id(pool: VoicePool, voice: str) -> str:
 async def _audio(stream: SpeechStream, encoder: AudioEncoder) -> AsyncIterator[bytes]:
     """Encoded audio as it is synthesised; FFmpeg encoders run off the event loop."""
     inline = isinstance(encoder, PcmEncoder | WavEncoder)
+    # FFmpeg encoders are not thread-safe: a client that disconnects mid-encode must not have the
+    # encoder closed under the worker thread (that crashed the process in libavformat).
+    lock = threading.Lock()
+
+    def locked(fn: Callable[..., bytes | None], *args: Any) -> bytes | None:
+        with lock:
+            return fn(*args)
+
     finished = False
     try:
         async for chunk in stream:
-            data = encoder.encode(chunk.pcm) if inline else await asyncio.to_thread(encoder.encode, chunk.pcm)
+            data = encoder.encode(chunk.pcm) if inline else await asyncio.to_thread(locked, encoder.encode, chunk.pcm)
             if data:
                 yield data
-        tail = encoder.finish() if inline else await asyncio.to_thread(encoder.finish)
+        tail = encoder.finish() if inline else await asyncio.to_thread(locked, encoder.finish)
         finished = True
         if tail:
             yield tail
@@ -182,7 +191,7 @@ async def _audio(stream: SpeechStream, encoder: AudioEncoder) -> AsyncIterator[b
     finally:
         await stream.aclose()
         if not finished and hasattr(encoder, "close"):
-            encoder.close()
+            await asyncio.to_thread(locked, encoder.close)
 
 
 class _SpeechResponse(StreamingResponse):

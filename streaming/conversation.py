@@ -345,6 +345,11 @@ async def _either(a: Awaitable[object], b: Awaitable[object]) -> None:
             t.cancel()
 
 
+def _retrieve(task: asyncio.Future[object]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
 async def _until(stream: SpeechStream, stop: asyncio.Event) -> AsyncIterator:  # type: ignore[type-arg]
     """Iterate a speech stream, ending early once `stop` is set."""
     it = stream.__aiter__()
@@ -355,6 +360,11 @@ async def _until(stream: SpeechStream, stop: asyncio.Event) -> AsyncIterator:  #
             await asyncio.wait({nxt, stopper}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stopper.cancel()
+            # Cancelled while waiting (barge-in cancels the response): `nxt` must not outlive us,
+            # or its StopAsyncIteration, once the stream closes, is logged as never retrieved.
+            nxt.add_done_callback(_retrieve)
+            if not nxt.done():
+                nxt.cancel()
         if not nxt.done():
             nxt.cancel()
             return

@@ -1,7 +1,7 @@
 """One realtime session: client events in, server events out; transport-agnostic.
 
-The WebSocket (and later WebRTC data channel) transport feeds parsed events and raw audio and
-delivers what `send` is given. Audio is decoded, resampled to 16 kHz and handed to the session's
+The WebSocket and WebRTC (server/webrtc_call.py) transports feed parsed events and audio and
+deliver what `send` is given. Audio is decoded, resampled to 16 kHz and handed to the session's
 `StreamingTranscriber`.
 """
 

@@ -1,0 +1,21 @@
+"""The browser call page: `/` serves clients/web/index.html, `/web/*` its scripts and styles."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+
+import clients
+
+WEB_DIR = Path(clients.__file__).resolve().parent / "web"
+
+
+def install(app: FastAPI) -> None:
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(WEB_DIR / "index.html", media_type="text/html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/web", StaticFiles(directory=WEB_DIR), name="web")

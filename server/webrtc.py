@@ -1,0 +1,184 @@
+"""`POST /v1/realtime/calls`: WebRTC calls, SDP offer in, SDP answer out (OpenAI's shape).
+
+The body is the offer (`Content-Type: application/sdp`) or OpenAI's multipart form with `sdp`
+and an optional `session` (a session.update payload, as JSON). The answer comes back with 201,
+`Content-Type: application/sdp` and `Location: /v1/realtime/calls/{id}`; `DELETE` there hangs up.
+Calls run as tasks owned by `CallManager`, which ends them all when the app shuts down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
+
+from server.auth import require_api_key
+from server.errors import ApiError
+from server.metrics import Metrics
+from server.realtime.protocol import ProtocolError, SessionConfig, apply_session_update
+from server.realtime.session import AudioSink, RealtimeSession, Send
+from server.responders import build_responder
+from server.settings import Settings
+from server.webrtc_call import WebRTCCall
+from server.webrtc_ice import ice_servers_json, parse_ice_servers
+from server.webrtc_sdp import SdpError, check_offer
+
+router = APIRouter(tags=["webrtc"])
+log = logging.getLogger("kombain.webrtc")
+
+
+class CallManager:
+    """The node's live WebRTC calls and the tasks that run them."""
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings, self.metrics = settings, metrics
+        self.ice_servers = parse_ice_servers(settings.webrtc_ice_servers)
+        self._calls: dict[str, WebRTCCall] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def get(self, call_id: str) -> WebRTCCall | None:
+        return self._calls.get(call_id)
+
+    @property
+    def count(self) -> int:
+        return len(self._calls)
+
+    def start(self, call: WebRTCCall, on_closed: Any) -> None:
+        self._calls[call.id] = call
+
+        async def life() -> None:
+            try:
+                await call.run()
+            finally:
+                self._calls.pop(call.id, None)
+                on_closed()
+
+        task = asyncio.create_task(life(), name=f"webrtc-{call.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def aclose(self, deadline_s: float = 5.0) -> None:
+        """Hang up every call and wait (bounded) for them to release what they hold."""
+        for call in list(self._calls.values()):
+            call.end("server_shutdown")
+        tasks = list(self._tasks)
+        if tasks:
+            _done, pending = await asyncio.wait(tasks, timeout=deadline_s)
+            for task in pending:
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(*pending, return_exceptions=True)
+
+
+async def _read_offer(request: Request, max_bytes: int) -> tuple[bytes, dict[str, Any] | None]:
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype == "multipart/form-data":
+        form = await request.form(max_files=0, max_fields=4, max_part_size=max_bytes)
+        sdp, raw_session = form.get("sdp"), form.get("session")
+        if not isinstance(sdp, str):
+            raise SdpError("the multipart form needs an 'sdp' field with the offer")
+        session = None
+        if isinstance(raw_session, str) and raw_session.strip():
+            try:
+                session = json.loads(raw_session)
+            except json.JSONDecodeError as exc:
+                raise SdpError(f"the 'session' field is not valid JSON: {exc}", "invalid_value") from None
+        return sdp.encode(), session
+    if ctype not in ("application/sdp", "text/plain", ""):
+        raise SdpError(f"unsupported Content-Type {ctype!r}; send application/sdp or multipart/form-data",
+                       "unsupported_media_type")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_bytes:
+            raise SdpError(f"SDP offer exceeds {max_bytes} bytes", "sdp_too_large")
+    return bytes(body), None
+
+
+@router.post("/v1/realtime/calls", status_code=201, dependencies=[Depends(require_api_key)],
+             responses={201: {"content": {"application/sdp": {}}}})
+async def create_call(request: Request) -> Response:
+    """Answer a WebRTC offer; the call runs until either side hangs up."""
+    state = request.app.state.kombain
+    settings: Settings = state.settings
+    if not state.ready.is_set() or state.draining or "webrtc" not in state.services:
+        raise ApiError(503, "the server is not ready (loading models or draining); retry shortly",
+                       "server_not_ready", headers={"Retry-After": "2"})
+    manager: CallManager = state.services["webrtc"]
+    try:
+        raw, session_cfg = await _read_offer(request, settings.webrtc_max_offer_bytes)
+        offer, info = check_offer(raw, settings.webrtc_max_offer_bytes)
+        if session_cfg is not None:
+            apply_session_update(SessionConfig(), session_cfg, "session.update")  # 400 now, not later
+    except SdpError as exc:
+        raise ApiError(400, str(exc), exc.code, "sdp") from None
+    except ProtocolError as exc:
+        raise ApiError(400, str(exc), exc.code, exc.param) from None
+
+    sessions = state.services["sessions"]
+    m = state.metrics
+    kind = "transcription" if (session_cfg or {}).get("type") == "transcription" else "realtime"
+
+    def make_session(send: Send, sink: AudioSink, on_hangup: Any) -> RealtimeSession:
+        tts = state.services.get("tts") if kind == "realtime" else None
+        responder = build_responder(settings, state.services.get("ivr_script")) if tts is not None else None
+        return RealtimeSession(settings, m, state.services["whisper"], state.services["vad"], send,
+                               transport="webrtc", kind=kind, tts=tts, responder=responder,
+                               on_hangup=on_hangup, audio_sink=sink)
+
+    call = WebRTCCall(settings, m, manager.ice_servers, make_session, events=info.has_data_channel)
+    if not sessions.add(call.session.id):
+        m.sessions_rejected.inc()
+        call.session.close()
+        await call.pc.close()
+        raise ApiError(503, f"server is at its session limit ({sessions.limit}); retry later", "server_full",
+                       headers={"Retry-After": "5"})
+    try:
+        if session_cfg is not None:
+            call.session.handle_event({"type": "session.update", "session": session_cfg})
+        answer = await call.answer(offer)
+    except BaseException as exc:
+        sessions.remove(call.session.id)
+        call.session.close()
+        await call.pc.close()
+        if isinstance(exc, SdpError):
+            raise ApiError(400, str(exc), exc.code, "sdp") from None
+        raise
+    m.sessions_total.labels("webrtc").inc()
+    m.sessions_active.labels("webrtc").inc()
+
+    def closed() -> None:
+        sessions.remove(call.session.id)
+        m.sessions_active.labels("webrtc").dec()
+
+    manager.start(call, closed)
+    log.info("call %s (session %s) answered; codecs %s", call.id, call.session.id, ",".join(info.audio_codecs))
+    return Response(answer, status_code=201, media_type="application/sdp",
+                    headers={"Location": f"/v1/realtime/calls/{call.id}"})
+
+
+@router.delete("/v1/realtime/calls/{call_id}", status_code=204, dependencies=[Depends(require_api_key)])
+async def hang_up(call_id: str, request: Request) -> Response:
+    """End a call; returns once its resources are released (at most a few seconds)."""
+    manager: CallManager | None = request.app.state.kombain.services.get("webrtc")
+    call = manager.get(call_id) if manager is not None else None
+    if call is None:
+        raise ApiError(404, f"no call {call_id!r} (already ended, or never existed)", "not_found", "call_id")
+    call.end("hangup_client")
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(5):
+            await call.wait_closed()
+    return Response(status_code=204)
+
+
+@router.get("/v1/realtime/calls/config", dependencies=[Depends(require_api_key)])
+async def call_config(request: Request) -> JSONResponse:
+    """What the browser page needs to place a call: the ICE servers to use."""
+    manager: CallManager | None = request.app.state.kombain.services.get("webrtc")
+    servers = ice_servers_json(manager.ice_servers) if manager is not None else []
+    return JSONResponse({"ice_servers": servers, "data_channel": "oai-events"})

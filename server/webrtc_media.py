@@ -1,0 +1,109 @@
+"""Media for a WebRTC call: the outgoing reply track (the session's audio sink) and frame decoding."""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import time
+from collections import deque
+
+import av
+import numpy as np
+from aiortc import MediaStreamTrack
+
+from streaming.audio import Resampler, pcm16_to_float
+
+TRACK_RATE = 48000
+FRAME_SAMPLES = TRACK_RATE // 50  # 20 ms, what Opus sends per packet
+_TIME_BASE = fractions.Fraction(1, TRACK_RATE)
+
+
+class ReplyAudioTrack(MediaStreamTrack):
+    """Reply audio as 20 ms 48 kHz frames paced by their timestamps; silence when nothing is queued.
+
+    It is the session's `AudioSink`: `write` resamples and buffers (bounded, oldest dropped past
+    `max_ms`, which pacing upstream keeps from happening), `flush` drops everything at once.
+    """
+
+    kind = "audio"
+
+    def __init__(self, max_ms: int = 2000) -> None:
+        super().__init__()
+        self._chunks: deque[np.ndarray] = deque()
+        self._buffered = 0
+        self._max = max(FRAME_SAMPLES, TRACK_RATE * max_ms // 1000)
+        self._resampler: Resampler | None = None
+        self._start: float | None = None
+        self._pts = 0
+        self.dropped_samples = 0
+
+    @property
+    def buffered_ms(self) -> float:
+        return self._buffered * 1000 / TRACK_RATE
+
+    def write(self, pcm: bytes, rate: int) -> None:
+        if self._resampler is None or self._resampler.in_rate != rate:
+            # Low quality is plenty for upsampling speech, and with the session's 100 ms chunks it
+            # holds back ~2 ms instead of HQ's 31 ms, which would sit there at the end of a reply.
+            self._resampler = Resampler(rate, TRACK_RATE, quality="LQ")
+        samples = self._resampler.process(pcm16_to_float(pcm))
+        if not len(samples):
+            return
+        self._chunks.append(np.clip(samples * 32767, -32768, 32767).astype(np.int16))
+        self._buffered += len(samples)
+        while self._buffered > self._max:  # drop-oldest: a late reply is worse than a gap
+            old = self._chunks.popleft()
+            self._buffered -= len(old)
+            self.dropped_samples += len(old)
+
+    def flush(self) -> None:
+        self._chunks.clear()
+        self._buffered = 0
+        self._resampler = None  # no tail of the cancelled reply leaks into the next one
+
+    def _take(self, n: int) -> np.ndarray:
+        out = np.zeros(n, np.int16)
+        filled = 0
+        while filled < n and self._chunks:
+            chunk = self._chunks[0]
+            k = min(n - filled, len(chunk))
+            out[filled:filled + k] = chunk[:k]
+            filled += k
+            if k == len(chunk):
+                self._chunks.popleft()
+            else:
+                self._chunks[0] = chunk[k:]
+        self._buffered -= filled
+        return out
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            from aiortc.mediastreams import MediaStreamError
+
+            raise MediaStreamError
+        if self._start is None:
+            self._start = time.monotonic()
+        else:
+            self._pts += FRAME_SAMPLES
+            wait = self._start + self._pts / TRACK_RATE - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+        frame = av.AudioFrame(format="s16", layout="mono", samples=FRAME_SAMPLES)
+        frame.planes[0].update(self._take(FRAME_SAMPLES).tobytes())
+        frame.sample_rate = TRACK_RATE
+        frame.pts = self._pts
+        frame.time_base = _TIME_BASE
+        return frame
+
+
+def frame_to_mono(frame: av.AudioFrame) -> np.ndarray:
+    """Float32 mono samples of a decoded frame (aiortc's Opus decoder gives packed s16 stereo)."""
+    data = frame.to_ndarray()
+    channels = len(frame.layout.channels)
+    if data.dtype == np.int16:
+        samples = data.astype(np.float32) / 32768
+    else:
+        samples = data.astype(np.float32)
+    if frame.format.is_planar:
+        return samples.reshape(channels, -1).mean(axis=0) if channels > 1 else samples.reshape(-1)
+    return samples.reshape(-1, channels).mean(axis=1) if channels > 1 else samples.reshape(-1)

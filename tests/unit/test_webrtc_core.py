@@ -1,0 +1,87 @@
+"""The WebRTC transport's pure parts: offer checks, ICE settings, the reply track's buffer."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from server.webrtc_ice import ice_servers_json, parse_hosts, parse_ice_servers
+from server.webrtc_media import FRAME_SAMPLES, ReplyAudioTrack, frame_to_mono
+from server.webrtc_sdp import SdpError, check_offer
+
+OFFER = """v=0
+o=- 1 1 IN IP4 0.0.0.0
+s=-
+t=0 0
+a=group:BUNDLE 0 1
+m=audio 9 UDP/TLS/RTP/SAVPF 111 0
+c=IN IP4 0.0.0.0
+a=ice-ufrag:abcd
+a=ice-pwd:0123456789abcdef01234567
+a=fingerprint:sha-256 00:11
+a=rtpmap:111 opus/48000/2
+a=rtpmap:0 PCMU/8000
+m=application 9 UDP/DTLS/SCTP webrtc-datachannel
+a=ice-ufrag:abcd
+a=ice-pwd:0123456789abcdef01234567
+a=fingerprint:sha-256 00:11
+""".replace("\n", "\r\n")
+
+
+def test_good_offer() -> None:
+    text, info = check_offer(OFFER.encode(), 65536)
+    assert text == OFFER and info.audio_codecs == ("opus", "PCMU") and info.has_data_channel
+
+
+@pytest.mark.parametrize("raw,code,words", [
+    (b"", "invalid_sdp", "empty"),
+    (b"\xff\xfe", "invalid_sdp", "UTF-8"),
+    (b"x" * 100, "sdp_too_large", "exceeds"),
+    (b"o=- 1 1 IN IP4 0.0.0.0\r\n", "invalid_sdp", "v=0"),
+    (OFFER.replace("m=audio 9", "m=video 9").encode(), "no_audio", "no audio"),
+    (OFFER.replace("m=audio 9", "m=audio 0").encode(), "no_audio", "no audio"),
+    (OFFER.replace("opus/", "SILK/").replace("PCMU/", "G722/").encode(), "unsupported_codec", "SILK, G722"),
+    (OFFER.replace("a=fingerprint:sha-256 00:11\r\n", "").encode(), "invalid_sdp", "fingerprint"),
+])
+def test_bad_offers(raw: bytes, code: str, words: str) -> None:
+    with pytest.raises(SdpError) as err:
+        check_offer(raw, 64 if code == "sdp_too_large" else 65536)
+    assert err.value.code == code and words in str(err.value)
+
+
+def test_ice_servers_setting() -> None:
+    assert parse_ice_servers("") == []
+    urls = parse_ice_servers("stun:stun.example.org:3478, turn:turn.example.org:3478")
+    assert [s.urls for s in urls] == ["stun:stun.example.org:3478", "turn:turn.example.org:3478"]
+    turn = parse_ice_servers('[{"urls": ["turn:t.example.org"], "username": "u", "credential": "p"}]')
+    assert ice_servers_json(turn) == [{"urls": ["turn:t.example.org"], "username": "u", "credential": "p"}]
+    with pytest.raises(ValueError):
+        parse_ice_servers('[{"username": "u"}]')
+    assert parse_hosts(" 127.0.0.1, ::1 ,") == ("127.0.0.1", "::1")
+
+
+def test_reply_track_buffers_flushes_and_bounds() -> None:
+    track = ReplyAudioTrack(max_ms=200)
+    tone = (np.sin(np.arange(2400) / 5) * 10000).astype("<i2").tobytes()  # 100 ms at 24 kHz
+    track.write(tone, 24000)
+    assert 95 < track.buffered_ms <= 100
+    track.flush()
+    assert track.buffered_ms == 0
+    for _ in range(5):  # 500 ms written into a 200 ms buffer: the oldest is dropped
+        track.write(tone, 24000)
+    assert track.buffered_ms <= 200 and track.dropped_samples > 0
+
+
+def test_reply_track_frames_are_paced_20ms_and_silent_when_empty() -> None:
+    async def frames() -> list:
+        track = ReplyAudioTrack()
+        track.write((np.ones(2400, "<i2") * 8000).tobytes(), 24000)  # 100 ms, as the session sends
+        return [await track.recv() for _ in range(7)]
+
+    out = asyncio.run(frames())
+    assert [f.pts for f in out] == [960 * i for i in range(7)]
+    assert all(f.samples == FRAME_SAMPLES and f.sample_rate == 48000 for f in out)
+    assert np.abs(frame_to_mono(out[0])).max() > 0.1
+    assert np.abs(frame_to_mono(out[6])).max() == 0
