@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -24,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     conv.add_argument("--audio", type=Path, default=Path("tests/data/speech"))
     conv.add_argument("--interrupt-every", type=int, default=3, help="interrupt every k-th reply (0: never)")
     conv.add_argument("--rounds", type=int, default=1, help="times each caller goes through the clips")
+    conv.add_argument("--transport", choices=("websocket", "webrtc"), default="websocket",
+                      help="webrtc: calls over aiortc, run in a loopback-only network namespace (unshare -n)")
     for p in (stt, conv):
         p.add_argument("--url", help="an already running server (default: start one here)")
         p.add_argument("--out", type=Path, default=Path("loadtest/results"))
@@ -31,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--lane", choices=("idle", "saturated", "both"), default="idle",
                        help="image lane during the run (a server started here): idle, kept busy, or both in turn")
     args = ap.parse_args(argv)
+    if getattr(args, "transport", "websocket") == "webrtc" and not os.environ.get("KOMBAIN_NETNS_INNER"):
+        return _in_namespace(sys.argv[1:] if argv is None else argv)
     args.out.mkdir(parents=True, exist_ok=True)
     runs = []
     lanes = ("idle", "saturated") if args.lane == "both" else (args.lane,)
@@ -57,6 +62,10 @@ def _one(args: argparse.Namespace, n: int, lane: str = "idle") -> dict:
     from loadtest.stt import run_stt
 
     def work(url: str, sampler: ResourceSampler | None = None):  # type: ignore[no-untyped-def]
+        if args.test == "conversation" and args.transport == "webrtc":
+            from loadtest.conversation_webrtc import run_conversation_webrtc
+
+            return run_conversation_webrtc(url, n, args.audio, args.interrupt_every, sampler)
         if args.test == "conversation":
             return run_conversation(url, n, args.audio, args.interrupt_every, args.rounds, sampler)
         return run_stt(url, n, args.audio, sampler)
@@ -64,6 +73,8 @@ def _one(args: argparse.Namespace, n: int, lane: str = "idle") -> dict:
     if args.url:
         return asyncio.run(work(args.url))
     env = {"KOMBAIN_MAX_SESSIONS": str(max(n, 32))}
+    if getattr(args, "transport", "") == "webrtc":
+        env["KOMBAIN_WEBRTC_HOSTS"] = "127.0.0.1"
     if args.model:
         env["KOMBAIN_STT_MODEL"] = args.model
     if lane == "idle":
@@ -86,6 +97,20 @@ def _one(args: argparse.Namespace, n: int, lane: str = "idle") -> dict:
     return result
 
 
+def _in_namespace(argv: list[str]) -> int:
+    """Re-run this command in a new network namespace with only loopback up: WebRTC's ICE gathers
+    on every interface, and a load test must not send to anything but this machine."""
+    import shlex
+    import subprocess
+
+    if subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode != 0:
+        print("--transport webrtc needs `unshare -n` (root or user namespaces)", file=sys.stderr)
+        return 2
+    cmd = " ".join(shlex.quote(a) for a in [sys.executable, "-m", "loadtest", *argv])
+    env = {**os.environ, "KOMBAIN_NETNS_INNER": "1"}
+    return subprocess.run(["unshare", "-n", "sh", "-c", f"ip link set lo up && exec {cmd}"], env=env).returncode
+
+
 def _print_ratio(idle: dict, busy: dict) -> None:
     print(f"-- lane saturated / idle, p95 ({idle['sessions']} session(s)):")
     for stage in idle["stages"]:
@@ -100,7 +125,8 @@ def _print(run: dict) -> None:
         print(f"\n== {run['sessions']} session(s){lane}: {run['turns_final']}/{run['turns_expected']} turns finalised, "
               f"WER {run['wer']}")
     else:
-        print(f"\n== {run['sessions']} session(s){lane}: responses {run['responses']}")
+        transport = " over WebRTC" if run.get("transport") == "webrtc" else ""
+        print(f"\n== {run['sessions']} session(s){transport}{lane}: responses {run['responses']}")
     for name, s in run["stages"].items():
         print(fmt_row(name, s))
     if run.get("server"):

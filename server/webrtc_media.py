@@ -22,7 +22,8 @@ class ReplyAudioTrack(MediaStreamTrack):
     """Reply audio as 20 ms 48 kHz frames paced by their timestamps; silence when nothing is queued.
 
     It is the session's `AudioSink`: `write` resamples and buffers (bounded, oldest dropped past
-    `max_ms`, which pacing upstream keeps from happening), `flush` drops everything at once.
+    `max_ms`, which pacing upstream keeps from happening), `hold` pauses playback while a possible
+    interruption is confirmed, `flush` drops everything at once.
     """
 
     kind = "audio"
@@ -36,6 +37,7 @@ class ReplyAudioTrack(MediaStreamTrack):
         self._start: float | None = None
         self._pts = 0
         self.dropped_samples = 0
+        self._held = False
 
     @property
     def buffered_ms(self) -> float:
@@ -56,6 +58,10 @@ class ReplyAudioTrack(MediaStreamTrack):
             self._buffered -= len(old)
             self.dropped_samples += len(old)
 
+    def hold(self, held: bool) -> None:
+        """Pause (True) or resume playback of the buffered reply; frames stay silent meanwhile."""
+        self._held = held
+
     def flush(self) -> None:
         self._chunks.clear()
         self._buffered = 0
@@ -63,6 +69,8 @@ class ReplyAudioTrack(MediaStreamTrack):
 
     def _take(self, n: int) -> np.ndarray:
         out = np.zeros(n, np.int16)
+        if self._held:
+            return out
         filled = 0
         while filled < n and self._chunks:
             chunk = self._chunks[0]

@@ -112,6 +112,7 @@ class Conversation:
         clock: Callable[[], float] = time.monotonic,
         on_turn: Callable[[float], None] | None = None,
         on_barge_in: Callable[[float], None] | None = None,
+        on_hold: Callable[[bool], None] | None = None,
     ) -> None:
         self.pool, self.responder, self._emit = pool, responder, emit
         self.voice, self.rate, self.lead_s, self.frame_ms = voice, rate, lead_s, frame_ms
@@ -120,6 +121,8 @@ class Conversation:
         self._clock = clock
         self._on_turn = on_turn or (lambda s: None)
         self._on_barge_in = on_barge_in or (lambda s: None)
+        # Media transports pause what they already buffered while an interruption is confirmed.
+        self._on_hold = on_hold or (lambda held: None)
         self.history: list[Message] = []
         self._active: _Response | None = None
         self._task: asyncio.Task[None] | None = None
@@ -175,7 +178,7 @@ class Conversation:
     def voice_onset(self, at: float) -> None:
         """First voiced frame of a possible interruption: hold output until it is confirmed or not."""
         if self._active is not None and self.interrupt and self._hold.is_set():
-            self._hold.clear()
+            self._set_hold(True)
             self._onset_at = at
             self._active.barge_in_s = max(0.0, self._clock() - at)
 
@@ -183,7 +186,7 @@ class Conversation:
         self._onset_at = None
         if self._active is not None:
             self._active.barge_in_s = None  # a blip, not an interruption
-        self._hold.set()
+        self._set_hold(False)
 
     def speech_started(self) -> None:
         resp = self._active
@@ -191,8 +194,10 @@ class Conversation:
             if resp.barge_in_s is None:  # no onset seen (e.g. turn detection just switched on)
                 resp.barge_in_s = 0.0 if self._onset_at is None else max(0.0, self._clock() - self._onset_at)
             self._on_barge_in(resp.barge_in_s)
+            self._onset_at = None
+            return  # stay held until the cancelled reply is flushed (_finish)
         self._onset_at = None
-        self._hold.set()
+        self._set_hold(False)
 
     # --- the response ----------------------------------------------------------------------------
 
@@ -211,7 +216,7 @@ class Conversation:
         if resp.cancel_reason is not None:
             return
         self._active = resp
-        self._hold.set()
+        self._set_hold(False)
         self._emit(ResponseStarted(resp.id, resp.item_id))
         stream = self.pool.stream(self.voice, self.rate)
         feeder = asyncio.ensure_future(self._feed(resp, stream))
@@ -297,7 +302,16 @@ class Conversation:
         ))
         if self._active is resp:
             self._active = None
-        self._hold.set()
+        self._set_hold(False)
+
+    def _set_hold(self, held: bool) -> None:
+        if held == (not self._hold.is_set()):
+            return
+        if held:
+            self._hold.clear()
+        else:
+            self._hold.set()
+        self._on_hold(held)
 
 
 def _heard_text(chunks: Iterable[tuple[str, int, int]], heard_ms: int) -> str:

@@ -67,6 +67,9 @@ class AudioSink(Protocol):
 
     def flush(self) -> None: ...
 
+    # Optional: `hold(True)` pauses playback of what is buffered (a possible interruption),
+    # `hold(False)` resumes it; a confirmed interruption then flushes.
+
 
 class SessionRegistry:
     """Live sessions on this node, for admission control and /readyz."""
@@ -128,6 +131,7 @@ class RealtimeSession:
                 tts, responder, self._on_conversation_event, rate=self.config.output_format.rate,
                 lead_s=settings.response_lead_ms / 1000, frame_ms=settings.response_frame_ms,
                 on_turn=metrics.turn_seconds.observe, on_barge_in=metrics.barge_in_seconds.observe,
+                on_hold=self._hold_sink,
             )
             self._sync_conversation()
 
@@ -245,6 +249,11 @@ class RealtimeSession:
             raise ProtocolError("conversation.item.truncate needs item_id and a non-negative audio_end_ms",
                                 "invalid_value", None, event.get("event_id"))
         self._send(server_event("conversation.item.truncated", item_id=item_id, content_index=0, audio_end_ms=end))
+
+    def _hold_sink(self, held: bool) -> None:
+        hold = getattr(self._sink, "hold", None)
+        if hold is not None:
+            hold(held)
 
     def _sync_conversation(self) -> None:
         conv = self.conversation
