@@ -16,6 +16,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from streaming.responders import Message, Reply, Responder, ResponderError
 from streaming.tts import SpeechStream, VoicePool
@@ -359,7 +360,7 @@ async def _either(a: Awaitable[object], b: Awaitable[object]) -> None:
             t.cancel()
 
 
-def _retrieve(task: asyncio.Future[object]) -> None:
+def _retrieve(task: asyncio.Future[Any]) -> None:
     if not task.cancelled():
         task.exception()
 
