@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import fractions
 import json
 import time
 import wave
@@ -33,21 +32,17 @@ from aiortc.mediastreams import MediaStreamError
 
 from clients.realtime_client import TimedEvent, read_wav
 from server.webrtc_ice import restrict_host_addresses
+from server.webrtc_media import FRAME_SAMPLES as FRAME
+from server.webrtc_media import TRACK_RATE as RATE
+from server.webrtc_media import PacedAudioTrack
 
-RATE = 48000
-FRAME = RATE // 50  # 20 ms
 
-
-class FileMicrophone(MediaStreamTrack):
+class FileMicrophone(PacedAudioTrack):
     """An audio track that plays whatever `play()` queued, at 1x, then silence."""
-
-    kind = "audio"
 
     def __init__(self) -> None:
         super().__init__()
         self._queue: deque[np.ndarray] = deque()
-        self._start: float | None = None
-        self._pts = 0
         self.played_s = 0.0
 
     def play(self, samples: np.ndarray, rate: int) -> float:
@@ -62,25 +57,13 @@ class FileMicrophone(MediaStreamTrack):
     def idle(self) -> bool:
         return not self._queue
 
-    async def recv(self) -> av.AudioFrame:
-        if self.readyState != "live":
-            raise MediaStreamError
-        if self._start is None:
-            self._start = time.monotonic()
-        else:
-            self._pts += FRAME
-            wait = self._start + self._pts / RATE - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-        out = np.zeros(FRAME, np.int16)
+    def _take(self, n: int) -> np.ndarray:
+        out = np.zeros(n, np.int16)
         if self._queue:
             chunk = self._queue.popleft()
             out[:len(chunk)] = chunk
-            self.played_s += FRAME / RATE
-        frame = av.AudioFrame(format="s16", layout="mono", samples=FRAME)
-        frame.planes[0].update(out.tobytes())
-        frame.sample_rate, frame.pts, frame.time_base = RATE, self._pts, fractions.Fraction(1, RATE)
-        return frame
+            self.played_s += n / RATE
+        return out
 
 
 @dataclass

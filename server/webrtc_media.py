@@ -18,7 +18,43 @@ FRAME_SAMPLES = TRACK_RATE // 50  # 20 ms, what Opus sends per packet
 _TIME_BASE = fractions.Fraction(1, TRACK_RATE)
 
 
-class ReplyAudioTrack(MediaStreamTrack):
+class PacedAudioTrack(MediaStreamTrack):
+    """An audio track of 20 ms 48 kHz mono frames paced by their timestamps (real time).
+
+    Subclasses provide `_take(n)`: the next n samples as int16, zero-filled when there is nothing.
+    """
+
+    kind = "audio"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._start: float | None = None
+        self._pts = 0
+
+    def _take(self, n: int) -> np.ndarray:
+        raise NotImplementedError
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            from aiortc.mediastreams import MediaStreamError
+
+            raise MediaStreamError
+        if self._start is None:
+            self._start = time.monotonic()
+        else:
+            self._pts += FRAME_SAMPLES
+            wait = self._start + self._pts / TRACK_RATE - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+        frame = av.AudioFrame(format="s16", layout="mono", samples=FRAME_SAMPLES)
+        frame.planes[0].update(self._take(FRAME_SAMPLES).tobytes())
+        frame.sample_rate = TRACK_RATE
+        frame.pts = self._pts
+        frame.time_base = _TIME_BASE
+        return frame
+
+
+class ReplyAudioTrack(PacedAudioTrack):
     """Reply audio as 20 ms 48 kHz frames paced by their timestamps; silence when nothing is queued.
 
     It is the session's `AudioSink`: `write` resamples and buffers (bounded, oldest dropped past
@@ -26,16 +62,12 @@ class ReplyAudioTrack(MediaStreamTrack):
     interruption is confirmed, `flush` drops everything at once.
     """
 
-    kind = "audio"
-
     def __init__(self, max_ms: int = 2000) -> None:
         super().__init__()
         self._chunks: deque[np.ndarray] = deque()
         self._buffered = 0
         self._max = max(FRAME_SAMPLES, TRACK_RATE * max_ms // 1000)
         self._resampler: Resampler | None = None
-        self._start: float | None = None
-        self._pts = 0
         self.dropped_samples = 0
         self._held = False
 
@@ -83,25 +115,6 @@ class ReplyAudioTrack(MediaStreamTrack):
                 self._chunks[0] = chunk[k:]
         self._buffered -= filled
         return out
-
-    async def recv(self) -> av.AudioFrame:
-        if self.readyState != "live":
-            from aiortc.mediastreams import MediaStreamError
-
-            raise MediaStreamError
-        if self._start is None:
-            self._start = time.monotonic()
-        else:
-            self._pts += FRAME_SAMPLES
-            wait = self._start + self._pts / TRACK_RATE - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-        frame = av.AudioFrame(format="s16", layout="mono", samples=FRAME_SAMPLES)
-        frame.planes[0].update(self._take(FRAME_SAMPLES).tobytes())
-        frame.sample_rate = TRACK_RATE
-        frame.pts = self._pts
-        frame.time_base = _TIME_BASE
-        return frame
 
 
 def frame_to_mono(frame: av.AudioFrame) -> np.ndarray:
