@@ -46,6 +46,7 @@ async def _start_stt(state: AppState, stack: contextlib.AsyncExitStack) -> None:
         queue_size=s.stt_queue_size,
         on_queue_depth=state.metrics.stt_queue_depth.set,
         on_inference=lambda kind, sec: state.metrics.stt_inference_seconds.labels(kind).observe(sec),
+        on_dropped=state.metrics.stt_dropped.inc,
     )
     stack.push_async_callback(runtime.aclose)
     from server.responders import load_script

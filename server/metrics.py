@@ -54,7 +54,7 @@ class Metrics:
             registry=r,
         )
         self.stt_dropped = Counter(
-            "kombain_stt_dropped_total", "Partial decodes skipped because the runtime was busy", registry=r
+            "kombain_stt_dropped_total", "Partial decodes skipped: queue full, or replaced by a newer partial", registry=r
         )
         self.vad_seconds = Histogram(
             "kombain_vad_seconds",

@@ -109,6 +109,7 @@ class WhisperRuntime:
         queue_size: int = 32,
         on_queue_depth: Callable[[int], None] | None = None,
         on_inference: Callable[[str, float], None] | None = None,
+        on_dropped: Callable[[], None] | None = None,
     ) -> None:
         self.model = model
         self.name = name
@@ -121,6 +122,7 @@ class WhisperRuntime:
         self._running = 0
         self._on_queue_depth = on_queue_depth or (lambda n: None)
         self._on_inference = on_inference or (lambda k, s: None)
+        self._on_dropped = on_dropped or (lambda: None)
         self._thread = threading.Thread(target=self._work, name="whisper-runtime", daemon=True)
         self._thread.start()
 
@@ -164,9 +166,12 @@ class WhisperRuntime:
                 for old in self._heap:  # a newer partial of the same session supersedes a queued one
                     if old.kind == "partial" and old.key == key and not old.cancelled:
                         old.cancelled = True
+                        self._on_dropped()
                         loop.call_soon(_cancel_future, old.future)
             live = sum(1 for r in self._heap if not r.cancelled)
             if live >= self._queue_size and kind != "final":
+                if kind == "partial":
+                    self._on_dropped()
                 raise RuntimeBusy("speech recognition is at capacity; try again shortly")
             heapq.heappush(self._heap, req)
             self._on_queue_depth(live + 1)

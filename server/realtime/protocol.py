@@ -40,7 +40,6 @@ _BETA_FORMATS = {
     "pcm16_48000": AudioFormat("pcm16", 48000),
 }
 _GA_TYPES = {"audio/pcm": "pcm16", "audio/pcmu": "mulaw", "audio/pcma": "alaw"}
-TRANSCRIBE_MODELS = ("whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe")
 
 
 def new_id(prefix: str) -> str:
