@@ -124,6 +124,13 @@ class Metrics:
             registry=r,
         )
 
+        # Known label values exist from the start, so dashboards and rate() see zeros, not gaps.
+        for kind in ("final", "partial", "offline"):
+            self.stt_inference_seconds.labels(kind)
+        for transport in ("websocket", "webrtc"):
+            self.sessions_active.labels(transport)
+            self.sessions_total.labels(transport)
+
     def observe_lane_job(self, kind: str, status: str, steps: list[float], paused: float) -> None:
         """Record one job's report from a worker."""
         self.lane_jobs_total.labels(kind, status).inc()
