@@ -10,6 +10,7 @@ import base64
 import binascii
 import json
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -166,6 +167,30 @@ def _transcription(value: Any, cfg: SessionConfig, param: str) -> SessionConfig:
                    language=language or None, prompt=prompt or None)
 
 
+def _set_voice(cfg: SessionConfig, value: Any, param: str) -> SessionConfig:
+    return replace(cfg, voice=value) if isinstance(value, str) else cfg
+
+
+def _set_turn_detection(cfg: SessionConfig, value: Any, param: str) -> SessionConfig:
+    cfg = replace(cfg, turn_detection=_turn_detection(value, cfg.turn_detection, param))
+    return _turn_flags(cfg, value, param)
+
+
+_APPLY: dict[str, Callable[[SessionConfig, Any, str], SessionConfig]] = {
+    "input_format": lambda cfg, v, p: replace(cfg, input_format=_format(v, p)),
+    "output_format": lambda cfg, v, p: replace(cfg, output_format=_format(v, p)),
+    "transcription": lambda cfg, v, p: _transcription(v, cfg, p),
+    "turn_detection": _set_turn_detection,
+    "voice": _set_voice,
+}
+_BETA_KEYS = (("input_format", "input_audio_format"), ("output_format", "output_audio_format"),
+              ("transcription", "input_audio_transcription"), ("turn_detection", "turn_detection"),
+              ("voice", "voice"))
+_GA_INPUT_KEYS = (("input_format", "format"), ("transcription", "transcription"),
+                  ("turn_detection", "turn_detection"))
+_GA_OUTPUT_KEYS = (("output_format", "format"), ("voice", "voice"))
+
+
 def apply_session_update(cfg: SessionConfig, session: Any, event_type: str) -> SessionConfig:
     """Return the config after a session.update / transcription_session.update payload."""
     if not isinstance(session, dict):
@@ -180,38 +205,22 @@ def apply_session_update(cfg: SessionConfig, session: Any, event_type: str) -> S
             raise ProtocolError("session.type must be 'realtime' or 'transcription'", "invalid_value", "session.type")
         cfg = replace(cfg, kind=session["type"])
     cfg = replace(cfg, beta_names=beta or cfg.beta_names)
-    if "input_audio_format" in session:
-        cfg = replace(cfg, input_format=_format(session["input_audio_format"], "session.input_audio_format"))
-    if "output_audio_format" in session:
-        cfg = replace(cfg, output_format=_format(session["output_audio_format"], "session.output_audio_format"))
-    if "input_audio_transcription" in session:
-        cfg = _transcription(session["input_audio_transcription"], cfg, "session.input_audio_transcription")
-    if "turn_detection" in session:
-        cfg = replace(cfg, turn_detection=_turn_detection(session["turn_detection"], cfg.turn_detection, "session.turn_detection"))
-        cfg = _turn_flags(cfg, session["turn_detection"], "session.turn_detection")
     if isinstance(session.get("instructions"), str):
         cfg = replace(cfg, instructions=session["instructions"][:20000])
-    if isinstance(session.get("voice"), str):
-        cfg = replace(cfg, voice=session["voice"])
     audio = session.get("audio")
-    if audio is not None:
-        if not isinstance(audio, dict):
-            raise ProtocolError("session.audio must be an object", "invalid_value", "session.audio")
-        inp = audio.get("input") or {}
-        out = audio.get("output") or {}
-        if not isinstance(inp, dict) or not isinstance(out, dict):
-            raise ProtocolError("session.audio.input/output must be objects", "invalid_value", "session.audio")
-        if "format" in inp:
-            cfg = replace(cfg, input_format=_format(inp["format"], "session.audio.input.format"))
-        if "transcription" in inp:
-            cfg = _transcription(inp["transcription"], cfg, "session.audio.input.transcription")
-        if "turn_detection" in inp:
-            cfg = replace(cfg, turn_detection=_turn_detection(inp["turn_detection"], cfg.turn_detection, "session.audio.input.turn_detection"))
-            cfg = _turn_flags(cfg, inp["turn_detection"], "session.audio.input.turn_detection")
-        if "format" in out:
-            cfg = replace(cfg, output_format=_format(out["format"], "session.audio.output.format"))
-        if isinstance(out.get("voice"), str):
-            cfg = replace(cfg, voice=out["voice"])
+    if audio is not None and not isinstance(audio, dict):
+        raise ProtocolError("session.audio must be an object", "invalid_value", "session.audio")
+    inp = (audio or {}).get("input") or {}
+    out = (audio or {}).get("output") or {}
+    if not isinstance(inp, dict) or not isinstance(out, dict):
+        raise ProtocolError("session.audio.input/output must be objects", "invalid_value", "session.audio")
+    # The same settings live at a beta key and at a GA path; beta first, as clients send one or the other.
+    places = [(setting, session, key, f"session.{key}") for setting, key in _BETA_KEYS]
+    places += [(setting, inp, key, f"session.audio.input.{key}") for setting, key in _GA_INPUT_KEYS]
+    places += [(setting, out, key, f"session.audio.output.{key}") for setting, key in _GA_OUTPUT_KEYS]
+    for setting, where, key, param in places:
+        if key in where:
+            cfg = _APPLY[setting](cfg, where[key], param)
     return cfg
 
 
