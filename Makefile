@@ -34,7 +34,7 @@ lint: setup
 	$(VENV)/bin/mypy
 
 loadtest: setup
-	$(PY) -m loadtest stt --sessions 1 --audio tests/data/speech
+	$(PY) -m kombain.loadtest stt --sessions 1 --audio tests/data/speech
 
 clean:
 	rm -rf $(VENV) *.egg-info

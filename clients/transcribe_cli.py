@@ -8,7 +8,7 @@ import sys
 
 import httpx
 
-from clients.realtime_client import TimedEvent, stream_file
+from kombain.clients.realtime_client import TimedEvent, stream_file
 
 
 def run(args: argparse.Namespace) -> int:

@@ -30,11 +30,11 @@ import soxr
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from clients.realtime_client import TimedEvent, read_wav
-from server.webrtc_ice import restrict_host_addresses
-from server.webrtc_media import FRAME_SAMPLES as FRAME
-from server.webrtc_media import TRACK_RATE as RATE
-from server.webrtc_media import PacedAudioTrack
+from kombain.clients.realtime_client import TimedEvent, read_wav
+from kombain.server.webrtc_ice import restrict_host_addresses
+from kombain.server.webrtc_media import FRAME_SAMPLES as FRAME
+from kombain.server.webrtc_media import TRACK_RATE as RATE
+from kombain.server.webrtc_media import PacedAudioTrack
 
 
 class FileMicrophone(PacedAudioTrack):

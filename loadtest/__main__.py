@@ -10,8 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from loadtest.server_proc import ResourceSampler, local_server
-from loadtest.stats import fmt_row
+from kombain.loadtest.server_proc import ResourceSampler, local_server
+from kombain.loadtest.stats import fmt_row
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,12 +58,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _one(args: argparse.Namespace, n: int, lane: str = "idle") -> dict:
-    from loadtest.conversation import run_conversation
-    from loadtest.stt import run_stt
+    from kombain.loadtest.conversation import run_conversation
+    from kombain.loadtest.stt import run_stt
 
     def work(url: str, sampler: ResourceSampler | None = None):  # type: ignore[no-untyped-def]
         if args.test == "conversation" and args.transport == "webrtc":
-            from loadtest.conversation_webrtc import run_conversation_webrtc
+            from kombain.loadtest.conversation_webrtc import run_conversation_webrtc
 
             return run_conversation_webrtc(url, n, args.audio, args.interrupt_every, sampler)
         if args.test == "conversation":
@@ -81,7 +81,7 @@ def _one(args: argparse.Namespace, n: int, lane: str = "idle") -> dict:
         with local_server(env, args.out / "server.log") as (url, pid):
             result = asyncio.run(work(url, ResourceSampler(pid)))
     else:
-        from loadtest.lane_load import lane_env, saturate
+        from kombain.loadtest.lane_load import lane_env, saturate
 
         async def busy(url: str, pid: int) -> dict:
             load = asyncio.create_task(saturate(url))

@@ -29,7 +29,7 @@ import faster_whisper.transcribe as fw_transcribe
 import numpy as np
 from faster_whisper import WhisperModel
 
-from loadtest.wer import wer
+from kombain.loadtest.wer import wer
 
 SR = 16000
 REPO = Path(__file__).resolve().parent.parent

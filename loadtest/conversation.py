@@ -30,8 +30,8 @@ import numpy as np
 import soxr
 import websockets
 
-from clients.realtime_client import read_wav
-from loadtest.stats import summary
+from kombain.clients.realtime_client import read_wav
+from kombain.loadtest.stats import summary
 
 CHUNK_MS = 20
 RATE = 24000

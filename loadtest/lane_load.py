@@ -20,7 +20,7 @@ _STEPS = 150
 @contextmanager
 def lane_env() -> Iterator[dict[str, str]]:
     """Server environment with a local image pipeline built for the run."""
-    from loadtest.tiny_pipelines import build_image_pipeline
+    from kombain.loadtest.tiny_pipelines import build_image_pipeline
 
     with tempfile.TemporaryDirectory(prefix="kombain-lane-") as tmp:
         model = build_image_pipeline(Path(tmp), channels=_CHANNELS)

@@ -28,7 +28,7 @@ def local_server(env: dict[str, str] | None = None, log_path: Path | None = None
     port = free_port()
     full_env = {**os.environ, **(env or {})}
     log = open(log_path or os.devnull, "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "kombain.server.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
                              "--log-level", "warning"], env=full_env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:

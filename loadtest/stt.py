@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import soxr
 
-from clients.realtime_client import StreamResult, read_wav, stream_audio
-from loadtest.stats import summary
-from loadtest.wer import wer
+from kombain.clients.realtime_client import StreamResult, read_wav, stream_audio
+from kombain.loadtest.stats import summary
+from kombain.loadtest.wer import wer
 
 GAP_S = 1.5
 

@@ -18,7 +18,7 @@ import statistics
 import time
 from pathlib import Path
 
-from streaming.tts import VoicePool
+from kombain.streaming.tts import VoicePool
 
 SENTENCES = [
     "Sure, I can help with that. Your appointment is on Tuesday at three thirty in the afternoon.",

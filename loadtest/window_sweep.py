@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from loadtest.wer import wer
-from streaming.whisper_runtime import DecodeOptions, WhisperRuntime
+from kombain.loadtest.wer import wer
+from kombain.streaming.whisper_runtime import DecodeOptions, WhisperRuntime
 
 
 def load_wav(path: Path) -> np.ndarray:

@@ -11,8 +11,8 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from server.metrics import Metrics
-from server.settings import Settings
+from kombain.server.metrics import Metrics
+from kombain.server.settings import Settings
 
 log = logging.getLogger("kombain")
 
@@ -32,7 +32,7 @@ class AppState:
 
 def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI:
     """Build the app. Models load in the background; /readyz turns true when they are in."""
-    from server import (
+    from kombain.server import (
         errors,
         health,
         models_api,
@@ -42,14 +42,14 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
         web_page,
         webrtc,
     )
-    from server.lane import api as lane_api
+    from kombain.server.lane import api as lane_api
 
     state = AppState(settings=settings, metrics=metrics or Metrics())
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
-            from server import components
+            from kombain.server import components
 
             loader = asyncio.create_task(components.start_all(state, stack), name="load-models")
             try:

@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "worker":
         return _worker(args)
     if args.command == "transcribe":
-        from clients.transcribe_cli import run
+        from kombain.clients.transcribe_cli import run
 
         return run(args)
     return 2
@@ -51,8 +51,8 @@ def main(argv: list[str] | None = None) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from server.app import create_app
-    from server.settings import Settings
+    from kombain.server.app import create_app
+    from kombain.server.settings import Settings
 
     try:
         settings = Settings.from_env(
@@ -75,7 +75,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from server.settings import Settings
+    from kombain.server.settings import Settings
 
     try:
         settings = Settings.from_env(
@@ -88,7 +88,7 @@ def _worker(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    from server.lane.worker import run_worker
+    from kombain.server.lane.worker import run_worker
 
     return run_worker(settings, worker_id=args.worker_id, parent_pid=args.parent_pid)
 

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 
-from server.app import AppState
+from kombain.server.app import AppState
 
 log = logging.getLogger("kombain.components")
 
@@ -30,9 +30,9 @@ async def start_all(state: AppState, stack: contextlib.AsyncExitStack) -> None:
 
 
 async def _start_stt(state: AppState, stack: contextlib.AsyncExitStack) -> None:
-    from server.realtime.session import SessionRegistry
-    from streaming.vad import SileroVadModel
-    from streaming.whisper_runtime import WhisperRuntime
+    from kombain.server.realtime.session import SessionRegistry
+    from kombain.streaming.vad import SileroVadModel
+    from kombain.streaming.whisper_runtime import WhisperRuntime
 
     s = state.settings
     vad_model = await asyncio.to_thread(SileroVadModel.load)
@@ -49,7 +49,7 @@ async def _start_stt(state: AppState, stack: contextlib.AsyncExitStack) -> None:
         on_dropped=state.metrics.stt_dropped.inc,
     )
     stack.push_async_callback(runtime.aclose)
-    from server.responders import load_script
+    from kombain.server.responders import load_script
 
     state.services["ivr_script"] = load_script(s)
     state.services["vad"] = vad_model
@@ -59,7 +59,7 @@ async def _start_stt(state: AppState, stack: contextlib.AsyncExitStack) -> None:
 
 
 async def _start_tts(state: AppState, stack: contextlib.AsyncExitStack) -> None:
-    from streaming.tts import VoicePool
+    from kombain.streaming.tts import VoicePool
 
     s, m = state.settings, state.metrics
     pool = await asyncio.to_thread(
@@ -75,8 +75,8 @@ async def _start_tts(state: AppState, stack: contextlib.AsyncExitStack) -> None:
     state.services.setdefault("model_names", []).append(f"piper:{pool.default_voice}")
 
 async def _start_webrtc(state: AppState, stack: contextlib.AsyncExitStack) -> None:
-    from server.webrtc import CallManager
-    from server.webrtc_ice import parse_hosts, restrict_host_addresses
+    from kombain.server.webrtc import CallManager
+    from kombain.server.webrtc_ice import parse_hosts, restrict_host_addresses
 
     # Entered here, left at shutdown: aioice gathers on KOMBAIN_WEBRTC_HOSTS while the server runs.
     stack.enter_context(restrict_host_addresses(parse_hosts(state.settings.webrtc_hosts)))
@@ -87,7 +87,7 @@ async def _start_webrtc(state: AppState, stack: contextlib.AsyncExitStack) -> No
 
 async def _start_lane(state: AppState, stack: contextlib.AsyncExitStack) -> None:
     # The lane module imports no torch: generation runs in worker subprocesses.
-    from server.lane.service import LaneService
+    from kombain.server.lane.service import LaneService
 
     lane = await asyncio.to_thread(LaneService, state.settings, state.metrics, state.services)
     await lane.start()

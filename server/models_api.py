@@ -7,9 +7,9 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 
-from server.auth import require_api_key
-from server.speech_api import model_entries
-from server.transcriptions import STT_ALIASES
+from kombain.server.auth import require_api_key
+from kombain.server.speech_api import model_entries
+from kombain.server.transcriptions import STT_ALIASES
 
 router = APIRouter(dependencies=[Depends(require_api_key)], tags=["models"])
 

@@ -16,10 +16,10 @@ from typing import Any
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from server.auth import websocket_authorized
-from server.realtime.protocol import ProtocolError, error_event, parse_event
-from server.realtime.session import RealtimeSession
-from server.responders import build_responder
+from kombain.server.auth import websocket_authorized
+from kombain.server.realtime.protocol import ProtocolError, error_event, parse_event
+from kombain.server.realtime.session import RealtimeSession
+from kombain.server.responders import build_responder
 
 router = APIRouter()
 log = logging.getLogger("kombain.ws")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from server.settings import Settings
-from streaming.responders import (
+from kombain.server.settings import Settings
+from kombain.streaming.responders import (
     EchoResponder,
     IvrScript,
     OpenAIResponder,

@@ -11,10 +11,10 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.datastructures import UploadFile
 
-from server.auth import require_api_key
-from server.errors import ApiError
-from streaming.decode_file import BadAudioFile, decode_audio_file
-from streaming.whisper_runtime import (
+from kombain.server.auth import require_api_key
+from kombain.server.errors import ApiError
+from kombain.streaming.decode_file import BadAudioFile, decode_audio_file
+from kombain.streaming.whisper_runtime import (
     DecodeOptions,
     DecodeResult,
     RuntimeBusy,

@@ -17,16 +17,16 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
-from server.auth import require_api_key
-from server.errors import ApiError
-from server.metrics import Metrics
-from server.realtime.protocol import ProtocolError, SessionConfig, apply_session_update
-from server.realtime.session import AudioSink, RealtimeSession, Send
-from server.responders import build_responder
-from server.settings import Settings
-from server.webrtc_call import WebRTCCall
-from server.webrtc_ice import ice_servers_json, parse_ice_servers
-from server.webrtc_sdp import SdpError, check_offer
+from kombain.server.auth import require_api_key
+from kombain.server.errors import ApiError
+from kombain.server.metrics import Metrics
+from kombain.server.realtime.protocol import ProtocolError, SessionConfig, apply_session_update
+from kombain.server.realtime.session import AudioSink, RealtimeSession, Send
+from kombain.server.responders import build_responder
+from kombain.server.settings import Settings
+from kombain.server.webrtc_call import WebRTCCall
+from kombain.server.webrtc_ice import ice_servers_json, parse_ice_servers
+from kombain.server.webrtc_sdp import SdpError, check_offer
 
 router = APIRouter(tags=["webrtc"])
 log = logging.getLogger("kombain.webrtc")

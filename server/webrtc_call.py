@@ -28,12 +28,12 @@ from aiortc import (
 )
 from aiortc.mediastreams import MediaStreamError
 
-from server.metrics import Metrics
-from server.realtime.protocol import ProtocolError, new_id, parse_event
-from server.realtime.session import AudioSink, RealtimeSession, Send
-from server.settings import Settings
-from server.webrtc_media import ReplyAudioTrack, frame_to_mono
-from server.webrtc_sdp import SdpError
+from kombain.server.metrics import Metrics
+from kombain.server.realtime.protocol import ProtocolError, new_id, parse_event
+from kombain.server.realtime.session import AudioSink, RealtimeSession, Send
+from kombain.server.settings import Settings
+from kombain.server.webrtc_media import ReplyAudioTrack, frame_to_mono
+from kombain.server.webrtc_sdp import SdpError
 
 log = logging.getLogger("kombain.webrtc")
 

@@ -11,7 +11,7 @@ import av
 import numpy as np
 from aiortc import MediaStreamTrack
 
-from streaming.audio import Resampler, pcm16_to_float
+from kombain.streaming.audio import Resampler, pcm16_to_float
 
 TRACK_RATE = 48000
 FRAME_SAMPLES = TRACK_RATE // 50  # 20 ms, what Opus sends per packet

@@ -18,8 +18,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from streaming.responders import Message, Reply, Responder, ResponderError
-from streaming.tts import SpeechStream, VoicePool
+from kombain.streaming.responders import Message, Reply, Responder, ResponderError
+from kombain.streaming.tts import SpeechStream, VoicePool
 
 log = logging.getLogger("kombain.conversation")
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from streaming.endpointer import (
+from kombain.streaming.endpointer import (
     Endpointer,
     SpeechPaused,
     SpeechStarted,
@@ -30,8 +30,8 @@ from streaming.endpointer import (
     VoiceOnset,
     VoiceOnsetCancelled,
 )
-from streaming.stabilizer import Stabilizer
-from streaming.stt_events import (
+from kombain.streaming.stabilizer import Stabilizer
+from kombain.streaming.stt_events import (
     ClearedEvent,
     CommittedEvent,
     SpeechStartedEvent,
@@ -43,8 +43,8 @@ from streaming.stt_events import (
     VoiceOnsetCancelledEvent,
     VoiceOnsetEvent,
 )
-from streaming.vad import FRAME_SAMPLES, VadStream
-from streaming.whisper_runtime import DecodeOptions, DecodeResult, RuntimeBusy, WhisperRuntime
+from kombain.streaming.vad import FRAME_SAMPLES, VadStream
+from kombain.streaming.whisper_runtime import DecodeOptions, DecodeResult, RuntimeBusy, WhisperRuntime
 
 log = logging.getLogger("kombain.stt")
 

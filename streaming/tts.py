@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from streaming.audio import Resampler, float_to_pcm16
-from streaming.chunker import ChunkerConfig, TextChunker
-from streaming.synth_executor import NORMAL, URGENT, Overloaded, SynthExecutor
-from streaming.voices import BUNDLED_VOICE, UnknownVoice, VoiceInfo, discover_voices, load_voice
+from kombain.streaming.audio import Resampler, float_to_pcm16
+from kombain.streaming.chunker import ChunkerConfig, TextChunker
+from kombain.streaming.synth_executor import NORMAL, URGENT, Overloaded, SynthExecutor
+from kombain.streaming.voices import BUNDLED_VOICE, UnknownVoice, VoiceInfo, discover_voices, load_voice
 
 __all__ = ["Overloaded", "SpeechChunk", "SpeechStream", "UnknownVoice", "VoiceInfo", "VoicePool"]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from streaming.models import silero_vad_path
+from kombain.streaming.models import silero_vad_path
 
 FRAME_SAMPLES = 512  # 32 ms at 16 kHz: the window Silero v5+ is trained on
 _CONTEXT = 64

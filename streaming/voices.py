@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from streaming.models import ModelNotFound, piper_voice_path
+from kombain.streaming.models import ModelNotFound, piper_voice_path
 
 BUNDLED_VOICE = "en_US-joe-medium"
 

@@ -22,8 +22,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from streaming.hallucination import cut_repetition_loops, keep_segment
-from streaming.models import resolve_stt_model
+from kombain.streaming.hallucination import cut_repetition_loops, keep_segment
+from kombain.streaming.models import resolve_stt_model
 
 log = logging.getLogger("kombain.stt")
 

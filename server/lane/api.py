@@ -12,8 +12,8 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from server.auth import require_api_key
-from server.lane.jobs import (
+from kombain.server.auth import require_api_key
+from kombain.server.lane.jobs import (
     InvalidTransition,
     Job,
     JobKind,
@@ -26,8 +26,8 @@ from server.lane.jobs import (
     resolve_model,
     video_params,
 )
-from server.lane.queue import QueueFull
-from server.lane.service import LaneService
+from kombain.server.lane.queue import QueueFull
+from kombain.server.lane.service import LaneService
 
 MAX_BODY_BYTES = 256 * 1024
 _POLL_S = 0.1

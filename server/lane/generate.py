@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from server.lane.jobs import Job, JobKind, LaneError
+from kombain.server.lane.jobs import Job, JobKind, LaneError
 
 log = logging.getLogger("kombain.lane.generate")
 

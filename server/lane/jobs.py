@@ -9,7 +9,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from server.errors import ApiError, error_body
+from kombain.server.errors import ApiError, error_body
 
 
 class JobStatus(enum.StrEnum):

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from server.lane.jobs import Job, JobStatus
+from kombain.server.lane.jobs import Job, JobStatus
 
 
 class QueueFull(Exception):
@@ -121,11 +121,11 @@ class JobQueue(abc.ABC):
 def open_queue(url: str, config: QueueConfig) -> JobQueue:
     """'embedded' (or '') -> SQLite in the data dir; 'redis://...' -> Redis Streams."""
     if url in ("", "embedded"):
-        from server.lane.sqlite_queue import SqliteQueue
+        from kombain.server.lane.sqlite_queue import SqliteQueue
 
         return SqliteQueue(config)
     if url.startswith(("redis://", "rediss://", "unix://")):
-        from server.lane.redis_queue import RedisQueue
+        from kombain.server.lane.redis_queue import RedisQueue
 
         return RedisQueue(url, config)
     raise ValueError(f"queue must be 'embedded' or a redis:// URL, got {url!r}")

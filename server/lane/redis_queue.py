@@ -12,8 +12,8 @@ from typing import Any
 
 import redis
 
-from server.lane.jobs import Job, JobStatus, check_transition
-from server.lane.queue import JobLost, JobQueue, QueueConfig, QueueFull, result_name
+from kombain.server.lane.jobs import Job, JobStatus, check_transition
+from kombain.server.lane.queue import JobLost, JobQueue, QueueConfig, QueueFull, result_name
 
 GROUP = "workers"
 PRIORITY_LEVELS = (0, 1, 2)

@@ -15,12 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any, TypeVar
 
-from server.lane.gate import measure_pressure
-from server.lane.jobs import LaneError, Limits
-from server.lane.queue import JobQueue, open_queue
-from server.lane.worker import queue_config
-from server.metrics import Metrics
-from server.settings import Settings
+from kombain.server.lane.gate import measure_pressure
+from kombain.server.lane.jobs import LaneError, Limits
+from kombain.server.lane.queue import JobQueue, open_queue
+from kombain.server.lane.worker import queue_config
+from kombain.server.metrics import Metrics
+from kombain.server.settings import Settings
 
 log = logging.getLogger("kombain.lane")
 T = TypeVar("T")
@@ -91,7 +91,7 @@ class LaneService:
     def _spawn(self, worker_id: str) -> None:
         env = dict(os.environ) | settings_env(self.settings)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "server.cli", "worker", "--worker-id", worker_id,
+            [sys.executable, "-m", "kombain.server.cli", "worker", "--worker-id", worker_id,
              "--parent-pid", str(os.getpid())], env=env,
         )
         log.info("started lane worker %s (pid %d)", worker_id, proc.pid)

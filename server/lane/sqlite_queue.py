@@ -13,8 +13,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from server.lane.jobs import Job, JobStatus, check_transition
-from server.lane.queue import JobQueue, QueueConfig, QueueFull, result_name
+from kombain.server.lane.jobs import Job, JobStatus, check_transition
+from kombain.server.lane.queue import JobQueue, QueueConfig, QueueFull, result_name
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (

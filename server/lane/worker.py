@@ -16,10 +16,10 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from server.lane.gate import GatePolicy, wait_for_voice
-from server.lane.jobs import Job, JobStatus, LaneError
-from server.lane.queue import JobLost, JobQueue, QueueConfig, open_queue
-from server.settings import Settings
+from kombain.server.lane.gate import GatePolicy, wait_for_voice
+from kombain.server.lane.jobs import Job, JobStatus, LaneError
+from kombain.server.lane.queue import JobLost, JobQueue, QueueConfig, open_queue
+from kombain.server.settings import Settings
 
 log = logging.getLogger("kombain.lane.worker")
 T = TypeVar("T")
@@ -155,7 +155,7 @@ def run_worker(settings: Settings, worker_id: str | None = None, parent_pid: int
         os.environ.setdefault(var, str(threads))
     if settings.lane_nice > 0:
         os.nice(settings.lane_nice)
-    from server.lane.generate import Generator
+    from kombain.server.lane.generate import Generator
 
     worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
     queue = open_queue(settings.queue, queue_config(settings))

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from streaming.audio import AudioFormat, AudioFormatError
-from streaming.endpointer import TurnDetection
+from kombain.streaming.audio import AudioFormat, AudioFormatError
+from kombain.streaming.endpointer import TurnDetection
 
 
 class ProtocolError(ValueError):

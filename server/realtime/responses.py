@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from server.realtime.protocol import SessionConfig, server_event
-from streaming.audio import alaw_encode, mulaw_encode
-from streaming.conversation import (
+from kombain.server.realtime.protocol import SessionConfig, server_event
+from kombain.streaming.audio import alaw_encode, mulaw_encode
+from kombain.streaming.conversation import (
     ConversationEvent,
     ResponseAudio,
     ResponseFailed,

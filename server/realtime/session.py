@@ -15,8 +15,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from server.metrics import Metrics
-from server.realtime.protocol import (
+from kombain.server.metrics import Metrics
+from kombain.server.realtime.protocol import (
     ProtocolError,
     SessionConfig,
     apply_session_update,
@@ -26,19 +26,19 @@ from server.realtime.protocol import (
     server_event,
     session_object,
 )
-from server.realtime.responses import render as render_response
-from server.settings import Settings
-from streaming.audio import INTERNAL_RATE, AudioFormatError, Resampler, decode
-from streaming.conversation import (
+from kombain.server.realtime.responses import render as render_response
+from kombain.server.settings import Settings
+from kombain.streaming.audio import INTERNAL_RATE, AudioFormatError, Resampler, decode
+from kombain.streaming.conversation import (
     Conversation,
     ConversationEvent,
     ResponseAudio,
     ResponseFinished,
     TurnTiming,
 )
-from streaming.endpointer import TurnDetection
-from streaming.responders import Responder
-from streaming.stt_events import (
+from kombain.streaming.endpointer import TurnDetection
+from kombain.streaming.responders import Responder
+from kombain.streaming.stt_events import (
     ClearedEvent,
     CommittedEvent,
     SpeechStartedEvent,
@@ -50,10 +50,10 @@ from streaming.stt_events import (
     VoiceOnsetCancelledEvent,
     VoiceOnsetEvent,
 )
-from streaming.transcriber import StreamingTranscriber, SttConfig
-from streaming.tts import VoicePool
-from streaming.vad import SileroVadModel
-from streaming.whisper_runtime import WhisperRuntime
+from kombain.streaming.transcriber import StreamingTranscriber, SttConfig
+from kombain.streaming.tts import VoicePool
+from kombain.streaming.vad import SileroVadModel
+from kombain.streaming.whisper_runtime import WhisperRuntime
 
 log = logging.getLogger("kombain.session")
 

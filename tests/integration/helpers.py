@@ -12,8 +12,8 @@ import numpy as np
 import soxr
 import websockets
 
-from clients.realtime_client import read_wav
-from streaming.audio import mulaw_encode
+from kombain.clients.realtime_client import read_wav
+from kombain.streaming.audio import mulaw_encode
 
 
 def clip_pcm16(path: Any, rate: int, silence_s: float = 1.5) -> bytes:

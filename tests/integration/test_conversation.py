@@ -31,7 +31,7 @@ def recogniser():
     """An independent recogniser in the test process (not the server's runtime)."""
     from faster_whisper import WhisperModel
 
-    from streaming.models import resolve_stt_model
+    from kombain.streaming.models import resolve_stt_model
 
     return WhisperModel(str(resolve_stt_model("tiny.en", SPEECH_DIR)), device="cpu", compute_type="int8")
 

@@ -31,7 +31,7 @@ async def test_bundled_base_model_is_assembled_and_serves(tmp_path):
 
 
 async def test_model_directory_path_and_unknown_model(tmp_path):
-    from streaming.models import resolve_stt_model
+    from kombain.streaming.models import resolve_stt_model
 
     model_dir = resolve_stt_model("tiny.en", tmp_path)
     server = await asyncio.to_thread(start_server, tmp_path / "dir", {"KOMBAIN_STT_MODEL": str(model_dir)})
@@ -64,7 +64,7 @@ def _start_unready(tmp, env):
     port = free_port()
     log = tmp / "server.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--port", str(port)], cwd=ROOT,
+        proc = subprocess.Popen([sys.executable, "-m", "kombain.server.cli", "serve", "--port", str(port)], cwd=ROOT,
                                 env={**os.environ, "KOMBAIN_DATA_DIR": str(tmp / "data"), **env},
                                 stdout=out, stderr=subprocess.STDOUT)
     server = LiveServer(f"http://127.0.0.1:{port}", port, proc, log)

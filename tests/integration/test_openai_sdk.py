@@ -11,7 +11,7 @@ import numpy as np
 import openai
 import pytest
 
-from clients.realtime_client import read_wav
+from kombain.clients.realtime_client import read_wav
 from tests.conftest import SPEECH_DIR
 from tests.integration.helpers import clip_pcm16
 

@@ -22,7 +22,7 @@ def test_health_ready_metrics(live_server):
 
 
 def test_cli_transcribe_streams_and_prints_final(live_server):
-    out = subprocess.run([sys.executable, "-m", "server.cli", "transcribe", str(SPEECH_DIR / "goforward.wav"),
+    out = subprocess.run([sys.executable, "-m", "kombain.server.cli", "transcribe", str(SPEECH_DIR / "goforward.wav"),
                           "--url", live_server.url, "--speed", "4"], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert "FINAL" in out.stdout and "forward" in out.stdout.lower()

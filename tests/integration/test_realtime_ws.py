@@ -7,9 +7,9 @@ import asyncio
 import httpx
 import pytest
 
-from clients.realtime_client import stream_file
-from loadtest.stt import load_corpus
-from loadtest.wer import wer
+from kombain.clients.realtime_client import stream_file
+from kombain.loadtest.stt import load_corpus
+from kombain.loadtest.wer import wer
 from tests.conftest import SPEECH_DIR, speech_clips
 from tests.integration.helpers import clip_mulaw, clip_pcm16, open_session
 

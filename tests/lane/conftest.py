@@ -47,7 +47,7 @@ BASE_ENV = {
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """{"KOMBAIN_IMAGE_MODEL": dir, "KOMBAIN_VIDEO_MODEL": dir}."""
-    from loadtest.tiny_pipelines import build_image_pipeline, build_video_pipeline
+    from kombain.loadtest.tiny_pipelines import build_image_pipeline, build_video_pipeline
 
     folder = tmp_path_factory.mktemp("models")
     return {
@@ -106,7 +106,7 @@ def start_worker(tmp: Path, env_extra: dict[str, str], worker_id: str) -> subpro
     env = dict(os.environ) | BASE_ENV | {"KOMBAIN_DATA_DIR": str(tmp / f"worker-{worker_id}"),
                                          "PYTHONUNBUFFERED": "1"} | env_extra
     log = open(tmp / f"worker-{worker_id}.log", "wb")
-    return subprocess.Popen([sys.executable, "-m", "server.cli", "worker", "--worker-id", worker_id],
+    return subprocess.Popen([sys.executable, "-m", "kombain.server.cli", "worker", "--worker-id", worker_id],
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from server.lane.gate import GatePolicy, measure_pressure, voice_busy, wait_for_voice
-from server.lane.jobs import (
+from kombain.server.lane.gate import GatePolicy, measure_pressure, voice_busy, wait_for_voice
+from kombain.server.lane.jobs import (
     InvalidTransition,
     Job,
     JobKind,

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from server.lane.jobs import InvalidTransition, Job, JobKind, JobStatus
-from server.lane.queue import JobLost, JobQueue, QueueConfig, QueueFull, open_queue
+from kombain.server.lane.jobs import InvalidTransition, Job, JobKind, JobStatus
+from kombain.server.lane.queue import JobLost, JobQueue, QueueConfig, QueueFull, open_queue
 
 
 def _job(i: int, priority: int = 1) -> Job:

@@ -7,8 +7,8 @@ import warnings
 import numpy as np
 import pytest
 
-from streaming import audio as A
-from streaming.audio import AudioFormat, AudioFormatError, Resampler
+from kombain.streaming import audio as A
+from kombain.streaming.audio import AudioFormat, AudioFormatError, Resampler
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)

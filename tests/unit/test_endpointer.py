@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streaming.endpointer import (
+from kombain.streaming.endpointer import (
     Endpointer,
     SpeechPaused,
     SpeechStarted,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streaming.hallucination import cut_repetition_loops, keep_segment
+from kombain.streaming.hallucination import cut_repetition_loops, keep_segment
 
 
 # --- cut_repetition_loops -------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from server.realtime.protocol import (
+from kombain.server.realtime.protocol import (
     ProtocolError,
     SessionConfig,
     apply_session_update,
@@ -17,8 +17,8 @@ from server.realtime.protocol import (
     server_event,
     session_object,
 )
-from streaming.audio import AudioFormat
-from streaming.endpointer import TurnDetection
+from kombain.streaming.audio import AudioFormat
+from kombain.streaming.endpointer import TurnDetection
 
 MAX = 1024
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from streaming.responders import EchoResponder, IvrScript, Reply, ScriptResponder
+from kombain.streaming.responders import EchoResponder, IvrScript, Reply, ScriptResponder
 from tests.conftest import ROOT
 
 MENU = {

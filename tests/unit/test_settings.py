@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from server.settings import Settings
+from kombain.server.settings import Settings
 
 
 def test_from_env_parses_types() -> None:

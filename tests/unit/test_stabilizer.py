@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streaming.stabilizer import Stabilizer
+from kombain.streaming.stabilizer import Stabilizer
 
 
 def test_first_hypothesis_publishes_nothing() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from loadtest.wer import edit_distance, normalize, number_words, wer
+from kombain.loadtest.wer import edit_distance, normalize, number_words, wer
 
 
 def test_normalize_digits_case_and_punctuation() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streaming.whisper_runtime import pick_device
+from kombain.streaming.whisper_runtime import pick_device
 
 
 @pytest.mark.parametrize(

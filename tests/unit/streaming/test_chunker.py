@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from streaming.chunker import ChunkerConfig, TextChunker
+from kombain.streaming.chunker import ChunkerConfig, TextChunker
 
 
 def chunk_all(text: str, piece: int | None = None, config: ChunkerConfig | None = None) -> list[str]:

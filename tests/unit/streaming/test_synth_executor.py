@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from streaming.synth_executor import NORMAL, URGENT, Overloaded, SynthExecutor
+from kombain.streaming.synth_executor import NORMAL, URGENT, Overloaded, SynthExecutor
 
 
 def test_urgent_jobs_jump_the_queue_and_cancelled_jobs_never_run() -> None:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from streaming.tts import SpeechChunk, UnknownVoice, VoicePool
+from kombain.streaming.tts import SpeechChunk, UnknownVoice, VoicePool
 
 TEXT = "Sure thing, I can help with that. The weather today is sunny, warm and dry. Bring water."
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from aiortc import RTCPeerConnection
 
-from clients.webrtc_client import FRAME, WebRTCCaller, call
+from kombain.clients.webrtc_client import FRAME, WebRTCCaller, call
 from tests.conftest import SPEECH_DIR
 from tests.webrtc.inner.conftest import HOSTS, metric, webrtc_active
 
@@ -89,7 +89,7 @@ async def _offer(audio: bool = True, channel: bool = True) -> str:
         pc.addTransceiver("audio", direction="sendrecv")
     if channel:
         pc.createDataChannel("oai-events")
-    from server.webrtc_ice import restrict_host_addresses
+    from kombain.server.webrtc_ice import restrict_host_addresses
 
     with restrict_host_addresses(HOSTS):
         await pc.setLocalDescription(await pc.createOffer())

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soxr
 
-from clients.realtime_client import read_wav
+from kombain.clients.realtime_client import read_wav
 from tests.conftest import ROOT, SPEECH_DIR
 from tests.webrtc.browser import Browser, find_chromium
 from tests.webrtc.inner.conftest import webrtc_active

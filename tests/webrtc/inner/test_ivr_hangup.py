@@ -7,7 +7,7 @@ import asyncio
 import httpx
 import pytest
 
-from clients.webrtc_client import WebRTCCaller
+from kombain.clients.webrtc_client import WebRTCCaller
 from tests.conftest import start_server, stop_server
 from tests.webrtc.inner.conftest import HOSTS, SERVER_ENV, metric, webrtc_active
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from clients.webrtc_client import WebRTCCaller
+from kombain.clients.webrtc_client import WebRTCCaller
 
 
 async def main(url: str) -> None:
