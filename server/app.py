@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from kombain.server.host import CallHost
 from kombain.server.metrics import Metrics
 from kombain.server.settings import Settings
 
@@ -27,7 +28,22 @@ class AppState:
     services: dict[str, Any] = field(default_factory=dict)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     load_error: str | None = None
-    draining: bool = False
+    host: CallHost = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.host = CallHost(self.settings, self.metrics, self.services)
+
+    @property
+    def draining(self) -> bool:
+        return self.host.draining
+
+    @draining.setter
+    def draining(self, value: bool) -> None:
+        self.host.draining = value
+
+    def mark_ready(self) -> None:
+        self.host.ready = True
+        self.ready.set()
 
 
 def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI:

@@ -20,7 +20,7 @@ async def start_all(state: AppState, stack: contextlib.AsyncExitStack) -> None:
                 continue
             log.info("starting %s", name)
             await starter(state, stack)
-        state.ready.set()
+        state.mark_ready()
         log.info("ready")
     except asyncio.CancelledError:
         raise
@@ -30,7 +30,6 @@ async def start_all(state: AppState, stack: contextlib.AsyncExitStack) -> None:
 
 
 async def _start_stt(state: AppState, stack: contextlib.AsyncExitStack) -> None:
-    from kombain.server.realtime.session import SessionRegistry
     from kombain.streaming.vad import SileroVadModel
     from kombain.streaming.whisper_runtime import WhisperRuntime
 
@@ -53,7 +52,7 @@ async def _start_stt(state: AppState, stack: contextlib.AsyncExitStack) -> None:
 
     state.services["ivr_script"] = load_script(s)
     state.services["vad"] = vad_model
-    state.services["sessions"] = SessionRegistry(s.max_sessions)
+    state.services["sessions"] = state.host  # live calls of every transport, for the lane gate
     state.services["whisper"] = runtime
     state.services.setdefault("model_names", []).append(runtime.name)
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+# Every transport a call can arrive on (label values of the per-transport series).
+TRANSPORTS = ("websocket", "webrtc", "twilio", "asterisk", "audiosocket", "sip")
+
 # Sub-second stages: dense buckets under 200 ms, where the latency goals sit.
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0)
 
@@ -20,7 +23,15 @@ class Metrics:
             "kombain_sessions_total", "Realtime sessions opened", ["transport"], registry=r
         )
         self.sessions_rejected = Counter(
-            "kombain_sessions_rejected_total", "Sessions refused (server full)", registry=r
+            "kombain_sessions_rejected_total", "Calls refused: full, draining or not ready",
+            ["transport", "reason"], registry=r
+        )
+        self.dtmf_total = Counter(
+            "kombain_dtmf_total", "Key presses (DTMF digits) received", ["transport"], registry=r
+        )
+        self.telephony_events_total = Counter(
+            "kombain_telephony_events_total", "Telephony protocol messages that were refused, by code",
+            ["transport", "code"], registry=r
         )
         self.webrtc_setup_seconds = Histogram(
             "kombain_webrtc_setup_seconds",
@@ -44,12 +55,14 @@ class Metrics:
         self.stt_final_seconds = Histogram(
             "kombain_stt_final_seconds",
             "End-of-turn decision to final transcript sent",
+            ["transport"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
         self.partial_lag_seconds = Histogram(
             "kombain_partial_lag_seconds",
             "Arrival of the last audio a partial covers to that partial sent",
+            ["transport"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
@@ -68,17 +81,19 @@ class Metrics:
         self.turn_seconds = Histogram(
             "kombain_turn_seconds",
             "Last voiced sample received to first reply audio sent (silence wait included)",
+            ["transport"],
             buckets=tuple(sorted({*_LATENCY_BUCKETS, 1.5, 3.0})),
             registry=r,
         )
         self.barge_in_seconds = Histogram(
             "kombain_barge_in_seconds",
             "First voiced sample of an interruption to reply audio stopped",
+            ["transport"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
         self.responses_total = Counter(
-            "kombain_responses_total", "Spoken responses by outcome", ["status"], registry=r
+            "kombain_responses_total", "Spoken responses by outcome", ["transport", "status"], registry=r
         )
         self.transcriptions_total = Counter(
             "kombain_transcriptions_total", "REST transcription requests", ["status"], registry=r
@@ -127,9 +142,12 @@ class Metrics:
         # Known label values exist from the start, so dashboards and rate() see zeros, not gaps.
         for kind in ("final", "partial", "offline"):
             self.stt_inference_seconds.labels(kind)
-        for transport in ("websocket", "webrtc"):
+        for transport in TRANSPORTS:
             self.sessions_active.labels(transport)
             self.sessions_total.labels(transport)
+            for hist in (self.stt_final_seconds, self.partial_lag_seconds, self.turn_seconds,
+                         self.barge_in_seconds):
+                hist.labels(transport)
 
     def observe_lane_job(self, kind: str, status: str, steps: list[float], paused: float) -> None:
         """Record one job's report from a worker."""

@@ -17,9 +17,9 @@ from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from kombain.server.auth import websocket_authorized
+from kombain.server.host import CallHost, CallRefused
 from kombain.server.realtime.protocol import ProtocolError, error_event, parse_event
 from kombain.server.realtime.session import RealtimeSession
-from kombain.server.responders import build_responder
 
 router = APIRouter()
 log = logging.getLogger("kombain.ws")
@@ -30,6 +30,9 @@ _CLOSE_POLICY = 1008
 
 class _SlowClient(Exception):
     pass
+
+
+_CLOSE_GOING_AWAY = 1001
 
 
 @router.websocket("/v1/realtime")
@@ -43,10 +46,7 @@ async def realtime(ws: WebSocket) -> None:
         await ws.close(code=_CLOSE_POLICY, reason="missing or invalid API key")
         return
     await ws.accept(subprotocol=accept_proto)
-    if not state.ready.is_set() or state.draining:
-        await _refuse(ws, "the server is not ready (loading models or draining); retry shortly", "server_not_ready")
-        return
-    sessions = state.services["sessions"]
+    host: CallHost = state.host
     kind = "transcription" if ws.query_params.get("intent") == "transcription" else "realtime"
 
     out: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=settings.send_queue_frames)
@@ -57,55 +57,53 @@ async def realtime(ws: WebSocket) -> None:
         except asyncio.QueueFull:
             raise _SlowClient from None
 
-    hangup = asyncio.Event()
-    tts = state.services.get("tts") if kind == "realtime" else None
-    responder = build_responder(settings, state.services.get("ivr_script")) if tts is not None else None
-    session = RealtimeSession(settings, state.metrics, state.services["whisper"], state.services["vad"], send,
-                              transport="websocket", kind=kind, tts=tts, responder=responder,
-                              on_hangup=hangup.set)
-    if not sessions.add(session.id, session):
-        state.metrics.sessions_rejected.inc()
-        await _refuse(ws, f"server is at its session limit ({sessions.limit}); retry later", "server_full")
-        return
-    m = state.metrics
-    m.sessions_total.labels("websocket").inc()
-    m.sessions_active.labels("websocket").inc()
-    log.info("session %s opened", session.id)
+    ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    def end(reason: str) -> None:
+        if not ended.done():
+            ended.set_result(reason)
+
+    session = RealtimeSession(settings, state.metrics, send, kind=kind, on_hangup=end)
     try:
-        session.start()
-        async with asyncio.timeout(settings.max_session_seconds):
-            await _pump(ws, session, out, settings.max_message_bytes, hangup)
-    except TimeoutError:
-        await _close(ws, "session_expired", f"session exceeded {settings.max_session_seconds} s", 1000)
-    finally:
-        session.close()
-        sessions.remove(session.id)
-        m.sessions_active.labels("websocket").dec()
-        log.info("session %s closed", session.id)
+        async with host.open_call("websocket", session.call_config(host.default_config()), session.on_call_event,
+                                  output=session.audio_output(), end=end, call_id=session.id) as call:
+            session.attach(call)
+            session.start()
+            await _pump(ws, session, out, settings.max_message_bytes, ended)
+    except CallRefused as exc:
+        await _close(ws, exc.code, str(exc), _CLOSE_TRY_AGAIN)
 
 
 async def _pump(ws: WebSocket, session: RealtimeSession, out: asyncio.Queue[dict[str, Any] | None],
-                max_bytes: int, hangup: asyncio.Event) -> None:
+                max_bytes: int, ended: asyncio.Future[str]) -> None:
     try:
         async with asyncio.TaskGroup() as tg:
             writer = tg.create_task(_writer(ws, out))
-            runner = tg.create_task(session.run())
+            runner = tg.create_task(session.call.run())
             reader = asyncio.ensure_future(_reader(ws, session, max_bytes))
-            hung_up = asyncio.ensure_future(hangup.wait())
             try:
-                await asyncio.wait({reader, hung_up}, return_when=asyncio.FIRST_COMPLETED)
-                if not reader.done():  # the bot hung up (IVR): deliver what is queued, then close
+                await asyncio.wait({reader, ended}, return_when=asyncio.FIRST_COMPLETED)
+                if not reader.done():  # the server ends the call: deliver what is queued, then close
                     reader.cancel()
-                    out.put_nowait(None)
-                    await writer
-                    await _close(ws, "hangup", "the call was ended by the server", 1000)
+                    reason = ended.result()
+                    if reason != "hangup":  # drain, deadline: say why before closing
+                        message, close_code = _END_REASONS.get(reason, (reason, 1000))
+                        with contextlib.suppress(asyncio.QueueFull):
+                            out.put_nowait(error_event(message, reason, type_="server_error"))
+                    else:
+                        message, close_code = "the call was ended by the server", 1000
+                    with contextlib.suppress(asyncio.QueueFull):
+                        out.put_nowait(None)
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(2):
+                            await writer
+                    await _close_only(ws, close_code, message)
                 else:
                     reader.result()
             finally:
                 reader.cancel()
-                hung_up.cancel()
             # The client is gone: nothing left to deliver to.
-            session.close()
+            session.call.close()
             runner.cancel()
             writer.cancel()
     except* _SlowClient:
@@ -115,6 +113,12 @@ async def _pump(ws: WebSocket, session: RealtimeSession, out: asyncio.Queue[dict
         pass
     except* Exception as eg:  # a broken socket mid-send; the session ends, the server goes on
         log.info("session %s ended: %r", session.id, eg.exceptions[0])
+
+
+_END_REASONS = {
+    "server_shutting_down": ("the server is shutting down; reconnect to another node", _CLOSE_GOING_AWAY),
+    "session_expired": ("the session reached its maximum duration", 1000),
+}
 
 
 async def _reader(ws: WebSocket, session: RealtimeSession, max_bytes: int) -> None:
@@ -142,8 +146,11 @@ async def _writer(ws: WebSocket, out: asyncio.Queue[dict[str, Any] | None]) -> N
         await ws.send_text(json.dumps(event))
 
 
-async def _refuse(ws: WebSocket, message: str, code: str) -> None:
-    await _close(ws, code, message, _CLOSE_TRY_AGAIN)
+async def _close_only(ws: WebSocket, close_code: int, message: str) -> None:
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(2):
+            if ws.client_state == WebSocketState.CONNECTED:
+                await ws.close(code=close_code, reason=message[:120])
 
 
 async def _close(ws: WebSocket, code: str, message: str, close_code: int) -> None:

@@ -18,7 +18,14 @@ from starlette.types import Receive, Scope, Send
 from kombain.server.auth import require_api_key
 from kombain.server.errors import ApiError
 from kombain.streaming.encoders import FORMATS, AudioEncoder, PcmEncoder, WavEncoder, make_encoder
-from kombain.streaming.tts import MAX_SPEED, MIN_SPEED, Overloaded, SpeechStream, UnknownVoice, VoicePool
+from kombain.streaming.tts import (
+    MAX_SPEED,
+    MIN_SPEED,
+    Overloaded,
+    SpeechStream,
+    UnknownVoice,
+    VoicePool,
+)
 
 log = logging.getLogger("kombain.speech")
 router = APIRouter(tags=["speech"], dependencies=[Depends(require_api_key)])

@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-import kombain.clients
+import kombain.clients as clients
 
 WEB_DIR = Path(clients.__file__).resolve().parent / "web"
 

@@ -19,10 +19,9 @@ from fastapi.responses import JSONResponse
 
 from kombain.server.auth import require_api_key
 from kombain.server.errors import ApiError
+from kombain.server.host import CallHost, CallRefused
 from kombain.server.metrics import Metrics
 from kombain.server.realtime.protocol import ProtocolError, SessionConfig, apply_session_update
-from kombain.server.realtime.session import AudioSink, RealtimeSession, Send
-from kombain.server.responders import build_responder
 from kombain.server.settings import Settings
 from kombain.server.webrtc_call import WebRTCCall
 from kombain.server.webrtc_ice import ice_servers_json, parse_ice_servers
@@ -48,15 +47,14 @@ class CallManager:
     def count(self) -> int:
         return len(self._calls)
 
-    def start(self, call: WebRTCCall, on_closed: Any) -> None:
+    def start(self, call: WebRTCCall, host: CallHost) -> None:
         self._calls[call.id] = call
 
         async def life() -> None:
             try:
-                await call.run()
+                await call.run(host)
             finally:
                 self._calls.pop(call.id, None)
-                on_closed()
 
         task = asyncio.create_task(life(), name=f"webrtc-{call.id}")
         self._tasks.add(task)
@@ -106,10 +104,15 @@ async def create_call(request: Request) -> Response:
     """Answer a WebRTC offer; the call runs until either side hangs up."""
     state = request.app.state.kombain
     settings: Settings = state.settings
-    if not state.ready.is_set() or state.draining or "webrtc" not in state.services:
-        raise ApiError(503, "the server is not ready (loading models or draining); retry shortly",
+    host: CallHost = state.host
+    try:
+        host.admit("webrtc")
+    except CallRefused as exc:
+        raise ApiError(503, str(exc), exc.code, headers={"Retry-After": str(exc.retry_after_s)}) from None
+    manager: CallManager | None = state.services.get("webrtc")
+    if manager is None:
+        raise ApiError(503, "WebRTC is not available on this node (still loading, or disabled)",
                        "server_not_ready", headers={"Retry-After": "2"})
-    manager: CallManager = state.services["webrtc"]
     try:
         raw, session_cfg = await _read_offer(request, settings.webrtc_max_offer_bytes)
         offer, info = check_offer(raw, settings.webrtc_max_offer_bytes)
@@ -120,43 +123,18 @@ async def create_call(request: Request) -> Response:
     except ProtocolError as exc:
         raise ApiError(400, str(exc), exc.code, exc.param) from None
 
-    sessions = state.services["sessions"]
-    m = state.metrics
     kind = "transcription" if (session_cfg or {}).get("type") == "transcription" else "realtime"
-
-    def make_session(send: Send, sink: AudioSink, on_hangup: Any) -> RealtimeSession:
-        tts = state.services.get("tts") if kind == "realtime" else None
-        responder = build_responder(settings, state.services.get("ivr_script")) if tts is not None else None
-        return RealtimeSession(settings, m, state.services["whisper"], state.services["vad"], send,
-                               transport="webrtc", kind=kind, tts=tts, responder=responder,
-                               on_hangup=on_hangup, audio_sink=sink)
-
-    call = WebRTCCall(settings, m, manager.ice_servers, make_session, events=info.has_data_channel)
-    if not sessions.add(call.session.id):
-        m.sessions_rejected.inc()
-        call.session.close()
-        await call.pc.close()
-        raise ApiError(503, f"server is at its session limit ({sessions.limit}); retry later", "server_full",
-                       headers={"Retry-After": "5"})
+    call = WebRTCCall(settings, state.metrics, manager.ice_servers, kind=kind, events=info.has_data_channel)
     try:
         if session_cfg is not None:
             call.session.handle_event({"type": "session.update", "session": session_cfg})
         answer = await call.answer(offer)
     except BaseException as exc:
-        sessions.remove(call.session.id)
-        call.session.close()
         await call.pc.close()
         if isinstance(exc, SdpError):
             raise ApiError(400, str(exc), exc.code, "sdp") from None
         raise
-    m.sessions_total.labels("webrtc").inc()
-    m.sessions_active.labels("webrtc").inc()
-
-    def closed() -> None:
-        sessions.remove(call.session.id)
-        m.sessions_active.labels("webrtc").dec()
-
-    manager.start(call, closed)
+    manager.start(call, host)
     log.info("call %s (session %s) answered; codecs %s", call.id, call.session.id, ",".join(info.audio_codecs))
     return Response(answer, status_code=201, media_type="application/sdp",
                     headers={"Location": f"/v1/realtime/calls/{call.id}"})

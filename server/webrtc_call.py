@@ -1,8 +1,9 @@
-"""One WebRTC call: a peer connection joined to a RealtimeSession, and everything it owns.
+"""One WebRTC call: a peer connection joined to a call (opened by the call host), and what it owns.
 
-Audio from the caller's track goes to `session.push_samples`; reply audio leaves through a
-`ReplyAudioTrack` (the session's audio sink); server events travel on the `oai-events` data
-channel through a bounded queue. The call ends on hang-up (either side), a failed or closed
+Audio from the caller's track goes to `call.push_audio`; reply audio leaves through a
+`ReplyAudioTrack` (the call's audio output, which also reports the send position); server events
+(the OpenAI Realtime protocol, via `RealtimeSession`) travel on the `oai-events` data channel
+through a bounded queue. The call ends on hang-up (either side), a failed or closed
 connection, ICE/DTLS that never connects, or a peer that stops sending media; `run()` then
 releases every resource before it returns.
 """
@@ -14,7 +15,6 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable
 from typing import Any
 
 import av
@@ -28,9 +28,10 @@ from aiortc import (
 )
 from aiortc.mediastreams import MediaStreamError
 
+from kombain.server.host import CallHost, CallRefused
 from kombain.server.metrics import Metrics
-from kombain.server.realtime.protocol import ProtocolError, new_id, parse_event
-from kombain.server.realtime.session import AudioSink, RealtimeSession, Send
+from kombain.server.realtime.protocol import ProtocolError, error_event, new_id, parse_event
+from kombain.server.realtime.session import RealtimeSession
 from kombain.server.settings import Settings
 from kombain.server.webrtc_media import ReplyAudioTrack, frame_to_mono
 from kombain.server.webrtc_sdp import SdpError
@@ -40,14 +41,14 @@ log = logging.getLogger("kombain.webrtc")
 DATA_CHANNEL_LABEL = "oai-events"  # what OpenAI's WebRTC clients open
 _MAX_CHANNEL_BUFFER = 1024 * 1024  # bytes queued in SCTP before the client counts as too slow
 
-SessionFactory = Callable[[Send, AudioSink, Callable[[], None]], RealtimeSession]
+_EARLY_MESSAGES = 64  # data-channel messages kept until the call has started
 
 
 class WebRTCCall:
     """Create, `answer(offer)`, then `run()` for the call's life; `end(reason)` from anywhere."""
 
     def __init__(self, settings: Settings, metrics: Metrics, ice_servers: list[RTCIceServer],
-                 make_session: SessionFactory, *, events: bool = True) -> None:
+                 *, kind: str = "realtime", events: bool = True) -> None:
         self.id = new_id("rtc")
         self.settings, self.metrics = settings, metrics
         self.created_at = time.monotonic()
@@ -65,7 +66,9 @@ class WebRTCCall:
         self._remote_tracks: list[MediaStreamTrack] = []
         self._last_media = time.monotonic()
         self._hangup = asyncio.Event()
-        self.session = make_session(self._send, self.track, self._on_hangup)
+        self._early: list[str | bytes] = []
+        self._bg: asyncio.Future[None] | None = None
+        self.session = RealtimeSession(settings, metrics, self._send, kind=kind, on_hangup=self._on_hangup)
         self.pc.on("datachannel", self._on_datachannel)
         self.pc.on("track", self._on_track)
         self.pc.on("connectionstatechange", self._on_state)
@@ -111,6 +114,10 @@ class WebRTCCall:
     # --- events both ways ------------------------------------------------------------------------
 
     def _on_message(self, message: str | bytes) -> None:
+        if self.session._call is None:  # the data channel opened before the call started
+            if len(self._early) < _EARLY_MESSAGES:
+                self._early.append(message)
+            return
         if isinstance(message, bytes):
             self.session.handle_audio_bytes(message)
             return
@@ -153,7 +160,7 @@ class WebRTCCall:
             self._last_media = time.monotonic()
             if not isinstance(frame, av.AudioFrame):
                 continue
-            self.session.push_samples(frame_to_mono(frame), frame.sample_rate)
+            self.session.call.push_audio(frame_to_mono(frame), frame.sample_rate)
 
     async def _watchdog(self) -> None:
         try:
@@ -173,8 +180,26 @@ class WebRTCCall:
 
     # --- lifetime --------------------------------------------------------------------------------
 
-    def _on_hangup(self) -> None:
+    def _on_hangup(self, reason: str) -> None:
+        if reason != "hangup":  # the host ends the call (drain, deadline): say why, then hang up
+            message = {"server_shutting_down": "the server is shutting down; call again to reach another node",
+                       "session_expired": "the session reached its maximum duration"}.get(reason, reason)
+            self._send(error_event(message, reason, type_="server_error"))
+            self._end_after_events(reason)
+            return
         self._hangup.set()
+
+    def _end_after_events(self, reason: str) -> None:
+        async def later() -> None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1):
+                    while not self._out.empty():  # noqa: ASYNC110
+                        await asyncio.sleep(0.02)
+                    await asyncio.sleep(0.1)  # let SCTP send the last event
+            self.end(reason)
+
+        task = asyncio.ensure_future(later())
+        self._bg = task  # keep a reference until it runs
 
     async def _hangup_watch(self) -> None:
         await self._hangup.wait()
@@ -195,16 +220,22 @@ class WebRTCCall:
     async def wait_closed(self) -> None:
         await self._closed.wait()
 
-    async def run(self) -> None:
+    async def run(self, host: CallHost) -> None:
         """The call's life: returns once everything it held is released."""
-        self.session.start()
         try:
-            async with asyncio.timeout(self.settings.max_session_seconds):
+            config = self.session.call_config(host.default_config())
+            async with host.open_call("webrtc", config, self.session.on_call_event, output=self.track,
+                                      end=self._on_hangup, call_id=self.session.id) as call:
+                self.session.attach(call)
+                self.track.on_played = call.playback
+                self.session.start()
+                early, self._early = self._early, []
+                for message in early:
+                    self._on_message(message)
                 await self._run_tasks()
-        except TimeoutError:
-            self.end("session_expired")
+        except CallRefused as exc:
+            self.end(exc.code)
         finally:
-            self.session.close()
             self.track.stop()
             await self.pc.close()
             self.metrics.webrtc_calls_ended.labels(self.reason or "unknown").inc()
@@ -214,7 +245,7 @@ class WebRTCCall:
     async def _run_tasks(self) -> None:
         try:
             async with asyncio.TaskGroup() as tg:
-                tasks = [tg.create_task(self.session.run()), tg.create_task(self._writer()),
+                tasks = [tg.create_task(self.session.call.run()), tg.create_task(self._writer()),
                          tg.create_task(self._watchdog()), tg.create_task(self._hangup_watch())]
                 tasks += [tg.create_task(self._reader(t)) for t in self._remote_tracks]
                 await self._ended.wait()

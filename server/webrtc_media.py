@@ -6,12 +6,14 @@ import asyncio
 import fractions
 import time
 from collections import deque
+from collections.abc import Callable
 
 import av
 import numpy as np
 from aiortc import MediaStreamTrack
 
 from kombain.streaming.audio import Resampler, pcm16_to_float
+from kombain.streaming.conversation import ResponseAudio
 
 TRACK_RATE = 48000
 FRAME_SAMPLES = TRACK_RATE // 50  # 20 ms, what Opus sends per packet
@@ -57,14 +59,17 @@ class PacedAudioTrack(MediaStreamTrack):
 class ReplyAudioTrack(PacedAudioTrack):
     """Reply audio as 20 ms 48 kHz frames paced by their timestamps; silence when nothing is queued.
 
-    It is the session's `AudioSink`: `write` resamples and buffers (bounded, oldest dropped past
+    It is the call's `AudioOutput`: `write` resamples and buffers (bounded, oldest dropped past
     `max_ms`, which pacing upstream keeps from happening), `hold` pauses playback while a possible
-    interruption is confirmed, `flush` drops everything at once.
+    interruption is confirmed, `clear` drops everything at once. As each chunk of a response is
+    handed to the sender, `on_played(response_id, end_ms)` reports it (the send position).
     """
 
     def __init__(self, max_ms: int = 2000) -> None:
         super().__init__()
         self._chunks: deque[np.ndarray] = deque()
+        self._marks: deque[tuple[int, str, int]] = deque()  # (samples left to the mark, response, ms)
+        self.on_played: Callable[[str, int], None] = lambda response_id, end_ms: None
         self._buffered = 0
         self._max = max(FRAME_SAMPLES, TRACK_RATE * max_ms // 1000)
         self._resampler: Resampler | None = None
@@ -75,7 +80,12 @@ class ReplyAudioTrack(PacedAudioTrack):
     def buffered_ms(self) -> float:
         return self._buffered * 1000 / TRACK_RATE
 
-    def write(self, pcm: bytes, rate: int) -> None:
+    def write(self, audio: ResponseAudio, rate: int) -> None:
+        """One chunk of a response (the AudioOutput port)."""
+        self.write_pcm(audio.pcm, rate)
+        self._marks.append((self._buffered, audio.response_id, audio.end_ms))
+
+    def write_pcm(self, pcm: bytes, rate: int) -> None:
         if self._resampler is None or self._resampler.in_rate != rate:
             # Low quality is plenty for upsampling speech, and with the session's 100 ms chunks it
             # holds back ~2 ms instead of HQ's 31 ms, which would sit there at the end of a reply.
@@ -89,6 +99,7 @@ class ReplyAudioTrack(PacedAudioTrack):
             old = self._chunks.popleft()
             self._buffered -= len(old)
             self.dropped_samples += len(old)
+            self._advance_marks(len(old), report=False)
 
     def hold(self, held: bool) -> None:
         """Pause (True) or resume playback of the buffered reply; frames stay silent meanwhile."""
@@ -96,6 +107,7 @@ class ReplyAudioTrack(PacedAudioTrack):
 
     def flush(self) -> None:
         self._chunks.clear()
+        self._marks.clear()
         self._buffered = 0
         self._resampler = None  # no tail of the cancelled reply leaks into the next one
 
@@ -114,7 +126,21 @@ class ReplyAudioTrack(PacedAudioTrack):
             else:
                 self._chunks[0] = chunk[k:]
         self._buffered -= filled
+        if filled:
+            self._advance_marks(filled, report=True)
         return out
+
+    clear = flush
+
+    def _advance_marks(self, taken: int, *, report: bool) -> None:
+        marks = self._marks
+        for i in range(len(marks)):
+            left, rid, ms = marks[i]
+            marks[i] = (left - taken, rid, ms)
+        while marks and marks[0][0] <= 0:
+            _left, rid, ms = marks.popleft()
+            if report:
+                self.on_played(rid, ms)
 
 
 def frame_to_mono(frame: av.AudioFrame) -> np.ndarray:

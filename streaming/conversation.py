@@ -46,6 +46,7 @@ class ResponseAudio:
     response_id: str
     item_id: str
     pcm: bytes  # PCM16 LE mono at the conversation's rate
+    end_ms: int = 0  # position in the response at the end of this chunk (for playback reports)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +95,7 @@ class _Response:
     hangup: bool = False
     error: str | None = None
     barge_in_s: float | None = None  # interruption's first voiced sample -> output held
+    played: tuple[int, float] | None = None  # the transport's last playback report: (ms heard, clock)
 
 
 class Conversation:
@@ -159,14 +161,28 @@ class Conversation:
             source = self.responder.respond(transcript, self.history[:-1], self.instructions)
             self._start(source, timing)
 
-    def create_response(self, instructions: str | None = None, say: str | None = None) -> str:
+    def create_response(self, instructions: str | None = None, say: str | None = None,
+                        hangup: bool = False) -> str:
         """Client-initiated response: speak `say` verbatim, or ask the responder (last user turn)."""
         if say is not None:
-            source: AsyncIterator[Reply] = _once(Reply(say))
+            source: AsyncIterator[Reply] = _once(Reply(say, hangup=hangup))
         else:
             last = next((m.content for m in reversed(self.history) if m.role == "user"), "")
             source = self.responder.respond(last, self.history[:-1], instructions or self.instructions)
         return self._start(source, None)
+
+    def say_replies(self, replies: list[Reply], reason: str = "superseded") -> str | None:
+        """Speak these replies now (an IVR answering a key press), cutting off the current one."""
+        if not replies:
+            return None
+        self.cancel(reason)
+        return self._start(_replies(replies), None)
+
+    def playback(self, response_id: str, position_ms: int) -> None:
+        """What the caller has heard of a response, as the transport learned it (e.g. a mark)."""
+        resp = self._active
+        if resp is not None and resp.id == response_id and resp.cancel_reason is None:
+            resp.played = (min(position_ms, resp.sent_ms), self._clock())
 
     def cancel(self, reason: str = "client_cancelled") -> bool:
         resp = self._active
@@ -283,15 +299,15 @@ class Conversation:
                 resp.first_audio_at = now
                 if resp.timing is not None:
                     self._on_turn(now - resp.timing.speech_end_at)
-            self._emit(ResponseAudio(resp.id, resp.item_id, piece))
             dur = len(piece) / 2 / self.rate
             resp.play_end = max(resp.play_end, now) + dur
             resp.sent_ms += round(dur * 1000)
+            self._emit(ResponseAudio(resp.id, resp.item_id, piece, resp.sent_ms))
         resp.chunks.append((text, start_ms, resp.sent_ms))
 
     def _finish(self, resp: _Response) -> None:
         now = self._clock()
-        heard_ms = max(0, resp.sent_ms - round(max(0.0, resp.play_end - now) * 1000))
+        heard_ms = _heard_ms(resp, now)
         cancelled = resp.cancel_reason is not None
         heard = _heard_text(resp.chunks, heard_ms if cancelled else resp.sent_ms)
         if heard:
@@ -313,6 +329,17 @@ class Conversation:
         else:
             self._hold.set()
         self._on_hold(held)
+
+
+def _heard_ms(resp: _Response, now: float) -> int:
+    """How much of a response the caller heard. A transport's playback report is the truth as of
+    when it came (plus the time since, while audio was still queued); without one, the estimate
+    from pacing (sent minus what is still ahead of the caller's playhead)."""
+    estimate = max(0, resp.sent_ms - round(max(0.0, resp.play_end - now) * 1000))
+    if resp.played is None:
+        return estimate
+    pos, at = resp.played
+    return min(resp.sent_ms, pos + round((now - at) * 1000), max(pos, estimate))
 
 
 def _heard_text(chunks: Iterable[tuple[str, int, int]], heard_ms: int) -> str:

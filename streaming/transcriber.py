@@ -44,7 +44,12 @@ from kombain.streaming.stt_events import (
     VoiceOnsetEvent,
 )
 from kombain.streaming.vad import FRAME_SAMPLES, VadStream
-from kombain.streaming.whisper_runtime import DecodeOptions, DecodeResult, RuntimeBusy, WhisperRuntime
+from kombain.streaming.whisper_runtime import (
+    DecodeOptions,
+    DecodeResult,
+    RuntimeBusy,
+    WhisperRuntime,
+)
 
 log = logging.getLogger("kombain.stt")
 

@@ -30,7 +30,13 @@ import numpy as np
 from kombain.streaming.audio import Resampler, float_to_pcm16
 from kombain.streaming.chunker import ChunkerConfig, TextChunker
 from kombain.streaming.synth_executor import NORMAL, URGENT, Overloaded, SynthExecutor
-from kombain.streaming.voices import BUNDLED_VOICE, UnknownVoice, VoiceInfo, discover_voices, load_voice
+from kombain.streaming.voices import (
+    BUNDLED_VOICE,
+    UnknownVoice,
+    VoiceInfo,
+    discover_voices,
+    load_voice,
+)
 
 __all__ = ["Overloaded", "SpeechChunk", "SpeechStream", "UnknownVoice", "VoiceInfo", "VoicePool"]
 

@@ -6,7 +6,6 @@ import pytest
 
 from kombain.streaming.hallucination import cut_repetition_loops, keep_segment
 
-
 # --- cut_repetition_loops -------------------------------------------------------------------------
 
 def test_trigram_repeated_six_times_collapses_to_one() -> None:

@@ -65,19 +65,19 @@ def test_ice_servers_setting() -> None:
 def test_reply_track_buffers_flushes_and_bounds() -> None:
     track = ReplyAudioTrack(max_ms=200)
     tone = (np.sin(np.arange(2400) / 5) * 10000).astype("<i2").tobytes()  # 100 ms at 24 kHz
-    track.write(tone, 24000)
+    track.write_pcm(tone, 24000)
     assert 95 < track.buffered_ms <= 100
     track.flush()
     assert track.buffered_ms == 0
     for _ in range(5):  # 500 ms written into a 200 ms buffer: the oldest is dropped
-        track.write(tone, 24000)
+        track.write_pcm(tone, 24000)
     assert track.buffered_ms <= 200 and track.dropped_samples > 0
 
 
 def test_reply_track_frames_are_paced_20ms_and_silent_when_empty() -> None:
     async def frames() -> list:
         track = ReplyAudioTrack()
-        track.write((np.ones(2400, "<i2") * 8000).tobytes(), 24000)  # 100 ms, as the session sends
+        track.write_pcm((np.ones(2400, "<i2") * 8000).tobytes(), 24000)  # 100 ms, as the session sends
         return [await track.recv() for _ in range(7)]
 
     out = asyncio.run(frames())

@@ -1,0 +1,343 @@
+"""One caller, whatever the wire: audio and digits in, typed events out, reply audio to a port.
+
+A `Call` joins the session's speech-to-text (VAD, turn detection, partial and final transcripts)
+to its conversation (responder, synthesis, barge-in). It knows no protocol: transports decode
+their media to float samples, call `push_audio` / `push_dtmf` / `commit` / `respond` / `cancel`,
+render the events given to `emit`, and play reply audio written to their `AudioOutput`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+import numpy as np
+
+from kombain.streaming.audio import INTERNAL_RATE, Resampler
+from kombain.streaming.conversation import (
+    Conversation,
+    ConversationEvent,
+    ResponseAudio,
+    ResponseFinished,
+    TurnTiming,
+)
+from kombain.streaming.endpointer import TurnDetection
+from kombain.streaming.responders import Reply, Responder
+from kombain.streaming.stt_events import (
+    SpeechStartedEvent,
+    SttEvent,
+    TranscriptCompletedEvent,
+    TranscriptDeltaEvent,
+    VoiceOnsetCancelledEvent,
+    VoiceOnsetEvent,
+)
+from kombain.streaming.transcriber import StreamingTranscriber, SttConfig
+from kombain.streaming.tts import VoicePool
+from kombain.streaming.vad import SileroVadModel
+from kombain.streaming.whisper_runtime import WhisperRuntime
+
+log = logging.getLogger("kombain.call")
+
+DTMF_DIGITS = frozenset("0123456789*#ABCD")
+# Audio that arrives before `run()` has started is kept (up to this much) and fed once it has.
+_EARLY_AUDIO_S = 5.0
+
+
+class CallError(ValueError):
+    """A request the call cannot act on (the caller's mistake); the call goes on."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class CallConfig:
+    """What one call does; changed by `update`. Names no protocol."""
+
+    conversation: bool = True  # False: transcription only, the call never speaks
+    turn_detection: TurnDetection | None = TurnDetection()
+    language: str | None = None
+    prompt: str | None = None
+    voice: str | None = None  # a voice in the pool's catalog; None -> the pool's default
+    instructions: str = ""
+    output_rate: int = 24000  # PCM16 rate of reply audio written to the output port
+    auto_respond: bool = True  # reply after each turn the turn detector ends
+    interruptible: bool = True  # the caller's speech cancels the reply (barge-in)
+
+
+@dataclass(frozen=True, slots=True)
+class DtmfEvent:
+    """A key the caller pressed."""
+
+    digit: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class HangupEvent:
+    """The call should end now: the bot said goodbye (IVR hang-up), or it was told to end."""
+
+    reason: str
+
+
+# ResponseAudio never appears here: it goes to the output port.
+CallEvent = SttEvent | ConversationEvent | DtmfEvent | HangupEvent
+
+
+class AudioOutput(Protocol):
+    """Where reply audio goes; the transport implements it (a socket, a track, an RTP stream).
+
+    `write` takes one paced chunk of PCM16 at `rate`; `hold(True)` pauses what the transport
+    buffered (a possible interruption), `hold(False)` resumes; `clear` drops it (barge-in).
+    Transports that learn what was played (Twilio marks, a track's send position) report it
+    with `Call.playback`."""
+
+    def write(self, audio: ResponseAudio, rate: int) -> None: ...
+
+    def hold(self, held: bool) -> None: ...
+
+    def clear(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CallHooks:
+    """Metric observers; the call host labels them by transport."""
+
+    vad_seconds: Callable[[float], None] = lambda s: None
+    partial_lag: Callable[[float], None] = lambda s: None
+    stt_final: Callable[[float], None] = lambda s: None
+    turn: Callable[[float], None] = lambda s: None
+    barge_in: Callable[[float], None] = lambda s: None
+    response: Callable[[str], None] = lambda status: None
+    dtmf: Callable[[], None] = lambda: None
+
+
+class Call:
+    """One caller's audio, turns and replies. Run `run()` for its life; `close()` ends it."""
+
+    def __init__(self, runtime: WhisperRuntime, vad: SileroVadModel, config: CallConfig,
+                 emit: Callable[[CallEvent], None], *, stt: SttConfig, output: AudioOutput | None = None,
+                 tts: VoicePool | None = None, responder: Responder | None = None,
+                 hooks: CallHooks | None = None, lead_s: float = 0.5, frame_ms: int = 100,
+                 call_id: str | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.id = call_id or "call_" + secrets.token_hex(10)
+        self.config = config
+        self.model_name = runtime.name
+        self._emit = emit
+        self._stt_base = stt
+        self._hooks = hooks or CallHooks()
+        self._output = output
+        self._clock = clock
+        self._resampler: Resampler | None = None
+        self.transcriber = StreamingTranscriber(runtime, vad.new_stream(), self._stt_config(), self._on_stt,
+                                                clock=clock, on_vad_seconds=self._hooks.vad_seconds)
+        self.responder = responder
+        self.conversation: Conversation | None = None
+        if tts is not None and responder is not None and config.conversation:
+            self.conversation = Conversation(
+                tts, responder, self._on_conversation, rate=config.output_rate, lead_s=lead_s,
+                frame_ms=frame_ms, clock=clock, on_turn=self._hooks.turn, on_barge_in=self._hooks.barge_in,
+                on_hold=self._hold_output,
+            )
+            self._sync_conversation()
+        self._running = False
+        self._early: list[tuple[np.ndarray, int]] = []
+        self._early_s = 0.0
+        self._closed = asyncio.Event()
+        self._timer_kick = asyncio.Event()
+        self.hangup_reason: str | None = None
+
+    # --- lifetime --------------------------------------------------------------------------------
+
+    @property
+    def speaks(self) -> bool:
+        return self.conversation is not None and self.config.conversation
+
+    @property
+    def busy(self) -> bool:
+        """In a turn or a reply: the lane gate counts this call as voice work."""
+        return self.transcriber.speaking or (self.conversation is not None and self.conversation.speaking)
+
+    async def run(self) -> None:
+        """The call's life: one TaskGroup for recognition, conversation and digit timeouts."""
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self.transcriber.run())
+            if self.conversation is not None:
+                tg.create_task(self.conversation.run())
+                tg.create_task(self._digit_timer())
+            await asyncio.sleep(0)  # let the transcriber enter its TaskGroup before early audio
+            self._running = True
+            early, self._early = self._early, []
+            for samples, rate in early:
+                self.push_audio(samples, rate)
+            await self._closed.wait()
+
+    def close(self) -> None:
+        self.transcriber.close()
+        if self.conversation is not None:
+            self.conversation.close()
+        self._closed.set()
+
+    # --- input -----------------------------------------------------------------------------------
+
+    def push_audio(self, samples: np.ndarray, rate: int) -> None:
+        """Float32 mono audio at any supported rate, already decoded by the transport."""
+        if len(samples) == 0:
+            return
+        if not self._running:
+            # A client may send audio before the call has started; keep a bounded amount of it.
+            if self._early_s < _EARLY_AUDIO_S:
+                self._early.append((samples, rate))
+                self._early_s += len(samples) / rate
+            return
+        if self._resampler is None or self._resampler.in_rate != rate:
+            self._resampler = Resampler(rate, INTERNAL_RATE)
+        self.transcriber.push_audio(self._resampler.process(samples))
+
+    def push_dtmf(self, digit: str) -> None:
+        """A key press. The responder may answer it at once, interrupting the reply."""
+        if digit not in DTMF_DIGITS:
+            raise CallError(f"{digit!r} is not a DTMF digit (0-9, *, #, A-D)", "invalid_dtmf")
+        now = self._clock()
+        self._hooks.dtmf()
+        self._emit(DtmfEvent(digit, now))
+        handler = getattr(self.responder, "dtmf", None)
+        if self.conversation is None or handler is None:
+            return
+        replies = handler(digit, now)
+        self._timer_kick.set()
+        if replies is not None:
+            self.conversation.say_replies(list(replies))
+
+    def commit(self) -> None:
+        err = self.transcriber.commit()
+        if err:
+            raise CallError(err, "input_audio_buffer_commit_empty")
+
+    def clear(self) -> None:
+        self.transcriber.clear()
+
+    def respond(self, instructions: str | None = None, say: str | None = None, hangup: bool = False) -> str:
+        """Start a reply: `say` verbatim, or ask the responder. Returns the response id."""
+        if self.conversation is None or not self.config.conversation:
+            raise CallError("this call does not speak (transcription only, or no voice loaded)",
+                            "responses_unavailable")
+        return self.conversation.create_response(instructions=instructions, say=say, hangup=hangup)
+
+    def cancel(self, reason: str = "client_cancelled") -> bool:
+        return self.conversation is not None and self.conversation.cancel(reason)
+
+    def playback(self, response_id: str, position_ms: int) -> None:
+        """The transport's report that the caller has heard `position_ms` of a response."""
+        if self.conversation is not None:
+            self.conversation.playback(response_id, position_ms)
+
+    def update(self, config: CallConfig) -> None:
+        self.config = config
+        self.transcriber.update_config(self._stt_config())
+        self._sync_conversation()
+
+    def end(self, reason: str, goodbye: str | None = None) -> None:
+        """Ask the transport to end the call, after speaking `goodbye` where the call can speak."""
+        self.hangup_reason = self.hangup_reason or reason
+        if goodbye and self.conversation is not None:
+            self.conversation.interrupt = False  # a goodbye is heard out
+            self.conversation.say_replies([Reply(goodbye, hangup=True)], reason=reason)
+            return
+        self._hang_up(reason)
+
+    # --- events ----------------------------------------------------------------------------------
+
+    def _hang_up(self, reason: str) -> None:
+        self.hangup_reason = self.hangup_reason or reason
+        self._emit(HangupEvent(self.hangup_reason))
+
+    def _hold_output(self, held: bool) -> None:
+        if self._output is not None:
+            self._output.hold(held)
+
+    def _on_conversation(self, ev: ConversationEvent) -> None:
+        if isinstance(ev, ResponseAudio):
+            if self._output is not None:
+                self._output.write(ev, self.config.output_rate)
+            return
+        if isinstance(ev, ResponseFinished):
+            if ev.status == "cancelled" and self._output is not None:
+                self._output.clear()  # barge-in: drop what the transport still holds
+            self._hooks.response(ev.status)
+            restart = getattr(self.responder, "prompt_finished", None)
+            if restart is not None and ev.status == "completed":
+                restart(self._clock())  # digit timeouts count from the end of the prompt
+                self._timer_kick.set()
+        self._emit(ev)
+        if isinstance(ev, ResponseFinished) and ev.hangup:
+            self._hang_up("hangup")
+
+    def _on_stt(self, ev: SttEvent) -> None:
+        conv = self.conversation
+        if isinstance(ev, VoiceOnsetEvent):
+            if conv is not None:
+                conv.voice_onset(ev.at)
+            return
+        if isinstance(ev, VoiceOnsetCancelledEvent):
+            if conv is not None:
+                conv.voice_onset_cleared()
+            return
+        if isinstance(ev, SpeechStartedEvent) and conv is not None:
+            conv.speech_started()
+        elif isinstance(ev, TranscriptDeltaEvent):
+            self._hooks.partial_lag(ev.lag_s)
+        elif isinstance(ev, TranscriptCompletedEvent):
+            self._hooks.stt_final(ev.latency_s)
+        self._emit(ev)
+        if isinstance(ev, TranscriptCompletedEvent) and conv is not None and self.config.conversation:
+            auto = self.config.turn_detection is not None and self.config.auto_respond
+            conv.user_turn(ev.item_id, ev.transcript, TurnTiming(ev.speech_end_at, ev.decided_at, self._clock()),
+                           respond=auto)
+
+    async def _digit_timer(self) -> None:
+        """Calls the responder's `poll` at its digit-collection deadline (an IVR timeout)."""
+        deadline_of = getattr(self.responder, "dtmf_deadline", None)
+        poll = getattr(self.responder, "poll", None)
+        if deadline_of is None or poll is None or self.conversation is None:
+            return
+        while True:
+            self._timer_kick.clear()
+            deadline = deadline_of()
+            if deadline is None or self.conversation.speaking:
+                await self._timer_kick.wait()
+                continue
+            wait = deadline - self._clock()
+            if wait > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await self._timer_kick.wait()
+                continue
+            replies = poll(self._clock())
+            if replies is not None:
+                self.conversation.say_replies(list(replies))
+
+    # --- config ----------------------------------------------------------------------------------
+
+    def _sync_conversation(self) -> None:
+        conv = self.conversation
+        if conv is None:
+            return
+        c = self.config
+        conv.rate = c.output_rate
+        conv.voice = c.voice if c.voice in conv.pool.catalog else None
+        conv.instructions = c.instructions
+        conv.interrupt = c.interruptible
+
+    def _stt_config(self) -> SttConfig:
+        c = self.config
+        return replace(self._stt_base, turn_detection=c.turn_detection, language=c.language or self._stt_base.language,
+                       prompt=c.prompt)
+
