@@ -65,12 +65,15 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    from kombain.server.drain import DrainingServer
+
     app = create_app(settings)
-    uvicorn.run(
+    config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level=settings.log_level,
         # Above our own limit, so an oversized message gets a clear error event rather than a close.
         ws_max_size=settings.max_message_bytes * 2 + 65536, timeout_graceful_shutdown=10,
     )
+    DrainingServer(config, app.state.kombain).run()
     return 0
 
 

@@ -22,10 +22,11 @@ def load_script(settings: Settings) -> IvrScript | None:
         raise ValueError(f"KOMBAIN_RESPONDER must be one of {', '.join(KINDS)}, not {settings.responder!r}")
     if settings.responder == "openai" and not settings.responder_url:
         raise ValueError("KOMBAIN_RESPONDER=openai needs KOMBAIN_RESPONDER_URL (an OpenAI-compatible /v1 base URL)")
-    if settings.responder != "script":
-        return None
-    path = settings.responder_script or str(Path(__file__).resolve().parent.parent / "examples" / "ivr_menu.yaml")
-    return IvrScript.load(path)
+    example = Path(__file__).resolve().parent.parent / "examples" / "ivr_menu.yaml"
+    if settings.responder != "script" and not settings.responder_script:
+        # Loaded anyway where it exists, so one call can ask for the IVR (responder=script).
+        return IvrScript.load(example) if example.is_file() else None
+    return IvrScript.load(settings.responder_script or example)
 
 
 def build_responder(settings: Settings, script: IvrScript | None) -> Responder:

@@ -77,6 +77,15 @@ class Settings:
     webrtc_peer_timeout_s: float = 5.0  # a connected peer silent this long (no media) has gone; end the call
     webrtc_max_offer_bytes: int = 64 * 1024  # largest SDP offer accepted
     webrtc_send_buffer_ms: int = 2000  # reply audio the outgoing track may hold (oldest dropped past it)
+    # Shutdown: live calls get this long to finish after SIGTERM/SIGINT, then are told and closed
+    drain_seconds: float = 30.0
+    shutdown_goodbye: str = "Sorry, this service is restarting. Please call again later. Goodbye."
+    # Telephony (Twilio Media Streams, Asterisk chan_websocket); see docs/telephony.md
+    public_url: str = ""  # e.g. https://voice.example.com: TwiML stream URLs and Twilio signatures use it
+    twilio_auth_token: str = ""  # set it to require a valid X-Twilio-Signature (TwiML webhook and stream)
+    telephony_start_timeout_s: float = 10.0  # the stream's start message must arrive within this
+    telephony_peer_timeout_s: float = 10.0  # a phone peer that sends no audio this long has gone
+    telephony_max_protocol_errors: int = 50  # bad messages tolerated on one call before it is closed
     # Comma-separated start-up components to skip (e.g. "speech-to-text" on a lane-only node)
     components_disabled: str = ""
 

@@ -1,0 +1,290 @@
+"""Asterisk chan_websocket: phone calls from Asterisk's WebSocket channel at `/v1/telephony/asterisk`.
+
+Asterisk connects (websocket_client.conf), sends MEDIA_START with the channel's format, then
+media as binary frames (ulaw, alaw or slinNN) and DTMF_END; we answer, send reply audio in the
+same format in frames of its optimal size, honour MEDIA_XOFF/MEDIA_XON, PAUSE_MEDIA while a
+possible interruption is confirmed, FLUSH_MEDIA on barge-in, MARK_MEDIA after each chunk (the
+MEDIA_MARK_PROCESSED echoes are the playback reports) and HANGUP when the IVR hangs up. Query
+parameters `responder`, `voice`, `language`, `prompt` choose per-call options. The protocol is in
+`asterisk_ws_protocol.py` (sans I/O).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from dataclasses import replace
+
+import numpy as np
+from fastapi import APIRouter, WebSocket
+from starlette.websockets import WebSocketDisconnect
+
+from kombain.server.auth import websocket_authorized
+from kombain.server.host import CallHost, CallRefused
+from kombain.server.realtime.protocol import new_id
+from kombain.server.settings import Settings
+from kombain.server.transports.asterisk_ws_protocol import (
+    AsteriskProtocolError,
+    AsteriskWsProtocol,
+    DtmfEnd,
+    ErrorReport,
+    Hangup,
+    MarkProcessed,
+    Media,
+    MediaStart,
+    MediaXoff,
+    MediaXon,
+)
+from kombain.server.transports.options import apply_options
+from kombain.server.transports.phone import (
+    CLOSE_POLICY,
+    CLOSE_TRY_AGAIN,
+    PhoneLink,
+    SlowPeer,
+    TooManyErrors,
+    call_logger,
+    close,
+)
+from kombain.streaming.audio import AudioFormat, Resampler, decode, encode
+from kombain.streaming.call import Call, CallError, CallEvent
+from kombain.streaming.conversation import ResponseAudio
+
+router = APIRouter(tags=["telephony"])
+
+PATH = "/v1/telephony/asterisk"
+_MAX_OUTPUT_RATE = 48000  # synthesis rate ceiling; higher channel rates are resampled in the port
+_MAX_PAUSED_S = 5.0  # reply audio held during MEDIA_XOFF before the oldest is dropped
+
+
+class AsteriskOutput:
+    """The call's audio port on a chan_websocket: frames in the channel's format, marks, flush."""
+
+    def __init__(self, proto: AsteriskWsProtocol, link: PhoneLink, synth_rate: int) -> None:
+        self.proto, self.link = proto, link
+        assert proto.encoding is not None and proto.rate is not None
+        self.encoding, self.rate = proto.encoding, proto.rate
+        self._resampler = Resampler(synth_rate, self.rate, quality="LQ") if synth_rate != self.rate else None
+        self._frame = proto.frame_bytes()
+        self._pending = bytearray()  # a partial frame carried to the next chunk
+        self._paused: deque[str | bytes] = deque()  # what MEDIA_XOFF held back
+        self._paused_bytes = 0
+        self.marks_out = 0
+        self.dropped_bytes = 0
+
+    def write(self, audio: ResponseAudio, rate: int) -> None:
+        samples = np.frombuffer(audio.pcm, "<i2").astype(np.float32) / 32768
+        if self._resampler is not None:
+            samples = self._resampler.process(samples)
+        data = self._pending + encode(samples, _fmt(self.encoding))
+        cut = len(data) - len(data) % self._frame
+        self._pending = bytearray(data[cut:])
+        for i in range(0, cut, self._frame):
+            self._send(bytes(data[i:i + self._frame]))
+        self._send(self.proto.mark_media(_mark(audio)))
+        self.marks_out += 1
+
+    def hold(self, held: bool) -> None:
+        # Asterisk keeps what it queued and plays silence: exactly a hold.
+        self._send(self.proto.pause_media() if held else self.proto.continue_media(), control=True)
+
+    def clear(self) -> None:
+        self._pending.clear()
+        self._paused.clear()
+        self._paused_bytes = 0
+        self.marks_out = 0
+        self._send(self.proto.flush_media(), control=True)
+
+    def resume(self) -> None:
+        """MEDIA_XON: send what was held back while Asterisk's queue was full."""
+        while self._paused and not self.proto.paused:
+            self.link.send(self._paused.popleft())
+        self._paused_bytes = 0
+
+    def echoed(self, name: str, call: Call) -> None:
+        self.marks_out = max(0, self.marks_out - 1)
+        rid, _, ms = name.rpartition(".")
+        if rid and ms.isdigit():
+            call.playback(rid, int(ms))
+
+    def _send(self, msg: str | bytes, control: bool = False) -> None:
+        if self.proto.paused and not control:
+            # Flow control: hold media (bounded, oldest dropped) until MEDIA_XON.
+            self._paused.append(msg)
+            if isinstance(msg, bytes):
+                self._paused_bytes += len(msg)
+            limit = int(_MAX_PAUSED_S * self.rate * (1 if self.encoding != "pcm16" else 2))
+            while self._paused_bytes > limit and self._paused:
+                old = self._paused.popleft()
+                if isinstance(old, bytes):
+                    self._paused_bytes -= len(old)
+                    self.dropped_bytes += len(old)
+            return
+        self.link.send(msg)
+
+
+def _mark(audio: ResponseAudio) -> str:
+    return f"{audio.response_id}.{audio.end_ms}"  # mark ids: [A-Za-z0-9._~-], at most 64
+
+
+def _fmt(encoding: str) -> AudioFormat:
+    return AudioFormat(encoding, 8000) if encoding != "pcm16" else AudioFormat("pcm16", 16000)
+
+
+@router.websocket(PATH)
+async def asterisk_stream(ws: WebSocket) -> None:
+    state = ws.app.state.kombain
+    settings: Settings = state.settings
+    if not websocket_authorized(ws, settings.api_key_set):
+        await ws.close(code=CLOSE_POLICY, reason="missing or invalid API key")
+        return
+    # Asterisk's websocket_client.conf may offer a subprotocol ("media"); accept it if so.
+    offered = [p.strip() for p in ws.headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
+    await ws.accept(subprotocol="media" if "media" in offered else None)
+    call_id = new_id("call")
+    log = call_logger("kombain.asterisk", call_id)
+    proto = AsteriskWsProtocol(max_frame_bytes=min(settings.max_message_bytes, 64 * 1024))
+    link = PhoneLink(ws, settings, state.metrics, "asterisk", log)
+    try:
+        start = await _await_start(ws, proto, link, settings.telephony_start_timeout_s)
+    except (TimeoutError, TooManyErrors):
+        await close(ws, CLOSE_POLICY, "expected MEDIA_START")
+        return
+    except WebSocketDisconnect:
+        return
+    if start is None:
+        return
+    log.info("MEDIA_START on %s (%s, %d Hz, frame %d bytes)", start.channel, start.format, proto.rate,
+             proto.frame_bytes())
+    host: CallHost = state.host
+    # Per-call options: the URI's query, or channel variables (JSON control format) such as
+    # KOMBAIN_RESPONDER set in the dialplan before Dial(WebSocket/...).
+    variables = {k.lower().removeprefix("kombain_"): v for k, v in start.variables.items()}
+    options = dict(ws.query_params.items()) | variables
+    config, responder = apply_options(settings, state.services.get("ivr_script"), host.default_config(),
+                                      options, log)
+    assert proto.rate is not None
+    synth_rate = min(proto.rate, _MAX_OUTPUT_RATE)
+    port = AsteriskOutput(proto, link, synth_rate)
+
+    def emit(ev: CallEvent) -> None:
+        link.on_hangup(ev)
+
+    try:
+        async with host.open_call("asterisk", replace(config, output_rate=synth_rate), emit, output=port,
+                                  end=link.end, responder=responder, call_id=call_id) as call:
+            link.call = call
+            link.send(proto.answer())
+            await _serve(ws, proto, link, port, call)
+    except CallRefused as exc:
+        log.info("refused: %s", exc)
+        with contextlib.suppress(Exception):
+            await ws.send_text(proto.hangup())
+        await close(ws, CLOSE_TRY_AGAIN, str(exc))
+
+
+async def _await_start(ws: WebSocket, proto: AsteriskWsProtocol, link: PhoneLink,
+                       within_s: float) -> MediaStart | None:
+    async with asyncio.timeout(within_s):
+        while True:
+            msg = await ws.receive()
+            if msg["type"] == "websocket.disconnect":
+                return None
+            text = msg.get("text")
+            if text is None:  # media before MEDIA_START
+                link.protocol_error(AsteriskProtocolError("media before MEDIA_START", "not_started"), "not_started")
+                continue
+            try:
+                ev = proto.receive_text(text)
+            except AsteriskProtocolError as exc:
+                link.protocol_error(exc, exc.code)
+                continue
+            if isinstance(ev, MediaStart):
+                return ev
+            if isinstance(ev, Hangup):
+                return None
+
+
+async def _serve(ws: WebSocket, proto: AsteriskWsProtocol, link: PhoneLink, port: AsteriskOutput,
+                 call: Call) -> None:
+    reason = "peer_gone"
+    try:
+        async with asyncio.TaskGroup() as tg:
+            writer = tg.create_task(link.writer())
+            runner = tg.create_task(call.run())
+            watchdog = tg.create_task(link.watchdog())
+            reader = asyncio.ensure_future(_reader(ws, proto, link, port, call))
+            try:
+                await asyncio.wait({reader, link.ended}, return_when=asyncio.FIRST_COMPLETED)
+                if reader.done():
+                    reason = reader.result()
+                else:
+                    reason = link.ended.result()
+                    if reason in ("hangup", "server_shutting_down", "session_expired"):
+                        await _let_goodbye_play(port, link)
+                    link.send(proto.hangup())  # Asterisk hangs up the channel and closes the socket
+            finally:
+                reader.cancel()
+            link.log.info("call ended: %s", reason)
+            call.close()
+            watchdog.cancel()
+            await link.finish(writer, 1000, reason)
+            runner.cancel()
+    except* SlowPeer:
+        link.log.warning("Asterisk is not reading; disconnecting")
+        await close(ws, CLOSE_POLICY, "peer is not reading")
+    except* TooManyErrors as eg:
+        link.log.warning("closing: %s", eg.exceptions[0])
+        await close(ws, CLOSE_POLICY, "too many malformed messages")
+    except* WebSocketDisconnect:
+        pass
+    except* Exception as eg:  # one call's broken socket ends that call, never the server
+        link.log.info("ended: %r", eg.exceptions[0])
+
+
+async def _let_goodbye_play(port: AsteriskOutput, link: PhoneLink) -> None:
+    bound = link.settings.response_lead_ms / 1000 + 1.5
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(bound):
+            while port.marks_out > 0:  # noqa: ASYNC110 - marks arrive on the reader
+                await asyncio.sleep(0.05)
+
+
+async def _reader(ws: WebSocket, proto: AsteriskWsProtocol, link: PhoneLink, port: AsteriskOutput,
+                  call: Call) -> str:
+    assert proto.encoding is not None and proto.rate is not None
+    fmt = _fmt(proto.encoding)
+    rate = proto.rate
+    while True:
+        msg = await ws.receive()
+        if msg["type"] == "websocket.disconnect":
+            return "peer_disconnected"  # how Asterisk hangs up
+        try:
+            data = msg.get("bytes")
+            if data is not None:
+                media = proto.receive_binary(data)
+                link.last_media = time.monotonic()
+                call.push_audio(decode(media.data, fmt), rate)
+                continue
+            ev = proto.receive_text(msg.get("text") or "")
+        except AsteriskProtocolError as exc:
+            link.protocol_error(exc, exc.code)
+            continue
+        if isinstance(ev, DtmfEnd):
+            try:
+                call.push_dtmf(ev.digit)
+            except CallError as exc:
+                link.protocol_error(exc, exc.code)
+        elif isinstance(ev, MarkProcessed):
+            port.echoed(ev.name, call)
+        elif isinstance(ev, MediaXon):
+            port.resume()
+        elif isinstance(ev, MediaXoff):
+            link.log.info("MEDIA_XOFF: holding reply audio")
+        elif isinstance(ev, Hangup):
+            return "peer_hangup"
+        elif isinstance(ev, ErrorReport):
+            link.log.warning("Asterisk reports an error: %s", ev.text)
+        elif isinstance(ev, Media):  # pragma: no cover - binary frames are handled above
+            pass

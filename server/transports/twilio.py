@@ -1,0 +1,280 @@
+"""Twilio Media Streams: phone calls over a bidirectional `<Connect><Stream>` WebSocket.
+
+`WS /v1/telephony/twilio` carries the call (mu-law 8 kHz both ways, marks as playback reports,
+`clear` on barge-in, digits); `GET|POST /v1/telephony/twilio/twiml` is the voice webhook that
+points a Twilio number at it. With `KOMBAIN_TWILIO_AUTH_TOKEN` set, both check
+`X-Twilio-Signature`. The protocol itself is in `twilio_protocol.py` (sans I/O).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import replace
+from urllib.parse import urlencode, urlsplit
+
+import numpy as np
+from fastapi import APIRouter, Request, Response, WebSocket
+from starlette.websockets import WebSocketDisconnect
+
+from kombain.server.errors import ApiError
+from kombain.server.host import CallHost, CallRefused
+from kombain.server.realtime.protocol import new_id
+from kombain.server.settings import Settings
+from kombain.server.transports.options import apply_options
+from kombain.server.transports.phone import (
+    CLOSE_POLICY,
+    CLOSE_TRY_AGAIN,
+    PhoneLink,
+    SlowPeer,
+    TooManyErrors,
+    call_logger,
+    close,
+)
+from kombain.server.transports.twilio_protocol import (
+    TwilioDtmf,
+    TwilioMark,
+    TwilioMedia,
+    TwilioProtocolError,
+    TwilioStart,
+    TwilioStop,
+    TwilioStreamProtocol,
+    connect_stream_twiml,
+    valid_twilio_signature,
+)
+from kombain.streaming.audio import Resampler, mulaw_decode, mulaw_encode
+from kombain.streaming.call import Call, CallError, CallEvent
+from kombain.streaming.conversation import ResponseAudio
+
+router = APIRouter(tags=["telephony"])
+
+STREAM_PATH = "/v1/telephony/twilio"
+RATE = 8000
+_OPTION_KEYS = ("responder", "voice", "language", "prompt")
+
+
+class TwilioOutput:
+    """The call's audio port on a Twilio stream: mu-law media, a mark after each chunk, clear."""
+
+    def __init__(self, proto: TwilioStreamProtocol, link: PhoneLink) -> None:
+        self.proto, self.link = proto, link
+        self._resampler: Resampler | None = None
+        self.marks_out = 0  # marks sent and not yet echoed
+        self.cleared = 0
+
+    def write(self, audio: ResponseAudio, rate: int) -> None:
+        pcm = np.frombuffer(audio.pcm, "<i2")
+        if rate != RATE:  # the call is opened at 8 kHz; only a changed config lands here
+            if self._resampler is None or self._resampler.in_rate != rate:
+                self._resampler = Resampler(rate, RATE, quality="LQ")
+            pcm = (np.clip(self._resampler.process(pcm.astype(np.float32) / 32768), -1, 1) * 32767).astype(np.int16)
+        self.link.send(self.proto.media(mulaw_encode(pcm)))
+        # Twilio echoes a mark once everything sent before it has been played: that is the report.
+        self.link.send(self.proto.mark(f"{audio.response_id}:{audio.end_ms}"))
+        self.marks_out += 1
+
+    def hold(self, held: bool) -> None:
+        pass  # Twilio cannot pause its buffer; we stop sending, and clear if the interruption is real
+
+    def clear(self) -> None:
+        self.cleared += 1
+        self.link.send(self.proto.clear())
+
+    def echoed(self, name: str, call: Call) -> None:
+        self.marks_out = max(0, self.marks_out - 1)
+        rid, _, ms = name.rpartition(":")
+        if rid and ms.isdigit():
+            call.playback(rid, int(ms))
+
+
+@router.api_route("/v1/telephony/twilio/twiml", methods=["GET", "POST"],
+                  responses={200: {"content": {"application/xml": {}}}})
+async def twiml(request: Request) -> Response:
+    """Twilio's voice webhook: TwiML that connects the call to this node's media stream.
+
+    Query parameters `responder`, `voice`, `language` and `prompt` are passed on to the stream
+    as `<Parameter>`s (per-number set-ups: point each number at the webhook with its own)."""
+    settings: Settings = request.app.state.kombain.settings
+    form: dict[str, str] = {}
+    if request.method == "POST":
+        raw = await request.form(max_files=0, max_fields=200, max_part_size=64 * 1024)
+        form = {k: v for k, v in raw.items() if isinstance(v, str)}
+    if settings.twilio_auth_token:
+        url = public_url(settings, request.url.scheme, request.headers, request.url.path, request.url.query)
+        signature = request.headers.get("x-twilio-signature", "")
+        if not valid_twilio_signature(settings.twilio_auth_token, url, form, signature):
+            raise ApiError(403, "missing or invalid X-Twilio-Signature", "invalid_signature")
+    params = {k: request.query_params[k][:4000] for k in _OPTION_KEYS if request.query_params.get(k)}
+    if form.get("From"):
+        params["caller"] = form["From"][:64]
+    ws_scheme = "wss" if _scheme(settings, request.url.scheme, request.headers) in ("https", "wss") else "ws"
+    base = public_url(settings, ws_scheme, request.headers, STREAM_PATH, "")
+    try:
+        body = connect_stream_twiml(base, params)
+    except (ValueError, TypeError) as exc:
+        raise ApiError(400, f"cannot build TwiML: {exc}", "invalid_value") from None
+    return Response(body, media_type="application/xml")
+
+
+@router.websocket(STREAM_PATH)
+async def twilio_stream(ws: WebSocket) -> None:
+    state = ws.app.state.kombain
+    settings: Settings = state.settings
+    if settings.twilio_auth_token:
+        url = public_url(settings, ws.url.scheme, ws.headers, ws.url.path, ws.url.query)
+        if not valid_twilio_signature(settings.twilio_auth_token, url, {}, ws.headers.get("x-twilio-signature", "")):
+            await ws.close(code=CLOSE_POLICY, reason="missing or invalid X-Twilio-Signature")
+            return
+    await ws.accept()
+    call_id = new_id("call")
+    log = call_logger("kombain.twilio", call_id)
+    proto = TwilioStreamProtocol(max_message_bytes=min(settings.max_message_bytes, 256 * 1024))
+    link = PhoneLink(ws, settings, state.metrics, "twilio", log)
+    try:
+        start = await _await_start(ws, proto, link, settings.telephony_start_timeout_s)
+    except (TimeoutError, TooManyErrors):
+        log.info("no start message from the peer; closing")
+        await close(ws, CLOSE_POLICY, "expected a Twilio 'start' message")
+        return
+    except WebSocketDisconnect:
+        return
+    if start is None:  # stopped or disconnected before it started
+        await close(ws, 1000, "stream stopped")
+        return
+    log.info("stream %s of Twilio call %s started", start.stream_sid, start.call_sid)
+    host: CallHost = state.host
+    config, responder = apply_options(settings, state.services.get("ivr_script"), host.default_config(),
+                                      start.custom_parameters, log)
+    port = TwilioOutput(proto, link)
+
+    def emit(ev: CallEvent) -> None:
+        link.on_hangup(ev)
+
+    try:
+        async with host.open_call("twilio", replace(config, output_rate=RATE), emit, output=port, end=link.end,
+                                  responder=responder, call_id=call_id) as call:
+            link.call = call
+            await _serve(ws, proto, link, port, call)
+    except CallRefused as exc:
+        log.info("refused: %s", exc)
+        await close(ws, CLOSE_TRY_AGAIN, str(exc))
+
+
+async def _await_start(ws: WebSocket, proto: TwilioStreamProtocol, link: PhoneLink,
+                       within_s: float) -> TwilioStart | None:
+    async with asyncio.timeout(within_s):
+        while True:
+            msg = await ws.receive()
+            if msg["type"] == "websocket.disconnect":
+                return None
+            try:
+                ev = proto.receive(msg.get("text") if msg.get("text") is not None else msg.get("bytes") or b"")
+            except TwilioProtocolError as exc:
+                link.protocol_error(exc, exc.code)
+                continue
+            if isinstance(ev, TwilioStart):
+                return ev
+            if isinstance(ev, TwilioStop):
+                return None
+
+
+async def _serve(ws: WebSocket, proto: TwilioStreamProtocol, link: PhoneLink, port: TwilioOutput,
+                 call: Call) -> None:
+    reason = "peer_gone"
+    try:
+        async with asyncio.TaskGroup() as tg:
+            writer = tg.create_task(link.writer())
+            runner = tg.create_task(call.run())
+            watchdog = tg.create_task(link.watchdog())
+            reader = asyncio.ensure_future(_reader(ws, proto, link, port, call))
+            try:
+                await asyncio.wait({reader, link.ended}, return_when=asyncio.FIRST_COMPLETED)
+                if reader.done():
+                    reason = reader.result()
+                else:
+                    reason = link.ended.result()
+                    if reason in ("hangup", "server_shutting_down", "session_expired"):
+                        await _let_goodbye_play(port, link)
+            finally:
+                reader.cancel()
+            link.log.info("call ended: %s", reason)
+            call.close()
+            watchdog.cancel()
+            await link.finish(writer, 1000, reason)
+            runner.cancel()
+    except* SlowPeer:
+        link.log.warning("the peer is not reading; disconnecting")
+        await close(ws, CLOSE_POLICY, "peer is not reading")
+    except* TooManyErrors as eg:
+        link.log.warning("closing: %s", eg.exceptions[0])
+        await close(ws, CLOSE_POLICY, "too many malformed messages")
+    except* WebSocketDisconnect:
+        pass
+    except* Exception as eg:  # one call's broken socket ends that call, never the server
+        link.log.info("ended: %r", eg.exceptions[0])
+
+
+async def _let_goodbye_play(port: TwilioOutput, link: PhoneLink) -> None:
+    """Wait until Twilio has played what was sent (its marks come back), or a bound."""
+    bound = link.settings.response_lead_ms / 1000 + 1.5
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(bound):
+            while port.marks_out > 0:  # noqa: ASYNC110 - marks arrive on the reader; polling is simplest
+                await asyncio.sleep(0.05)
+
+
+async def _reader(ws: WebSocket, proto: TwilioStreamProtocol, link: PhoneLink, port: TwilioOutput,
+                  call: Call) -> str:
+    """Twilio's messages into the call, until `stop` or the socket closes. Returns why it ended."""
+    while True:
+        msg = await ws.receive()
+        if msg["type"] == "websocket.disconnect":
+            return "peer_disconnected"
+        data = msg.get("text") if msg.get("text") is not None else msg.get("bytes") or b""
+        try:
+            ev = proto.receive(data)
+        except TwilioProtocolError as exc:
+            link.protocol_error(exc, exc.code)
+            continue
+        if isinstance(ev, TwilioMedia):
+            link.last_media = time.monotonic()
+            call.push_audio(mulaw_decode(ev.payload).astype(np.float32) / 32768, RATE)
+        elif isinstance(ev, TwilioDtmf):
+            try:
+                call.push_dtmf(ev.digit)
+            except CallError as exc:
+                link.protocol_error(exc, exc.code)
+        elif isinstance(ev, TwilioMark):
+            port.echoed(ev.name, call)
+        elif isinstance(ev, TwilioStop):
+            return "stop"
+
+
+def _scheme(settings: Settings, scheme: str, headers: object) -> str:
+    if settings.public_url:
+        return urlsplit(settings.public_url).scheme
+    forwarded = getattr(headers, "get", lambda k, d=None: d)("x-forwarded-proto")
+    return (forwarded or scheme).split(",")[0].strip().lower()
+
+
+def public_url(settings: Settings, scheme: str, headers: object, path: str, query: str) -> str:
+    """The URL Twilio used (and signed): KOMBAIN_PUBLIC_URL's host, else the request's (behind a
+    proxy, its X-Forwarded-Proto and Host)."""
+    get = getattr(headers, "get", lambda k, d=None: d)
+    if settings.public_url:
+        parts = urlsplit(settings.public_url)
+        ws_like = scheme in ("ws", "wss")
+        sch = {"https": "wss", "http": "ws"}.get(parts.scheme, parts.scheme) if ws_like else parts.scheme
+        base = f"{sch}://{parts.netloc}{parts.path.rstrip('/')}"
+    else:
+        sch = _scheme(settings, scheme, headers)
+        if scheme in ("ws", "wss"):
+            sch = {"https": "wss", "http": "ws"}.get(sch, sch)
+        base = f"{sch}://{get('host') or 'localhost'}"
+    return base + path + (f"?{query}" if query else "")
+
+
+def twiml_query(options: dict[str, str]) -> str:
+    """The webhook query string that picks per-number options (for docs and tests)."""
+    return urlencode({k: v for k, v in options.items() if k in _OPTION_KEYS})
