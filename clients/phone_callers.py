@@ -125,6 +125,10 @@ class PhoneCaller:
                 await self._say_done.wait()
 
     async def _sender(self) -> None:
+        with contextlib.suppress(websockets.ConnectionClosed):  # the server hung up
+            await self._send_loop()
+
+    async def _send_loop(self) -> None:
         start = time.monotonic()
         n = 0
         first: float | None = None
