@@ -15,6 +15,7 @@ import contextlib
 import json
 import secrets
 import time
+import uuid as uuid_mod
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -76,8 +77,8 @@ class _Playback:
         self.marks: deque[tuple[float, str]] = deque()
         self.paused_at: float | None = None
 
-    def add_audio(self, samples: int, now: float) -> None:
-        self.play_end = max(self.play_end, now) + samples / RATE
+    def add_audio(self, samples: int, now: float, rate: int = RATE) -> None:
+        self.play_end = max(self.play_end, now) + samples / rate
 
     def add_mark(self, name: str, now: float) -> None:
         self.marks.append((max(self.play_end, now), name))
@@ -98,8 +99,10 @@ class _Playback:
 class PhoneCaller:
     """Common to both callers: a paced 20 ms sender of queued audio (silence when idle)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, rate: int = RATE) -> None:
         self.url = url
+        self.rate = rate
+        self.frame = rate // 50
         self.heard = Heard()
         self.playback = _Playback()
         self._queue: deque[np.ndarray] = deque()  # int16 frames of 160 samples to send
@@ -110,11 +113,11 @@ class PhoneCaller:
         self.closed = asyncio.Event()
 
     def say(self, pcm8k: np.ndarray) -> None:
-        """Queue int16 8 kHz speech; it is sent in real time after what is already queued."""
-        pad = (-len(pcm8k)) % FRAME
+        """Queue int16 speech at the caller's rate; it is sent in real time after what is queued."""
+        pad = (-len(pcm8k)) % self.frame
         pcm = np.concatenate([pcm8k.astype(np.int16), np.zeros(pad, np.int16)])
-        for i in range(0, len(pcm), FRAME):
-            self._queue.append(pcm[i:i + FRAME])
+        for i in range(0, len(pcm), self.frame):
+            self._queue.append(pcm[i:i + self.frame])
         self._queue.append(np.full(1, -1, np.int16))  # marker: end of this utterance
         self._say_done.clear()
 
@@ -125,7 +128,7 @@ class PhoneCaller:
                 await self._say_done.wait()
 
     async def _sender(self) -> None:
-        with contextlib.suppress(websockets.ConnectionClosed):  # the server hung up
+        with contextlib.suppress(websockets.ConnectionClosed, ConnectionError):  # the server hung up
             await self._send_loop()
 
     async def _send_loop(self) -> None:
@@ -133,7 +136,7 @@ class PhoneCaller:
         n = 0
         first: float | None = None
         while True:
-            frame = np.zeros(FRAME, np.int16)
+            frame = np.zeros(self.frame, np.int16)
             while self._queue and len(self._queue[0]) == 1:  # utterance markers
                 self._queue.popleft()
                 if first is not None:
@@ -148,7 +151,7 @@ class PhoneCaller:
             n += 1
             for name in self.playback.due(time.monotonic()):
                 await self._echo_mark(name)
-            wait = start + n * FRAME / RATE - time.monotonic()
+            wait = start + n * 0.02 - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
 
@@ -314,3 +317,75 @@ class AsteriskCaller(PhoneCaller):
             self.playback.paused_at = None
         elif word == "HANGUP":
             self.hangup.set()
+
+
+class AudioSocketCaller(PhoneCaller):
+    """An Asterisk AudioSocket peer over TCP: UUID, 20 ms slin frames at its rate, DTMF, hang-up."""
+
+    KINDS = {8000: 0x10, 12000: 0x11, 16000: 0x12, 24000: 0x13, 32000: 0x14, 44100: 0x15, 48000: 0x16,
+             96000: 0x17, 192000: 0x18}
+
+    def __init__(self, host: str, port: int, *, rate: int = RATE, call_uuid: str | None = None) -> None:
+        super().__init__(f"tcp://{host}:{port}", rate)
+        self.host, self.port = host, port
+        self.uuid = call_uuid or str(uuid_mod.uuid4())
+        self.hangup = asyncio.Event()
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def connect(self) -> None:
+        self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+        self._writer.write(b"\x01\x00\x10" + uuid_mod.UUID(self.uuid).bytes)
+        await self._start_tasks()
+
+    def _frame(self, kind: int, payload: bytes) -> bytes:
+        return bytes([kind]) + len(payload).to_bytes(2, "big") + payload
+
+    async def _send_audio(self, frame: np.ndarray) -> None:
+        assert self._writer is not None
+        if self._writer.is_closing():
+            raise websockets.ConnectionClosed(None, None)
+        self._writer.write(self._frame(self.KINDS[self.rate], frame.astype("<i2").tobytes()))
+        await self._writer.drain()
+
+    async def _echo_mark(self, name: str) -> None:
+        pass  # AudioSocket has no marks
+
+    async def dtmf(self, digit: str) -> None:
+        assert self._writer is not None
+        self._writer.write(self._frame(0x03, digit.encode()))
+
+    async def stop(self) -> None:
+        if self._writer is not None and not self._writer.is_closing():
+            self._writer.write(b"\x00\x00\x00")
+        await self.close()
+
+    async def close(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        if self._writer is not None:
+            self._writer.close()
+
+    async def _receiver(self) -> None:
+        assert self._reader is not None
+        rates = {v: k for k, v in self.KINDS.items()}
+        try:
+            while True:
+                head = await self._reader.readexactly(3)
+                kind, length = head[0], int.from_bytes(head[1:3], "big")
+                payload = await self._reader.readexactly(length) if length else b""
+                now = time.monotonic()
+                if kind in rates:
+                    pcm = np.frombuffer(payload, "<i2").copy()
+                    self.heard.audio.append((now, pcm))
+                    self.playback.add_audio(len(pcm), now, rates[kind])
+                elif kind == 0x00:
+                    self.hangup.set()
+                    self.heard.commands.append((now, "HANGUP"))
+                elif kind == 0xFF:
+                    self.heard.commands.append((now, f"ERROR {payload.hex()}"))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            self.heard.closed_at = time.monotonic()
+            self.closed.set()

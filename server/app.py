@@ -59,7 +59,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
         webrtc,
     )
     from kombain.server.lane import api as lane_api
-    from kombain.server.transports import asterisk_ws, twilio
+    from kombain.server.transports import asterisk_ws, audiosocket, twilio
 
     state = AppState(settings=settings, metrics=metrics or Metrics())
 
@@ -89,6 +89,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
     app.include_router(lane_api.router)
     app.include_router(twilio.router)
     app.include_router(asterisk_ws.router)
+    app.include_router(audiosocket.router)
     web_page.install(app)
     errors.install(app)
     return app

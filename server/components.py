@@ -84,6 +84,17 @@ async def _start_webrtc(state: AppState, stack: contextlib.AsyncExitStack) -> No
     state.services["webrtc"] = manager
 
 
+async def _start_audiosocket(state: AppState, stack: contextlib.AsyncExitStack) -> None:
+    if not state.settings.audiosocket_listen:
+        return
+    from kombain.server.transports.audiosocket import AudioSocketServer
+
+    server = AudioSocketServer(state.settings, state.metrics, state.host, state.services)
+    await server.start()
+    stack.push_async_callback(server.aclose)
+    state.services["audiosocket"] = server
+
+
 async def _start_lane(state: AppState, stack: contextlib.AsyncExitStack) -> None:
     # The lane module imports no torch: generation runs in worker subprocesses.
     from kombain.server.lane.service import LaneService
@@ -100,5 +111,6 @@ _STARTERS = [
     ("text-to-speech", _start_tts),
     ("speech-to-text", _start_stt),
     ("webrtc", _start_webrtc),
+    ("audiosocket", _start_audiosocket),
     ("lane", _start_lane),
 ]

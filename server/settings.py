@@ -86,6 +86,10 @@ class Settings:
     telephony_start_timeout_s: float = 10.0  # the stream's start message must arrive within this
     telephony_peer_timeout_s: float = 10.0  # a phone peer that sends no audio this long has gone
     telephony_max_protocol_errors: int = 50  # bad messages tolerated on one call before it is closed
+    # Asterisk AudioSocket (TCP): "host:port", "" turns it off
+    audiosocket_listen: str = "127.0.0.1:9092"
+    audiosocket_config_ttl_s: float = 300.0  # a PUT /v1/telephony/audiosocket/{uuid} is kept this long
+    audiosocket_max_configs: int = 1000  # pending per-call configurations (past it, 429)
     # Comma-separated start-up components to skip (e.g. "speech-to-text" on a lane-only node)
     components_disabled: str = ""
 

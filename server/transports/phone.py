@@ -53,12 +53,7 @@ class PhoneLink:
 
     def end(self, reason: str) -> None:
         """Finish the call: the host's deadline or drain, the peer's stop, or the IVR's hang-up."""
-        if reason in ("server_shutting_down", "session_expired") and self.call is not None and self.call.speaks:
-            goodbye = self.settings.shutdown_goodbye if reason == "server_shutting_down" else "Goodbye."
-            self.log.info("ending the call (%s) with a spoken goodbye", reason)
-            self.call.end(reason, goodbye=goodbye)  # HangupEvent follows once it is said
-            return
-        if not self.ended.done():
+        if not say_goodbye(self.call, self.settings, reason, self.log) and not self.ended.done():
             self.ended.set_result(reason)
 
     def on_hangup(self, ev: CallEvent) -> bool:
@@ -102,6 +97,18 @@ class PhoneLink:
             async with asyncio.timeout(2):
                 await writer
         await close(self.ws, close_code, reason)
+
+
+def say_goodbye(call: Call | None, settings: Settings, reason: str,
+                log: logging.LoggerAdapter[logging.Logger]) -> bool:
+    """A phone call the server ends (drain, deadline) hears why first. True if a goodbye was started:
+    the call then emits HangupEvent once it has been said."""
+    if reason not in ("server_shutting_down", "session_expired") or call is None or not call.speaks:
+        return False
+    goodbye = settings.shutdown_goodbye if reason == "server_shutting_down" else "This call has reached its time limit. Goodbye."
+    log.info("ending the call (%s) with a spoken goodbye", reason)
+    call.end(reason, goodbye=goodbye)
+    return True
 
 
 async def close(ws: WebSocket, code: int, reason: str) -> None:

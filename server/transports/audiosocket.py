@@ -1,0 +1,374 @@
+"""Asterisk AudioSocket: phone calls over a plain TCP stream (`AudioSocket()` / `Dial(AudioSocket/...)`).
+
+A TCP server on `KOMBAIN_AUDIOSOCKET_LISTEN` (default 127.0.0.1:9092; empty turns it off). Asterisk
+sends the call's UUID, then 20 ms frames of 16-bit linear audio and DTMF digits; replies go back
+in the caller's own rate, paced in 20 ms frames, and stop at once on barge-in. A call can be set
+up before Asterisk connects: `PUT /v1/telephony/audiosocket/{uuid}` with responder/voice/
+language/prompt, kept for `KOMBAIN_AUDIOSOCKET_CONFIG_TTL_S`. The protocol is in
+`audiosocket_protocol.py` (sans I/O).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid as uuidlib
+from collections import deque
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Depends, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from kombain.server.auth import require_api_key
+from kombain.server.errors import ApiError
+from kombain.server.host import CallHost, CallRefused
+from kombain.server.metrics import Metrics
+from kombain.server.realtime.protocol import new_id
+from kombain.server.settings import Settings
+from kombain.server.transports.audiosocket_protocol import (
+    Audio,
+    AudioSocketError,
+    AudioSocketProtocol,
+    CallUuid,
+    Dtmf,
+    ErrorFrame,
+    HangupFrame,
+    audio_frame,
+    error_frame,
+    hangup_frame,
+)
+from kombain.server.transports.options import apply_options
+from kombain.server.transports.phone import call_logger, say_goodbye
+from kombain.streaming.audio import Resampler
+from kombain.streaming.call import Call, CallError, CallEvent, HangupEvent
+from kombain.streaming.conversation import ResponseAudio
+
+router = APIRouter(tags=["telephony"])
+log = logging.getLogger("kombain.audiosocket")
+
+_FRAME_S = 0.02
+_MAX_SYNTH_RATE = 48000
+_MAX_QUEUED_S = 5.0  # reply audio the pacer may hold (upstream pacing keeps it near 0.5 s)
+_WRITE_STALL_S = 5.0  # a peer that accepts nothing this long has stopped reading
+
+
+class CallOptions(BaseModel):
+    """Per-call settings for an AudioSocket call that has not connected yet."""
+
+    model_config = ConfigDict(extra="forbid")
+    responder: str | None = Field(None, max_length=32)
+    voice: str | None = Field(None, max_length=200)
+    language: str | None = Field(None, max_length=16)
+    prompt: str | None = Field(None, max_length=4000)
+
+
+class PendingConfigs:
+    """UUID -> options, each kept for a bounded time; the registry itself is bounded."""
+
+    def __init__(self, ttl_s: float, limit: int) -> None:
+        self.ttl_s, self.limit = ttl_s, limit
+        self._items: dict[str, tuple[float, dict[str, str]]] = {}
+
+    def put(self, key: str, options: dict[str, str]) -> bool:
+        self._expire()
+        if key not in self._items and len(self._items) >= self.limit:
+            return False
+        self._items[key] = (time.monotonic() + self.ttl_s, options)
+        return True
+
+    def pop(self, key: str) -> dict[str, str]:
+        self._expire()
+        return self._items.pop(key, (0.0, {}))[1]
+
+    def discard(self, key: str) -> bool:
+        return self._items.pop(key, None) is not None
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for k in [k for k, (until, _) in self._items.items() if until < now]:
+            del self._items[k]
+
+
+class AudioSocketOutput:
+    """The call's audio port: replies resampled to the caller's rate, sent in paced 20 ms frames."""
+
+    def __init__(self, writer: asyncio.StreamWriter, rate: int) -> None:
+        self.writer = writer
+        self.rate = rate
+        self._frames: deque[tuple[bytes, tuple[str, int] | None]] = deque()  # (pcm, playback report)
+        self._resampler: Resampler | None = None
+        self._partial = bytearray()
+        self.held = False
+        self.on_played: Any = lambda response_id, ms: None
+        self.wake = asyncio.Event()
+
+    @property
+    def queued_s(self) -> float:
+        return len(self._frames) * _FRAME_S
+
+    def write(self, audio: ResponseAudio, rate: int) -> None:
+        samples = np.frombuffer(audio.pcm, "<i2")
+        if rate != self.rate:
+            if self._resampler is None or self._resampler.in_rate != rate:
+                self._resampler = Resampler(rate, self.rate, quality="LQ")
+            f = self._resampler.process(samples.astype(np.float32) / 32768)
+            samples = (np.clip(f, -1, 1) * 32767).astype(np.int16)
+        data = self._partial + samples.astype("<i2").tobytes()
+        frame = int(self.rate * _FRAME_S) * 2
+        cut = len(data) - len(data) % frame
+        self._partial = bytearray(data[cut:])
+        frames = [bytes(data[i:i + frame]) for i in range(0, cut, frame)]
+        for i, f in enumerate(frames):
+            report = (audio.response_id, audio.end_ms) if i == len(frames) - 1 else None
+            self._frames.append((f, report))
+        while self.queued_s > _MAX_QUEUED_S:  # drop-oldest: a late reply is worse than a gap
+            self._frames.popleft()
+        self.wake.set()
+
+    def hold(self, held: bool) -> None:
+        self.held = held
+        self.wake.set()
+
+    def clear(self) -> None:
+        self._frames.clear()
+        self._partial.clear()
+        self._resampler = None
+
+    async def pace(self) -> None:
+        """Send one frame per 20 ms while there is audio and no hold (Asterisk plays on arrival)."""
+        next_at = time.monotonic()
+        while True:
+            if not self._frames or self.held:
+                self.wake.clear()
+                await self.wake.wait()
+                next_at = time.monotonic()
+                continue
+            pcm, report = self._frames.popleft()
+            self.writer.write(audio_frame(pcm, self.rate))
+            async with asyncio.timeout(_WRITE_STALL_S):
+                await self.writer.drain()
+            if report is not None:
+                self.on_played(*report)
+            next_at += _FRAME_S
+            delay = next_at - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            else:
+                next_at = time.monotonic()
+
+
+class AudioSocketServer:
+    """The TCP listener and its calls."""
+
+    def __init__(self, settings: Settings, metrics: Metrics, host: CallHost, services: dict[str, Any]) -> None:
+        self.settings, self.metrics, self.host, self.services = settings, metrics, host, services
+        self.pending = PendingConfigs(settings.audiosocket_config_ttl_s, settings.audiosocket_max_configs)
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.address: tuple[str, int] | None = None
+
+    async def start(self) -> None:
+        hostport = self.settings.audiosocket_listen
+        host, _, port = hostport.rpartition(":")
+        self._server = await asyncio.start_server(self._accept, host.strip("[]") or "127.0.0.1", int(port))
+        sock = self._server.sockets[0].getsockname()
+        self.address = (sock[0], sock[1])
+        log.info("AudioSocket listening on %s:%d", *self.address)
+
+    async def aclose(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=5)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        try:
+            await AudioSocketConnection(self, reader, writer).serve()
+        except Exception:  # one connection's failure never reaches the listener
+            log.exception("AudioSocket connection failed")
+        finally:
+            if task is not None:
+                self._tasks.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+
+class AudioSocketConnection:
+    """One Asterisk call over AudioSocket."""
+
+    def __init__(self, server: AudioSocketServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.server, self.reader, self.writer = server, reader, writer
+        self.settings = server.settings
+        self.proto = AudioSocketProtocol()
+        self.call_id = new_id("call")
+        self.log = call_logger("kombain.audiosocket", self.call_id)
+        self.ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.last_media = time.monotonic()
+        self.call: Call | None = None
+
+    def end(self, reason: str) -> None:
+        if not say_goodbye(self.call, self.settings, reason, self.log) and not self.ended.done():
+            self.ended.set_result(reason)
+
+    def emit(self, ev: CallEvent) -> None:
+        if isinstance(ev, HangupEvent) and not self.ended.done():
+            self.ended.set_result(ev.reason)
+
+    async def serve(self) -> None:
+        try:
+            first = await self._await_uuid()
+        except (TimeoutError, AudioSocketError) as exc:
+            self.log.info("no valid UUID (%s); closing", exc)
+            self._refuse_stream(exc)
+            return
+        if first is None:
+            return
+        uuid, early = first
+        options = self.server.pending.pop(uuid)
+        self.log.info("AudioSocket call %s from %s", uuid, self.writer.get_extra_info("peername"))
+        host = self.server.host
+        config, responder = apply_options(self.settings, self.server.services.get("ivr_script"),
+                                          host.default_config(), options, self.log)
+        rate = self.proto.rate or 8000
+        port = AudioSocketOutput(self.writer, rate)
+        try:
+            async with host.open_call("audiosocket", replace(config, output_rate=min(rate, _MAX_SYNTH_RATE)),
+                                      self.emit, output=port, end=self.end, responder=responder,
+                                      call_id=self.call_id) as call:
+                self.call = call
+                port.on_played = call.playback
+                for ev in early:
+                    self._handle(ev, call, port)
+                await self._run(call, port)
+        except CallRefused as exc:
+            self.log.info("refused: %s", exc)
+            self.writer.write(hangup_frame())
+
+    def _refuse_stream(self, exc: Exception) -> None:
+        self.server.metrics.telephony_events_total.labels("audiosocket", getattr(exc, "code", "timeout")).inc()
+        with contextlib.suppress(Exception):
+            self.writer.write(error_frame(0))
+
+    async def _await_uuid(self) -> tuple[str, list[Any]] | None:
+        async with asyncio.timeout(self.settings.telephony_start_timeout_s):
+            while True:
+                data = await self.reader.read(8192)
+                if not data:
+                    return None
+                events = self.proto.feed(data)
+                for i, ev in enumerate(events):
+                    if isinstance(ev, CallUuid):
+                        return ev.uuid, events[i + 1:]
+                    if isinstance(ev, HangupFrame):
+                        return None
+
+    async def _run(self, call: Call, port: AudioSocketOutput) -> None:
+        reason = "peer_gone"
+        try:
+            async with asyncio.TaskGroup() as tg:
+                runner = tg.create_task(call.run())
+                pacer = tg.create_task(port.pace())
+                watchdog = tg.create_task(self._watchdog())
+                reader = asyncio.ensure_future(self._reader(call, port))
+                try:
+                    await asyncio.wait({reader, self.ended}, return_when=asyncio.FIRST_COMPLETED)
+                    if reader.done():
+                        reason = reader.result()
+                    else:
+                        reason = self.ended.result()
+                        if reason in ("hangup", "server_shutting_down", "session_expired"):
+                            with contextlib.suppress(TimeoutError):  # let the goodbye play out
+                                async with asyncio.timeout(_MAX_QUEUED_S):
+                                    while port.queued_s > 0:  # noqa: ASYNC110 - the pacer drains it
+                                        await asyncio.sleep(0.05)
+                        self.writer.write(hangup_frame())
+                        with contextlib.suppress(Exception):
+                            async with asyncio.timeout(2):
+                                await self.writer.drain()
+                finally:
+                    reader.cancel()
+                self.log.info("call ended: %s", reason)
+                call.close()
+                for task in (pacer, watchdog, runner):
+                    task.cancel()
+        except* AudioSocketError as eg:
+            exc = eg.exceptions[0]
+            self.log.warning("closing on a malformed stream: %s", exc)
+            self._refuse_stream(exc)
+        except* (ConnectionError, TimeoutError) as eg:
+            self.log.info("connection lost: %r", eg.exceptions[0])
+
+    async def _watchdog(self) -> None:
+        limit = self.settings.telephony_peer_timeout_s
+        while True:
+            await asyncio.sleep(min(1.0, limit / 4))
+            if time.monotonic() - self.last_media > limit:
+                self.log.info("no audio for %.0f s: the peer has gone", limit)
+                self.end("peer_gone")
+                return
+
+    async def _reader(self, call: Call, port: AudioSocketOutput) -> str:
+        while True:
+            data = await self.reader.read(8192)
+            if not data:
+                return "peer_disconnected"
+            for ev in self.proto.feed(data):  # AudioSocketError ends the connection (see _run)
+                if isinstance(ev, HangupFrame):
+                    return "peer_hangup"
+                self._handle(ev, call, port)
+
+    def _handle(self, ev: Any, call: Call, port: AudioSocketOutput) -> None:
+        if isinstance(ev, Audio):
+            self.last_media = time.monotonic()
+            if ev.rate != port.rate:  # the caller's format changed: answer in it
+                port.rate = ev.rate
+                port.clear()
+                call.update(replace(call.config, output_rate=min(ev.rate, _MAX_SYNTH_RATE)))
+            call.push_audio(np.frombuffer(ev.pcm, "<i2").astype(np.float32) / 32768, ev.rate)
+        elif isinstance(ev, Dtmf):
+            try:
+                call.push_dtmf(ev.digit)
+            except CallError as exc:
+                self.log.warning("bad digit: %s", exc)
+        elif isinstance(ev, ErrorFrame):
+            self.log.warning("Asterisk reports an error: %s (0x%02x)", ev.name, ev.code)
+
+
+@router.put("/v1/telephony/audiosocket/{call_uuid}", status_code=204, dependencies=[Depends(require_api_key)])
+async def configure_call(call_uuid: str, options: CallOptions, request: Request) -> Response:
+    """Set a call's options before Asterisk connects with this UUID (kept for a bounded time)."""
+    try:
+        key = str(uuidlib.UUID(call_uuid))
+    except ValueError:
+        raise ApiError(400, f"{call_uuid[:64]!r} is not a UUID", "invalid_value", "call_uuid") from None
+    server: AudioSocketServer | None = request.app.state.kombain.services.get("audiosocket")
+    if server is None:
+        raise ApiError(404, "AudioSocket is not enabled on this node (KOMBAIN_AUDIOSOCKET_LISTEN)", "not_found")
+    values = {k: v for k, v in options.model_dump().items() if v}
+    if not server.pending.put(key, values):
+        raise ApiError(429, f"too many calls configured and not yet connected ({server.pending.limit})",
+                       "rate_limit_exceeded", headers={"Retry-After": "5"})
+    return Response(status_code=204)
+
+
+@router.delete("/v1/telephony/audiosocket/{call_uuid}", status_code=204, dependencies=[Depends(require_api_key)])
+async def forget_call(call_uuid: str, request: Request) -> Response:
+    """Drop a configuration that will not be used."""
+    server: AudioSocketServer | None = request.app.state.kombain.services.get("audiosocket")
+    try:
+        key = str(uuidlib.UUID(call_uuid))
+    except ValueError:
+        raise ApiError(400, f"{call_uuid[:64]!r} is not a UUID", "invalid_value", "call_uuid") from None
+    if server is None or not server.pending.discard(key):
+        raise ApiError(404, "no configuration for that call", "not_found", "call_uuid")
+    return Response(status_code=204)
