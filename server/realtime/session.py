@@ -9,6 +9,7 @@ or beta dialect the client speaks. The WebSocket (server/realtime_ws.py) and Web
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -214,7 +215,7 @@ class RealtimeSession:
         if isinstance(ev, DtmfEvent):
             # OpenAI's name for a key press on a SIP call.
             self.send(server_event("input_audio_buffer.dtmf_event_received", event=ev.digit,
-                                   received_at=round(ev.at, 3)))
+                                   received_at=int(time.time())))
             return
         if isinstance(ev, SpeechStartedEvent):
             self.send(server_event("input_audio_buffer.speech_started", audio_start_ms=ev.audio_start_ms, item_id=ev.item_id))

@@ -105,7 +105,8 @@ async def twiml(request: Request) -> Response:
         signature = request.headers.get("x-twilio-signature", "")
         if not valid_twilio_signature(settings.twilio_auth_token, url, form, signature):
             raise ApiError(403, "missing or invalid X-Twilio-Signature", "invalid_signature")
-    params = {k: request.query_params[k][:4000] for k in _OPTION_KEYS if request.query_params.get(k)}
+    # Twilio carries <Parameter> values of up to 1024 characters on the stream's start message.
+    params = {k: request.query_params[k][:1024] for k in _OPTION_KEYS if request.query_params.get(k)}
     if form.get("From"):
         params["caller"] = form["From"][:64]
     ws_scheme = "wss" if _scheme(settings, request.url.scheme, request.headers) in ("https", "wss") else "ws"
