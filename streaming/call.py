@@ -169,15 +169,18 @@ class Call:
         """The call's life: one TaskGroup for recognition, conversation and digit timeouts."""
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self.transcriber.run())
+            timer = None
             if self.conversation is not None:
                 tg.create_task(self.conversation.run())
-                tg.create_task(self._digit_timer())
+                timer = tg.create_task(self._digit_timer())
             await asyncio.sleep(0)  # let the transcriber enter its TaskGroup before early audio
             self._running = True
             early, self._early = self._early, []
             for samples, rate in early:
                 self.push_audio(samples, rate)
             await self._closed.wait()
+            if timer is not None:
+                timer.cancel()
 
     def close(self) -> None:
         self.transcriber.close()
@@ -248,9 +251,9 @@ class Call:
         """Ask the transport to end the call, after speaking `goodbye` where the call can speak."""
         self.hangup_reason = self.hangup_reason or reason
         if goodbye and self.conversation is not None:
-            self.conversation.interrupt = False  # a goodbye is heard out
-            self.conversation.say_replies([Reply(goodbye, hangup=True)], reason=reason)
-            return
+            # A goodbye is heard out: no speech, key or turn cuts it off.
+            if self.conversation.say_replies([Reply(goodbye, hangup=True)], reason=reason, final=True) is not None:
+                return
         self._hang_up(reason)
 
     # --- events ----------------------------------------------------------------------------------
@@ -273,8 +276,9 @@ class Call:
                 self._output.clear()  # barge-in: drop what the transport still holds
             self._hooks.response(ev.status)
             restart = getattr(self.responder, "prompt_finished", None)
-            if restart is not None and ev.status == "completed":
-                restart(self._clock())  # digit timeouts count from the end of the prompt
+            if restart is not None and ev.status == "completed" and self.conversation is not None:
+                # Digit timeouts count from when the prompt was heard, not from when it was sent.
+                restart(self.conversation.played_until)
                 self._timer_kick.set()
         self._emit(ev)
         if isinstance(ev, ResponseFinished) and ev.hangup:

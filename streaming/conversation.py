@@ -134,6 +134,8 @@ class Conversation:
         self._onset_at: float | None = None
         self._tg: asyncio.TaskGroup | None = None
         self._stop = asyncio.Event()
+        self._final = False  # a goodbye is being said: nothing may supersede it
+        self.played_until = 0.0  # clock time the caller finishes hearing the last reply (estimate)
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
@@ -171,11 +173,17 @@ class Conversation:
             source = self.responder.respond(last, self.history[:-1], instructions or self.instructions)
         return self._start(source, None)
 
-    def say_replies(self, replies: list[Reply], reason: str = "superseded") -> str | None:
-        """Speak these replies now (an IVR answering a key press), cutting off the current one."""
-        if not replies:
+    def say_replies(self, replies: list[Reply], reason: str = "superseded", *, final: bool = False) -> str | None:
+        """Speak these replies now (an IVR answering a key press), cutting off the current one.
+        `final`: the call's last words (a goodbye): no turn, key or request cuts them off."""
+        if not replies or self._final:
             return None
         self.cancel(reason)
+        if final:
+            self._final = True
+            self.interrupt = False
+            self.cancel(reason)
+            return self._start(_replies(replies), None, force=True)
         return self._start(_replies(replies), None)
 
     def playback(self, response_id: str, position_ms: int) -> None:
@@ -218,9 +226,11 @@ class Conversation:
 
     # --- the response ----------------------------------------------------------------------------
 
-    def _start(self, source: AsyncIterator[Reply], timing: TurnTiming | None) -> str:
+    def _start(self, source: AsyncIterator[Reply], timing: TurnTiming | None, force: bool = False) -> str:
         if self._tg is None:
             raise RuntimeError("Conversation.run() is not running")
+        if self._final and not force:
+            return ""  # saying goodbye: the call is ending
         self.cancel("superseded")
         resp = _Response("resp_" + secrets.token_hex(10), "item_" + secrets.token_hex(10), source, timing)
         previous = self._task
@@ -282,6 +292,9 @@ class Conversation:
             # Wait while too far ahead of the caller, or while an interruption is being confirmed.
             while True:
                 if resp.cancel_reason is not None:
+                    if not first:  # cut mid-clause: keep its whole length, so heard words scale
+                        full_ms = round(len(pcm) / 2 / self.rate * 1000)
+                        resp.chunks.append((text, start_ms, start_ms + full_ms))
                     return
                 if not self._hold.is_set():
                     await _either(self._hold.wait(), resp.cancelled.wait())
@@ -307,6 +320,7 @@ class Conversation:
 
     def _finish(self, resp: _Response) -> None:
         now = self._clock()
+        self.played_until = now if resp.cancel_reason is not None else max(now, resp.play_end)
         heard_ms = _heard_ms(resp, now)
         cancelled = resp.cancel_reason is not None
         heard = _heard_text(resp.chunks, heard_ms if cancelled else resp.sent_ms)

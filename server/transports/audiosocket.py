@@ -15,7 +15,6 @@ import contextlib
 import logging
 import time
 import uuid as uuidlib
-from collections import deque
 from dataclasses import replace
 from typing import Any
 
@@ -42,17 +41,14 @@ from kombain.server.transports.audiosocket_protocol import (
     hangup_frame,
 )
 from kombain.server.transports.options import apply_options
+from kombain.server.transports.paced import MAX_QUEUED_S, PacedOutput
 from kombain.server.transports.phone import call_logger, say_goodbye
-from kombain.streaming.audio import Resampler
 from kombain.streaming.call import Call, CallError, CallEvent, HangupEvent
-from kombain.streaming.conversation import ResponseAudio
 
 router = APIRouter(tags=["telephony"])
 log = logging.getLogger("kombain.audiosocket")
 
-_FRAME_S = 0.02
 _MAX_SYNTH_RATE = 48000
-_MAX_QUEUED_S = 5.0  # reply audio the pacer may hold (upstream pacing keeps it near 0.5 s)
 _WRITE_STALL_S = 5.0  # a peer that accepts nothing this long has stopped reading
 
 
@@ -93,72 +89,17 @@ class PendingConfigs:
             del self._items[k]
 
 
-class AudioSocketOutput:
-    """The call's audio port: replies resampled to the caller's rate, sent in paced 20 ms frames."""
+class AudioSocketOutput(PacedOutput):
+    """The call's audio port: replies in the caller's rate as paced 20 ms audio frames."""
 
     def __init__(self, writer: asyncio.StreamWriter, rate: int) -> None:
+        super().__init__(rate, self._write)
         self.writer = writer
-        self.rate = rate
-        self._frames: deque[tuple[bytes, tuple[str, int] | None]] = deque()  # (pcm, playback report)
-        self._resampler: Resampler | None = None
-        self._partial = bytearray()
-        self.held = False
-        self.on_played: Any = lambda response_id, ms: None
-        self.wake = asyncio.Event()
 
-    @property
-    def queued_s(self) -> float:
-        return len(self._frames) * _FRAME_S
-
-    def write(self, audio: ResponseAudio, rate: int) -> None:
-        samples = np.frombuffer(audio.pcm, "<i2")
-        if rate != self.rate:
-            if self._resampler is None or self._resampler.in_rate != rate:
-                self._resampler = Resampler(rate, self.rate, quality="LQ")
-            f = self._resampler.process(samples.astype(np.float32) / 32768)
-            samples = (np.clip(f, -1, 1) * 32767).astype(np.int16)
-        data = self._partial + samples.astype("<i2").tobytes()
-        frame = int(self.rate * _FRAME_S) * 2
-        cut = len(data) - len(data) % frame
-        self._partial = bytearray(data[cut:])
-        frames = [bytes(data[i:i + frame]) for i in range(0, cut, frame)]
-        for i, f in enumerate(frames):
-            report = (audio.response_id, audio.end_ms) if i == len(frames) - 1 else None
-            self._frames.append((f, report))
-        while self.queued_s > _MAX_QUEUED_S:  # drop-oldest: a late reply is worse than a gap
-            self._frames.popleft()
-        self.wake.set()
-
-    def hold(self, held: bool) -> None:
-        self.held = held
-        self.wake.set()
-
-    def clear(self) -> None:
-        self._frames.clear()
-        self._partial.clear()
-        self._resampler = None
-
-    async def pace(self) -> None:
-        """Send one frame per 20 ms while there is audio and no hold (Asterisk plays on arrival)."""
-        next_at = time.monotonic()
-        while True:
-            if not self._frames or self.held:
-                self.wake.clear()
-                await self.wake.wait()
-                next_at = time.monotonic()
-                continue
-            pcm, report = self._frames.popleft()
-            self.writer.write(audio_frame(pcm, self.rate))
-            async with asyncio.timeout(_WRITE_STALL_S):
-                await self.writer.drain()
-            if report is not None:
-                self.on_played(*report)
-            next_at += _FRAME_S
-            delay = next_at - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            else:
-                next_at = time.monotonic()
+    async def _write(self, pcm: bytes) -> None:
+        self.writer.write(audio_frame(pcm, self.rate))
+        async with asyncio.timeout(_WRITE_STALL_S):  # a peer that accepts nothing has stopped reading
+            await self.writer.drain()
 
 
 class AudioSocketServer:
@@ -287,10 +228,7 @@ class AudioSocketConnection:
                     else:
                         reason = self.ended.result()
                         if reason in ("hangup", "server_shutting_down", "session_expired"):
-                            with contextlib.suppress(TimeoutError):  # let the goodbye play out
-                                async with asyncio.timeout(_MAX_QUEUED_S):
-                                    while port.queued_s > 0:  # noqa: ASYNC110 - the pacer drains it
-                                        await asyncio.sleep(0.05)
+                            await port.drained(MAX_QUEUED_S)  # let the goodbye play out
                         self.writer.write(hangup_frame())
                         with contextlib.suppress(Exception):
                             async with asyncio.timeout(2):
@@ -331,8 +269,7 @@ class AudioSocketConnection:
         if isinstance(ev, Audio):
             self.last_media = time.monotonic()
             if ev.rate != port.rate:  # the caller's format changed: answer in it
-                port.rate = ev.rate
-                port.clear()
+                port.set_rate(ev.rate)
                 call.update(replace(call.config, output_rate=min(ev.rate, _MAX_SYNTH_RATE)))
             call.push_audio(np.frombuffer(ev.pcm, "<i2").astype(np.float32) / 32768, ev.rate)
         elif isinstance(ev, Dtmf):
