@@ -20,7 +20,7 @@ COPY examples ./examples
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 RUN pip install --index-url ${TORCH_INDEX} --extra-index-url https://pypi.org/simple 'torch==2.13.0' \
     && pip install '.[models,lane]' \
-    && pip install --no-deps 'silero-vad==6.2.3'
+    && pip install --no-deps 'silero-vad==6.2.3' 'pipecat-ai==1.14.0'
 
 RUN useradd --system --home /data kombain && mkdir -p /data && chown kombain /data
 USER kombain

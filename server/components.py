@@ -51,10 +51,32 @@ async def _start_stt(state: AppState, stack: contextlib.AsyncExitStack) -> None:
     from kombain.server.responders import load_script
 
     state.services["ivr_script"] = load_script(s)
+    predictor = await _load_turn_model(state)
+    if predictor is not None:
+        stack.callback(predictor.close)
+        state.services["turn_model"] = predictor
     state.services["vad"] = vad_model
     state.services["sessions"] = state.host  # live calls of every transport, for the lane gate
     state.services["whisper"] = runtime
     state.services.setdefault("model_names", []).append(runtime.name)
+
+
+async def _load_turn_model(state: AppState):  # type: ignore[no-untyped-def]
+    """Smart Turn for semantic_vad; a node without it still serves (semantic_vad -> server_vad)."""
+    from kombain.streaming.end_of_turn import TurnPredictor
+    from kombain.streaming.smart_turn import SmartTurnModel
+
+    if not state.settings.turn_model:
+        return None
+    try:
+        path = None if state.settings.turn_model == "smart-turn-v3.2" else state.settings.turn_model
+        model = await asyncio.to_thread(SmartTurnModel.load, path, threads=1)
+    except Exception as exc:
+        log.warning("end-of-turn model not loaded (%s); semantic_vad sessions will use server_vad", exc)
+        state.metrics.turn_model_load_failures.inc()
+        return None
+    return TurnPredictor(model, workers=state.settings.turn_model_workers,
+                         on_inference=state.metrics.turn_model_seconds.observe)
 
 
 async def _start_tts(state: AppState, stack: contextlib.AsyncExitStack) -> None:

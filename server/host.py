@@ -103,9 +103,9 @@ class CallHost:
 
     def default_config(self, *, conversation: bool = True) -> CallConfig:
         s = self.settings
-        td = TurnDetection(threshold=s.vad_threshold, silence_ms=s.vad_silence_ms,
-                           prefix_padding_ms=s.vad_prefix_padding_ms, min_speech_ms=s.vad_min_speech_ms)
-        return CallConfig(conversation=conversation, turn_detection=td, language=s.stt_language or None)
+        return CallConfig(conversation=conversation, turn_detection=default_turn_detection(s, conversation),
+                          language=s.stt_language or None, interrupt_min_speech_ms=s.interrupt_min_speech_ms,
+                          interrupt_min_words=s.interrupt_min_words)
 
     @contextlib.asynccontextmanager
     async def open_call(self, transport: str, config: CallConfig, emit: Callable[[CallEvent], None], *,
@@ -149,13 +149,16 @@ class CallHost:
             barge_in=m.barge_in_seconds.labels(transport).observe,
             response=lambda status: m.responses_total.labels(transport, status).inc(),
             dtmf=m.dtmf_total.labels(transport).inc,
+            turn_check=m.turn_check_probability.observe,
+            semantic_fallback=m.semantic_vad_fallbacks.inc,
         )
         stt = SttConfig(partial_interval_ms=s.stt_partial_interval_ms, beam_size=s.stt_beam_size,
                         window_pad=s.stt_window_pad, min_window=s.stt_min_window, max_turn_s=s.max_turn_seconds,
                         language=s.stt_language or None)
         return Call(services["whisper"], services["vad"], config, emit, stt=stt, output=output,  # type: ignore[arg-type]
                     tts=tts, responder=responder, hooks=hooks, lead_s=s.response_lead_ms / 1000,  # type: ignore[arg-type]
-                    frame_ms=s.response_frame_ms, call_id=call_id)
+                    frame_ms=s.response_frame_ms, call_id=call_id,
+                    turn_predictor=services.get("turn_model"))  # type: ignore[arg-type]
 
     def _refused(self, transport: str, reason: str) -> None:
         self.metrics.sessions_rejected.labels(transport, reason).inc()
@@ -183,6 +186,16 @@ class CallHost:
                 c.end("server_shutting_down")
             await _wait_all(left, goodbye_s)
         log.info("drained")
+
+
+def default_turn_detection(s: Settings, conversation: bool = True) -> TurnDetection:
+    """The node's turn detection: semantic_vad where configured for conversations; transcription
+    sessions keep server_vad (no reply waits on the end of their turns)."""
+    kw = {"threshold": s.vad_threshold, "prefix_padding_ms": s.vad_prefix_padding_ms,
+          "min_speech_ms": s.vad_min_speech_ms}
+    if conversation and s.turn_detection == "semantic_vad":
+        return TurnDetection.semantic_vad(s.turn_eagerness, **kw)
+    return TurnDetection(silence_ms=s.vad_silence_ms, **kw)
 
 
 async def _wait_all(calls: list[LiveCall], within_s: float) -> None:

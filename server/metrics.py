@@ -29,6 +29,21 @@ class Metrics:
         self.dtmf_total = Counter(
             "kombain_dtmf_total", "Key presses (DTMF digits) received", ["transport"], registry=r
         )
+        self.turn_model_seconds = Histogram(
+            "kombain_turn_model_seconds", "End-of-turn model (Smart Turn) inference time",
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.turn_check_probability = Histogram(
+            "kombain_turn_check_probability", "End-of-turn verdicts (probability the turn is complete)",
+            buckets=(0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 1.0), registry=r,
+        )
+        self.semantic_vad_fallbacks = Counter(
+            "kombain_semantic_vad_fallbacks_total",
+            "Sessions that asked for semantic_vad and got server_vad (end-of-turn model not loaded)", registry=r,
+        )
+        self.turn_model_load_failures = Counter(
+            "kombain_turn_model_load_failures_total", "The end-of-turn model failed to load at start-up", registry=r,
+        )
         self.telephony_events_total = Counter(
             "kombain_telephony_events_total", "Telephony protocol messages that were refused, by code",
             ["transport", "code"], registry=r

@@ -51,6 +51,14 @@ class Settings:
     vad_silence_ms: int = 500  # silence that ends a turn
     vad_prefix_padding_ms: int = 300
     vad_min_speech_ms: int = 100
+    # End of turn: server_vad (silence) or semantic_vad (Smart Turn decides after a short pause)
+    turn_detection: str = "server_vad"  # default for conversation sessions: server_vad | semantic_vad
+    turn_eagerness: str = "auto"  # semantic_vad default: low | medium | high | auto
+    turn_model: str = "smart-turn-v3.2"  # bundled (pipecat-ai wheel), an ONNX path, or "" for none
+    turn_model_workers: int = 1  # threads running the end-of-turn model, shared by all calls
+    # Interruptions: speech shorter than this only pauses a reply (coughs, "uh-huh"), then it resumes
+    interrupt_min_speech_ms: int = 0
+    interrupt_min_words: int = 0  # words (backchannels do not count) needed before a cancel
 
     # Conversation: who answers each turn, and how reply audio is paced
     responder: str = "echo"  # echo | script | openai

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -27,10 +28,12 @@ from kombain.streaming.conversation import (
     ResponseFinished,
     TurnTiming,
 )
+from kombain.streaming.end_of_turn import TurnPredictor
 from kombain.streaming.endpointer import TurnDetection
 from kombain.streaming.responders import Reply, Responder
 from kombain.streaming.stt_events import (
     SpeechStartedEvent,
+    SpeechStoppedEvent,
     SttEvent,
     TranscriptCompletedEvent,
     TranscriptDeltaEvent,
@@ -70,6 +73,8 @@ class CallConfig:
     output_rate: int = 24000  # PCM16 rate of reply audio written to the output port
     auto_respond: bool = True  # reply after each turn the turn detector ends
     interruptible: bool = True  # the caller's speech cancels the reply (barge-in)
+    interrupt_min_speech_ms: int = 0  # shorter speech only pauses the reply, which then resumes
+    interrupt_min_words: int = 0  # words (not backchannels) the interruption must contain
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +94,24 @@ class HangupEvent:
 
 # ResponseAudio never appears here: it goes to the output port.
 CallEvent = SttEvent | ConversationEvent | DtmfEvent | HangupEvent
+
+
+@dataclass(slots=True)
+class _PendingInterruption:
+    item_id: str
+    start_ms: int  # first voiced sample of the caller's speech (session clock)
+    words: int = 0  # words heard so far that are not backchannels
+
+
+# Said while listening; never a reason to stop the speaker.
+BACKCHANNELS = frozenset("""
+uh-huh uh huh hm hmm mm mhm mm-hmm mmhmm ok okay yeah yes yep yup right sure alright oh ah i see
+""".split())
+
+
+def count_words(text: str) -> int:
+    """Words in `text` that are not backchannels."""
+    return sum(1 for w in re.findall(r"[a-z'-]+", text.lower()) if w.strip("-'") not in BACKCHANNELS)
 
 
 class AudioOutput(Protocol):
@@ -117,6 +140,8 @@ class CallHooks:
     barge_in: Callable[[float], None] = lambda s: None
     response: Callable[[str], None] = lambda status: None
     dtmf: Callable[[], None] = lambda: None
+    turn_check: Callable[[float], None] = lambda p: None  # the end-of-turn model's verdict
+    semantic_fallback: Callable[[], None] = lambda: None  # semantic_vad asked for, model missing
 
 
 class Call:
@@ -126,6 +151,7 @@ class Call:
                  emit: Callable[[CallEvent], None], *, stt: SttConfig, output: AudioOutput | None = None,
                  tts: VoicePool | None = None, responder: Responder | None = None,
                  hooks: CallHooks | None = None, lead_s: float = 0.5, frame_ms: int = 100,
+                 turn_predictor: TurnPredictor | None = None,
                  call_id: str | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.id = call_id or "call_" + secrets.token_hex(10)
         self.config = config
@@ -137,7 +163,9 @@ class Call:
         self._clock = clock
         self._resampler: Resampler | None = None
         self.transcriber = StreamingTranscriber(runtime, vad.new_stream(), self._stt_config(), self._on_stt,
-                                                clock=clock, on_vad_seconds=self._hooks.vad_seconds)
+                                                clock=clock, on_vad_seconds=self._hooks.vad_seconds,
+                                                turn_predictor=turn_predictor, on_turn_check=self._hooks.turn_check,
+                                                on_semantic_fallback=self._hooks.semantic_fallback)
         self.responder = responder
         self.conversation: Conversation | None = None
         if tts is not None and responder is not None and config.conversation:
@@ -152,6 +180,8 @@ class Call:
         self._early_s = 0.0
         self._closed = asyncio.Event()
         self._timer_kick = asyncio.Event()
+        self._confirm: _PendingInterruption | None = None
+        self._ignored_items: set[str] = set()  # turns that were backchannels during a reply
         self.hangup_reason: str | None = None
 
     # --- lifetime --------------------------------------------------------------------------------
@@ -203,6 +233,8 @@ class Call:
         if self._resampler is None or self._resampler.in_rate != rate:
             self._resampler = Resampler(rate, INTERNAL_RATE)
         self.transcriber.push_audio(self._resampler.process(samples))
+        if self._confirm is not None:
+            self._check_interruption()
 
     def push_dtmf(self, digit: str) -> None:
         """A key press. The responder may answer it at once, interrupting the reply."""
@@ -295,16 +327,49 @@ class Call:
                 conv.voice_onset_cleared()
             return
         if isinstance(ev, SpeechStartedEvent) and conv is not None:
-            conv.speech_started()
+            c = self.config
+            defer = conv.speaking and conv.interrupt and (c.interrupt_min_speech_ms > 0 or c.interrupt_min_words > 0)
+            if defer:
+                self._confirm = _PendingInterruption(ev.item_id, ev.audio_start_ms)
+            conv.speech_started(defer=defer)
+            if defer:
+                self._check_interruption()
         elif isinstance(ev, TranscriptDeltaEvent):
             self._hooks.partial_lag(ev.lag_s)
+            if self._confirm is not None and self._confirm.item_id == ev.item_id:
+                self._confirm.words += count_words(ev.delta)
+                self._check_interruption()
+        elif isinstance(ev, SpeechStoppedEvent):
+            pending = self._confirm
+            if pending is not None and pending.item_id == ev.item_id and conv is not None:
+                # The turn ended before it counted as an interruption: a backchannel or a noise.
+                self._confirm = None
+                self._ignored_items.add(ev.item_id)
+                conv.resume()
         elif isinstance(ev, TranscriptCompletedEvent):
             self._hooks.stt_final(ev.latency_s)
         self._emit(ev)
         if isinstance(ev, TranscriptCompletedEvent) and conv is not None and self.config.conversation:
+            if ev.item_id in self._ignored_items:
+                self._ignored_items.discard(ev.item_id)  # the reply went on; this needs no answer
+                return
             auto = self.config.turn_detection is not None and self.config.auto_respond
             conv.user_turn(ev.item_id, ev.transcript, TurnTiming(ev.speech_end_at, ev.decided_at, self._clock()),
                            respond=auto)
+
+    def _check_interruption(self) -> None:
+        """Cancel the reply once the caller's speech is long enough and has enough words."""
+        pending, conv = self._confirm, self.conversation
+        if pending is None or conv is None:
+            return
+        if not conv.speaking:
+            self._confirm = None
+            return
+        c = self.config
+        voiced_ms = self.transcriber.last_voiced_ms - pending.start_ms
+        if voiced_ms >= c.interrupt_min_speech_ms and pending.words >= c.interrupt_min_words:
+            self._confirm = None
+            conv.confirm_interruption()
 
     async def _digit_timer(self) -> None:
         """Calls the responder's `poll` at its digit-collection deadline (an IVR timeout)."""

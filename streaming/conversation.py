@@ -213,16 +213,32 @@ class Conversation:
             self._active.barge_in_s = None  # a blip, not an interruption
         self._set_hold(False)
 
-    def speech_started(self) -> None:
+    def speech_started(self, defer: bool = False) -> None:
+        """The caller is speaking. Cancels the reply at once, or with `defer` keeps it held until
+        the call confirms the interruption (`confirm_interruption`) or lets it go (`resume`)."""
         resp = self._active
-        if resp is not None and self.interrupt and self.cancel("turn_detected"):
-            if resp.barge_in_s is None:  # no onset seen (e.g. turn detection just switched on)
-                resp.barge_in_s = 0.0 if self._onset_at is None else max(0.0, self._clock() - self._onset_at)
-            self._on_barge_in(resp.barge_in_s)
-            self._onset_at = None
-            return  # stay held until the cancelled reply is flushed (_finish)
+        if resp is not None and self.interrupt and resp.cancel_reason is None:
+            if defer:
+                return  # stay held: a cough or an "uh-huh" must not cost the caller the reply
+            self.confirm_interruption()
+            return
         self._onset_at = None
         self._set_hold(False)
+
+    def confirm_interruption(self) -> bool:
+        """A real interruption: cancel the reply; what was heard is kept."""
+        resp = self._active
+        if resp is None or not self.interrupt or not self.cancel("turn_detected"):
+            return False
+        if resp.barge_in_s is None:  # no onset seen (e.g. turn detection just switched on)
+            resp.barge_in_s = 0.0 if self._onset_at is None else max(0.0, self._clock() - self._onset_at)
+        self._on_barge_in(resp.barge_in_s)
+        self._onset_at = None
+        return True  # stay held until the cancelled reply is flushed (_finish)
+
+    def resume(self) -> None:
+        """Not an interruption after all (a cough, a backchannel): the reply goes on where it was."""
+        self.voice_onset_cleared()
 
     # --- the response ----------------------------------------------------------------------------
 

@@ -4,17 +4,40 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# semantic_vad: the longest an unfinished-sounding turn is waited for (OpenAI documents these).
+EAGERNESS_MAX_MS = {"low": 8000, "medium": 4000, "high": 2000, "auto": 4000}
+
 
 @dataclass(frozen=True, slots=True)
 class TurnDetection:
-    """Server VAD settings, per session (OpenAI's `turn_detection` of type server_vad)."""
+    """Turn detection settings, per session (OpenAI's `turn_detection`).
+
+    `server_vad`: a turn ends after `silence_ms` of silence. `semantic_vad`: after a short pause an
+    end-of-turn model decides; a complete-sounding turn ends at once, an unfinished one waits up
+    to the eagerness's maximum (then `silence_ms` is that maximum)."""
 
     threshold: float = 0.5
     silence_ms: int = 500
     prefix_padding_ms: int = 300
     min_speech_ms: int = 100
+    type: str = "server_vad"  # server_vad | semantic_vad
+    eagerness: str = "auto"  # semantic_vad: low | medium | high | auto
+
+    @property
+    def semantic(self) -> bool:
+        return self.type == "semantic_vad"
+
+    @classmethod
+    def semantic_vad(cls, eagerness: str = "auto", **kw: float | int) -> TurnDetection:
+        if eagerness not in EAGERNESS_MAX_MS:
+            raise ValueError("turn_detection.eagerness must be low, medium, high or auto")
+        return cls(type="semantic_vad", eagerness=eagerness, silence_ms=EAGERNESS_MAX_MS[eagerness], **kw)  # type: ignore[arg-type]
 
     def __post_init__(self) -> None:
+        if self.type not in ("server_vad", "semantic_vad"):
+            raise ValueError("turn_detection.type must be server_vad or semantic_vad")
+        if self.eagerness not in EAGERNESS_MAX_MS:
+            raise ValueError("turn_detection.eagerness must be low, medium, high or auto")
         if not 0.0 < self.threshold < 1.0:
             raise ValueError("turn_detection.threshold must be between 0 and 1")
         if not 0 <= self.silence_ms <= 10_000:

@@ -21,6 +21,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kombain.streaming.end_of_turn import (
+    RECHECK_MS,
+    THRESHOLDS,
+    TurnPredictor,
+    complete_probability,
+)
 from kombain.streaming.endpointer import (
     Endpointer,
     SpeechPaused,
@@ -30,6 +36,7 @@ from kombain.streaming.endpointer import (
     VoiceOnset,
     VoiceOnsetCancelled,
 )
+from kombain.streaming.smart_turn import WINDOW_SAMPLES
 from kombain.streaming.stabilizer import Stabilizer
 from kombain.streaming.stt_events import (
     ClearedEvent,
@@ -105,6 +112,9 @@ class StreamingTranscriber:
         *,
         clock: Callable[[], float] = time.monotonic,
         on_vad_seconds: Callable[[float], None] | None = None,
+        turn_predictor: TurnPredictor | None = None,
+        on_turn_check: Callable[[float], None] | None = None,
+        on_semantic_fallback: Callable[[], None] | None = None,
     ) -> None:
         self.runtime = runtime
         self.vad = vad
@@ -112,7 +122,11 @@ class StreamingTranscriber:
         self._emit = emit
         self._clock = clock
         self._on_vad = on_vad_seconds or (lambda s: None)
-        self._endpointer = Endpointer(config.turn_detection or TurnDetection())
+        self._predictor = turn_predictor
+        self._on_turn_check = on_turn_check or (lambda p: None)
+        self._on_fallback = on_semantic_fallback or (lambda: None)
+        self._endpointer = Endpointer(self._effective(config.turn_detection))
+        self._turn_check: asyncio.Task[None] | None = None
         self._stabilizer = Stabilizer()
         self._total = 0  # samples received
         self._vad_pos = 0  # samples the VAD has seen
@@ -149,9 +163,24 @@ class StreamingTranscriber:
     def speaking(self) -> bool:
         return self._turn is not None
 
+    @property
+    def last_voiced_ms(self) -> int:
+        """End of the last voiced frame the VAD saw (session clock, ms)."""
+        return self._endpointer.last_voiced_end * 1000 // RATE
+
     def update_config(self, config: SttConfig) -> None:
         self.config = config
-        self._endpointer.config = config.turn_detection or TurnDetection()
+        self._endpointer.config = self._effective(config.turn_detection)
+
+    def _effective(self, td: TurnDetection | None) -> TurnDetection:
+        """semantic_vad without its model (it failed to load) falls back to server_vad."""
+        td = td or TurnDetection()
+        if td.semantic and self._predictor is None:
+            log.warning("semantic_vad asked for, but the end-of-turn model is not loaded: using server_vad")
+            self._on_fallback()
+            return TurnDetection(threshold=td.threshold, prefix_padding_ms=td.prefix_padding_ms,
+                                 min_speech_ms=td.min_speech_ms)
+        return td
 
     # --- input -----------------------------------------------------------------------------------
 
@@ -195,6 +224,8 @@ class StreamingTranscriber:
                     self._begin_turn(ev.start_sample)
                 elif isinstance(ev, SpeechPaused) and self._turn is not None:
                     self._speculate(self._turn, ev.end_sample)
+                    if self._endpointer.config.semantic and self._predictor is not None:
+                        self._check_turn(self._turn, ev.end_sample)
                 elif isinstance(ev, SpeechStopped) and self._turn is not None:
                     self._end_turn(ev.end_sample)
         turn = self._turn
@@ -335,6 +366,55 @@ class StreamingTranscriber:
         except Exception:  # the final decodes again on its own; a guess must not fail the session
             log.warning("speculative decode failed", exc_info=True)
             return None
+
+    # --- semantic end of turn --------------------------------------------------------------------
+
+    def _check_turn(self, turn: _Turn, voiced_end: int) -> None:
+        if self._turn_check is not None:
+            self._turn_check.cancel()
+        self._turn_check = self._spawn(self._semantic_end(turn, voiced_end))
+
+    async def _semantic_end(self, turn: _Turn, voiced_end: int) -> None:
+        """Ask the end-of-turn model, now and again as the silence grows, until it says the turn is
+        complete (end it at once) or the endpointer's longer wait ends it anyway."""
+        assert self._predictor is not None
+        td = self._endpointer.config
+        threshold = THRESHOLDS.get(td.eagerness, 0.5)
+        check_at = self._total
+        while self._turn is turn and self._endpointer.last_voiced_end <= voiced_end:
+            while self._total < check_at and self._turn is turn:  # wait for more silence
+                self._audio_arrived.clear()
+                await self._audio_arrived.wait()
+            if self._turn is not turn or self._endpointer.last_voiced_end > voiced_end:
+                return
+            audio = turn.audio(self._total)[-WINDOW_SAMPLES:]
+            try:
+                p = await self._predictor.predict(audio)
+            except Exception:
+                log.warning("end-of-turn model failed; the silence timeout decides", exc_info=True)
+                return
+            transcript = await self._guess_text(turn)
+            prob = complete_probability(p, transcript)
+            self._on_turn_check(prob)
+            if self._turn is not turn or self._endpointer.last_voiced_end > voiced_end:
+                return  # speech resumed while the model thought
+            if prob >= threshold:
+                self._end_turn(voiced_end)
+                return
+            check_at = self._total + RECHECK_MS * RATE // 1000
+
+    async def _guess_text(self, turn: _Turn) -> str | None:
+        """The speculative decode's text if it is (nearly) ready, else the latest partial."""
+        spec = turn.speculative
+        if spec is not None:
+            try:
+                async with asyncio.timeout(0.08):
+                    result = await asyncio.shield(spec)
+                    return result.text if result else None
+            except (TimeoutError, asyncio.CancelledError):
+                if _cancelling():
+                    raise
+        return " ".join(self._stabilizer.published) or None
 
     # --- partials --------------------------------------------------------------------------------
 

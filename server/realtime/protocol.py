@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kombain.streaming.audio import AudioFormat, AudioFormatError
-from kombain.streaming.endpointer import TurnDetection
+from kombain.streaming.endpointer import EAGERNESS_MAX_MS, TurnDetection
 
 
 class ProtocolError(ValueError):
@@ -62,6 +62,8 @@ class SessionConfig:
     voice: str = "alloy"
     create_response: bool = True  # reply automatically after each turn (server VAD)
     interrupt_response: bool = True  # barge-in: the caller's speech stops the reply
+    interrupt_min_speech_ms: int = 0  # extension: speech shorter than this only pauses the reply
+    interrupt_min_words: int = 0  # extension: words (not backchannels) needed before a cancel
     beta_names: bool = False  # the client spoke the beta dialect; answer in it
 
 
@@ -139,17 +141,57 @@ def _turn_detection(value: Any, current: TurnDetection | None, param: str) -> Tu
         raise ProtocolError("turn_detection must be an object or null", "invalid_value", param)
     kind = value.get("type", "server_vad")
     if kind not in ("server_vad", "semantic_vad"):
-        raise ProtocolError(f"unsupported turn_detection type {kind!r}", "invalid_value", param)
+        raise ProtocolError(f"unsupported turn_detection type {kind!r}; use server_vad or semantic_vad",
+                            "invalid_value", f"{param}.type")
     base = current or TurnDetection()
+    if kind == "semantic_vad":
+        eagerness = value.get("eagerness", base.eagerness if base.semantic else "auto")
+        if eagerness not in EAGERNESS_MAX_MS:
+            raise ProtocolError(f"unsupported eagerness {eagerness!r}; use low, medium, high or auto",
+                                "invalid_value", f"{param}.eagerness")
+        for key in ("silence_duration_ms", "threshold", "prefix_padding_ms"):
+            if key in value:  # OpenAI's semantic_vad takes none of these
+                raise ProtocolError(f"turn_detection.{key} is not a semantic_vad setting", "invalid_value",
+                                    f"{param}.{key}")
+        return TurnDetection.semantic_vad(eagerness, threshold=base.threshold,
+                                          prefix_padding_ms=base.prefix_padding_ms, min_speech_ms=base.min_speech_ms)
+    if "eagerness" in value:
+        raise ProtocolError("turn_detection.eagerness is a semantic_vad setting", "invalid_value", f"{param}.eagerness")
+    was_semantic = base.semantic
     try:
         return TurnDetection(
-            threshold=float(value.get("threshold", base.threshold)),
-            silence_ms=int(value.get("silence_duration_ms", base.silence_ms)),
-            prefix_padding_ms=int(value.get("prefix_padding_ms", base.prefix_padding_ms)),
+            threshold=_number(value, "threshold", base.threshold, param),
+            silence_ms=int(_number(value, "silence_duration_ms", 500 if was_semantic else base.silence_ms, param)),
+            prefix_padding_ms=int(_number(value, "prefix_padding_ms", base.prefix_padding_ms, param)),
             min_speech_ms=base.min_speech_ms,
         )
-    except (TypeError, ValueError) as exc:
+    except ProtocolError:
+        raise
+    except ValueError as exc:
         raise ProtocolError(f"invalid turn_detection: {exc}", "invalid_value", param) from None
+
+
+def _number(value: dict[str, Any], key: str, default: float, param: str) -> float:
+    v = value.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, int | float) or v != v or v in (float("inf"), float("-inf")):
+        raise ProtocolError(f"turn_detection.{key} must be a finite number", "invalid_value", f"{param}.{key}")
+    return float(v)
+
+
+def _interruption(cfg: SessionConfig, value: Any, param: str) -> SessionConfig:
+    """kombain extensions: what it takes for the caller's speech to cancel a reply."""
+    if not isinstance(value, dict):
+        return cfg
+    out = {}
+    for key, field_name, top in (("kombain_interrupt_min_speech_ms", "interrupt_min_speech_ms", 5000),
+                                 ("kombain_interrupt_min_words", "interrupt_min_words", 20)):
+        if key in value:
+            v = value[key]
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= top:
+                raise ProtocolError(f"turn_detection.{key} must be an integer from 0 to {top}", "invalid_value",
+                                    f"{param}.{key}")
+            out[field_name] = v
+    return replace(cfg, **out)
 
 
 def _transcription(value: Any, cfg: SessionConfig, param: str) -> SessionConfig:
@@ -173,7 +215,7 @@ def _set_voice(cfg: SessionConfig, value: Any, param: str) -> SessionConfig:
 
 def _set_turn_detection(cfg: SessionConfig, value: Any, param: str) -> SessionConfig:
     cfg = replace(cfg, turn_detection=_turn_detection(value, cfg.turn_detection, param))
-    return _turn_flags(cfg, value, param)
+    return _interruption(_turn_flags(cfg, value, param), value, param)
 
 
 _APPLY: dict[str, Callable[[SessionConfig, Any, str], SessionConfig]] = {
@@ -240,9 +282,14 @@ def _turn_out(cfg: SessionConfig) -> dict[str, Any] | None:
     td = cfg.turn_detection
     if td is None:
         return None
+    ext = {"kombain_interrupt_min_speech_ms": cfg.interrupt_min_speech_ms,
+           "kombain_interrupt_min_words": cfg.interrupt_min_words}
+    if td.semantic:
+        return {"type": "semantic_vad", "eagerness": td.eagerness, "create_response": cfg.create_response,
+                "interrupt_response": cfg.interrupt_response, **ext}
     return {"type": "server_vad", "threshold": td.threshold, "prefix_padding_ms": td.prefix_padding_ms,
             "silence_duration_ms": td.silence_ms, "create_response": cfg.create_response,
-            "interrupt_response": cfg.interrupt_response}
+            "interrupt_response": cfg.interrupt_response, **ext}
 
 
 def session_object(session_id: str, cfg: SessionConfig, model: str) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from kombain.server.host import default_turn_detection
 from kombain.server.metrics import Metrics
 from kombain.server.realtime.protocol import (
     ProtocolError,
@@ -38,7 +39,6 @@ from kombain.streaming.call import (
     HangupEvent,
 )
 from kombain.streaming.conversation import ResponseAudio
-from kombain.streaming.endpointer import TurnDetection
 from kombain.streaming.stt_events import (
     ClearedEvent,
     CommittedEvent,
@@ -80,7 +80,9 @@ class RealtimeSession:
         self.settings = settings
         self.metrics = metrics
         self.send = send
-        self.config = SessionConfig(kind=kind, turn_detection=_td(settings))
+        self.config = SessionConfig(kind=kind, turn_detection=default_turn_detection(settings, kind == "realtime"),
+                                    interrupt_min_speech_ms=settings.interrupt_min_speech_ms,
+                                    interrupt_min_words=settings.interrupt_min_words)
         self._on_hangup = on_hangup or (lambda reason: None)
         self._call: Call | None = None
         self.model_name = ""
@@ -97,7 +99,8 @@ class RealtimeSession:
         return replace(base, conversation=c.kind == "realtime", turn_detection=c.turn_detection,
                        language=c.language or base.language, prompt=c.prompt, voice=c.voice,
                        instructions=c.instructions, output_rate=c.output_format.rate,
-                       auto_respond=c.create_response, interruptible=c.interrupt_response)
+                       auto_respond=c.create_response, interruptible=c.interrupt_response,
+                       interrupt_min_speech_ms=c.interrupt_min_speech_ms, interrupt_min_words=c.interrupt_min_words)
 
     def attach(self, call: Call) -> None:
         self._call = call
@@ -241,11 +244,6 @@ class RealtimeSession:
         else:
             for out in render_response(ev, self.config):
                 self.send(out)
-
-
-def _td(settings: Settings) -> TurnDetection:
-    return TurnDetection(threshold=settings.vad_threshold, silence_ms=settings.vad_silence_ms,
-                         prefix_padding_ms=settings.vad_prefix_padding_ms, min_speech_ms=settings.vad_min_speech_ms)
 
 
 _HANDLERS: dict[str, Callable[[RealtimeSession, dict[str, Any]], None]] = {

@@ -231,9 +231,17 @@ def test_update_without_format_keeps_previous() -> None:
         ({"input_audio_format": "pcm16_44100"}, "session.input_audio_format"),
         ({"output_audio_format": "g711"}, "session.output_audio_format"),
         ({"turn_detection": {"threshold": 1.5}}, "session.turn_detection"),
-        ({"turn_detection": {"threshold": "high"}}, "session.turn_detection"),
+        ({"turn_detection": {"threshold": "high"}}, "session.turn_detection.threshold"),
+        ({"turn_detection": {"silence_duration_ms": float("inf")}}, "session.turn_detection.silence_duration_ms"),
+        ({"turn_detection": {"type": "semantic_vad", "eagerness": "eager"}}, "session.turn_detection.eagerness"),
+        ({"turn_detection": {"type": "semantic_vad", "silence_duration_ms": 300}},
+         "session.turn_detection.silence_duration_ms"),
+        ({"turn_detection": {"type": "server_vad", "eagerness": "low"}}, "session.turn_detection.eagerness"),
+        ({"turn_detection": {"kombain_interrupt_min_speech_ms": -1}},
+         "session.turn_detection.kombain_interrupt_min_speech_ms"),
+        ({"turn_detection": {"kombain_interrupt_min_words": "two"}}, "session.turn_detection.kombain_interrupt_min_words"),
         ({"turn_detection": {"silence_duration_ms": 20000}}, "session.turn_detection"),
-        ({"turn_detection": {"type": "push_to_talk"}}, "session.turn_detection"),
+        ({"turn_detection": {"type": "push_to_talk"}}, "session.turn_detection.type"),
         ({"turn_detection": "server_vad"}, "session.turn_detection"),
         ({"audio": {"input": {"turn_detection": {"threshold": 0}}}}, "session.audio.input.turn_detection"),
         ({"type": "chat"}, "session.type"),
@@ -320,3 +328,18 @@ def test_server_event_fields() -> None:
     ev = server_event("session.created", session={"id": "s"})
     assert ev["type"] == "session.created" and ev["session"] == {"id": "s"}
     assert set(ev) == {"event_id", "type", "session"}
+
+
+def test_semantic_vad_and_interruption_settings() -> None:
+    cfg = apply_session_update(SessionConfig(), {"audio": {"input": {"turn_detection": {
+        "type": "semantic_vad", "eagerness": "high", "kombain_interrupt_min_speech_ms": 400,
+        "kombain_interrupt_min_words": 1}}}}, "session.update")
+    td = cfg.turn_detection
+    assert td is not None and td.semantic and td.eagerness == "high" and td.silence_ms == 2000
+    assert (cfg.interrupt_min_speech_ms, cfg.interrupt_min_words) == (400, 1)
+    out = session_object("sess_1", cfg, "m")["audio"]["input"]["turn_detection"]
+    assert out["type"] == "semantic_vad" and out["eagerness"] == "high"
+    assert out["kombain_interrupt_min_speech_ms"] == 400
+    # Back to server_vad: the silence is the default again unless given.
+    cfg = apply_session_update(cfg, {"turn_detection": {"type": "server_vad"}}, "session.update")
+    assert cfg.turn_detection == TurnDetection()
