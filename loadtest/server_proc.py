@@ -27,7 +27,8 @@ def local_server(env: dict[str, str] | None = None, log_path: Path | None = None
     """Run `kombain serve` on a free loopback port; yields (url, pid)."""
     port = free_port()
     # Side listeners on free ports too, so a load test never collides with a running server.
-    full_env = {"KOMBAIN_AUDIOSOCKET_LISTEN": f"127.0.0.1:{free_port()}", **os.environ, **(env or {})}
+    full_env = {"KOMBAIN_AUDIOSOCKET_LISTEN": f"127.0.0.1:{free_port()}", "KOMBAIN_SIP_LISTEN": f"127.0.0.1:{free_port()}",
+                **os.environ, **(env or {})}
     log = open(log_path or os.devnull, "wb")
     proc = subprocess.Popen([sys.executable, "-m", "kombain.server.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
                              "--log-level", "warning"], env=full_env, stdout=log, stderr=subprocess.STDOUT)

@@ -117,6 +117,17 @@ async def _start_audiosocket(state: AppState, stack: contextlib.AsyncExitStack) 
     state.services["audiosocket"] = server
 
 
+async def _start_sip(state: AppState, stack: contextlib.AsyncExitStack) -> None:
+    if not state.settings.sip_listen:
+        return
+    from kombain.server.transports.sip import SipServer
+
+    server = SipServer(state.settings, state.metrics, state.host, state.services)
+    await server.start()
+    stack.push_async_callback(server.aclose)
+    state.services["sip"] = server
+
+
 async def _start_lane(state: AppState, stack: contextlib.AsyncExitStack) -> None:
     # The lane module imports no torch: generation runs in worker subprocesses.
     from kombain.server.lane.service import LaneService
@@ -134,5 +145,6 @@ _STARTERS = [
     ("speech-to-text", _start_stt),
     ("webrtc", _start_webrtc),
     ("audiosocket", _start_audiosocket),
+    ("sip", _start_sip),
     ("lane", _start_lane),
 ]

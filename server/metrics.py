@@ -44,6 +44,9 @@ class Metrics:
         self.turn_model_load_failures = Counter(
             "kombain_turn_model_load_failures_total", "The end-of-turn model failed to load at start-up", registry=r,
         )
+        self.rtp_packets_total = Counter(
+            "kombain_rtp_packets_total", "RTP packets of SIP calls: received, sent, lost, late", ["kind"], registry=r,
+        )
         self.telephony_events_total = Counter(
             "kombain_telephony_events_total", "Telephony protocol messages that were refused, by code",
             ["transport", "code"], registry=r

@@ -98,6 +98,12 @@ class Settings:
     audiosocket_listen: str = "127.0.0.1:9092"
     audiosocket_config_ttl_s: float = 300.0  # a PUT /v1/telephony/audiosocket/{uuid} is kept this long
     audiosocket_max_configs: int = 1000  # pending per-call configurations (past it, 429)
+    # SIP over UDP with G.711 RTP: "host:port", "" turns it off; see docs/telephony.md
+    sip_listen: str = "127.0.0.1:5060"
+    rtp_ports: str = "40000-40999"  # UDP ports for call media (one per call)
+    sip_users: str = ""  # "user:password,..." turns on digest authentication for INVITE/OPTIONS
+    sip_realm: str = "kombain"
+    sip_advertise: str = ""  # address in SDP and Contact; needed when KOMBAIN_SIP_LISTEN is 0.0.0.0
     # Comma-separated start-up components to skip (e.g. "speech-to-text" on a lane-only node)
     components_disabled: str = ""
 

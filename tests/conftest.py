@@ -31,6 +31,7 @@ class LiveServer:
     proc: subprocess.Popen[bytes]
     log_path: Path
     audiosocket_port: int = 0
+    sip_port: int = 0
 
     @property
     def ws_url(self) -> str:
@@ -46,9 +47,11 @@ def start_server(tmp: Path, env_extra: dict[str, str] | None = None, timeout: fl
     env = dict(os.environ)
     env.update({"KOMBAIN_DATA_DIR": str(tmp / "data"), "PYTHONUNBUFFERED": "1",
                 # Listeners of their own, so servers started side by side do not collide.
-                "KOMBAIN_AUDIOSOCKET_LISTEN": f"127.0.0.1:{free_port()}"})
+                "KOMBAIN_AUDIOSOCKET_LISTEN": f"127.0.0.1:{free_port()}",
+                "KOMBAIN_SIP_LISTEN": f"127.0.0.1:{free_port()}"})
     env.update(env_extra or {})
     as_port = int(env["KOMBAIN_AUDIOSOCKET_LISTEN"].rpartition(":")[2] or 0)
+    sip_port = int(env["KOMBAIN_SIP_LISTEN"].rpartition(":")[2] or 0)
     tmp.mkdir(parents=True, exist_ok=True)
     log_path = tmp / f"server-{port}.log"
     with open(log_path, "wb") as log:
@@ -56,7 +59,7 @@ def start_server(tmp: Path, env_extra: dict[str, str] | None = None, timeout: fl
             [sys.executable, "-m", "kombain.server.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
         )
-    server = LiveServer(f"http://127.0.0.1:{port}", port, proc, log_path, as_port)
+    server = LiveServer(f"http://127.0.0.1:{port}", port, proc, log_path, as_port, sip_port)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
