@@ -1,4 +1,5 @@
-"""Load tests: `python -m loadtest stt --sessions N --audio DIR [--url URL]`."""
+"""Load tests: `python -m loadtest stt --sessions N --audio DIR [--url URL]`,
+`python -m loadtest conversation --transport websocket|webrtc|twilio|asterisk --sessions 1 4 16`."""
 
 from __future__ import annotations
 
@@ -13,20 +14,30 @@ from pathlib import Path
 from kombain.loadtest.server_proc import ResourceSampler, local_server
 from kombain.loadtest.stats import fmt_row
 
+PHONE = ("twilio", "asterisk")
+
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m loadtest", description=__doc__)
     sub = ap.add_subparsers(dest="test", required=True)
+    from kombain.loadtest import turns  # `turns`: turn-taking benchmark (its own options and run)
+
+    turns.add_parser(sub)
     stt = sub.add_parser("stt", help="concurrent streaming speech-to-text callers")
     stt.add_argument("--sessions", type=int, nargs="+", default=[1], help="one or more N to run in turn")
     stt.add_argument("--audio", type=Path, default=Path("tests/data/speech"))
     conv = sub.add_parser("conversation", help="concurrent callers talking to the bot, with barge-in")
     conv.add_argument("--sessions", type=int, nargs="+", default=[1])
     conv.add_argument("--audio", type=Path, default=Path("tests/data/speech"))
-    conv.add_argument("--interrupt-every", type=int, default=3, help="interrupt every k-th reply (0: never)")
+    conv.add_argument("--interrupt-every", type=int, default=None,
+                      help="interrupt every k-th reply (0: never; default 3, or 2 for twilio/asterisk)")
     conv.add_argument("--rounds", type=int, default=1, help="times each caller goes through the clips")
-    conv.add_argument("--transport", choices=("websocket", "webrtc"), default="websocket",
-                      help="webrtc: calls over aiortc, run in a loopback-only network namespace (unshare -n)")
+    conv.add_argument("--transport", choices=("websocket", "webrtc", *PHONE), default="websocket",
+                      help="webrtc: calls over aiortc, run in a loopback-only network namespace (unshare -n); "
+                           "twilio/asterisk: phone calls over /v1/telephony/* (3 x --rounds turns per call)")
+    conv.add_argument("--find-capacity", nargs="?", type=float, const=1.0, default=None, metavar="SECONDS",
+                      help="report the largest N run whose `turn` p95 is under SECONDS (default 1.0) "
+                           "with every call completed")
     for p in (stt, conv):
         p.add_argument("--url", help="an already running server (default: start one here)")
         p.add_argument("--out", type=Path, default=Path("loadtest/results"))
@@ -34,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--lane", choices=("idle", "saturated", "both"), default="idle",
                        help="image lane during the run (a server started here): idle, kept busy, or both in turn")
     args = ap.parse_args(argv)
+    if args.test == "turns":
+        return turns.run(args)
+    if args.test == "conversation" and args.interrupt_every is None:
+        args.interrupt_every = 2 if args.transport in PHONE else 3
     if getattr(args, "transport", "websocket") == "webrtc" and not os.environ.get("KOMBAIN_NETNS_INNER"):
         return _in_namespace(sys.argv[1:] if argv is None else argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -49,10 +64,13 @@ def main(argv: list[str] | None = None) -> int:
             _print(runs[-1])
         if len(lanes) == 2:
             _print_ratio(runs[-2], runs[-1])
+    if getattr(args, "find_capacity", None) is not None:
+        _print_capacity(runs, args.find_capacity)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = args.out / f"{args.test}-{stamp}.json"
+    name = args.test + (f"-{args.transport}" if getattr(args, "transport", "") in PHONE else "")
+    path = args.out / f"{name}-{stamp}.json"
     path.write_text(json.dumps(runs, indent=1))
-    png = _plot(runs, args.out / f"{args.test}-{stamp}.png")
+    png = _plot(runs, args.out / f"{name}-{stamp}.png")
     print(f"\nwrote {path}" + (f" and {png}" if png else ""))
     return 0 if all(not r["errors"] for r in runs) else 1
 
@@ -62,6 +80,11 @@ def _one(args: argparse.Namespace, n: int, lane: str = "idle") -> dict:
     from kombain.loadtest.stt import run_stt
 
     def work(url: str, sampler: ResourceSampler | None = None):  # type: ignore[no-untyped-def]
+        if args.test == "conversation" and args.transport in PHONE:
+            from kombain.loadtest.conversation_phone import run_conversation_phone
+
+            return run_conversation_phone(url, args.transport, n, args.audio, args.interrupt_every, args.rounds,
+                                          sampler)
         if args.test == "conversation" and args.transport == "webrtc":
             from kombain.loadtest.conversation_webrtc import run_conversation_webrtc
 
@@ -71,7 +94,7 @@ def _one(args: argparse.Namespace, n: int, lane: str = "idle") -> dict:
         return run_stt(url, n, args.audio, sampler)
 
     if args.url:
-        return asyncio.run(work(args.url))
+        return asyncio.run(work(args.url)) | {"lane": "idle"}
     env = {"KOMBAIN_MAX_SESSIONS": str(max(n, 32))}
     if getattr(args, "transport", "") == "webrtc":
         env["KOMBAIN_WEBRTC_HOSTS"] = "127.0.0.1"
@@ -111,6 +134,28 @@ def _in_namespace(argv: list[str]) -> int:
     return subprocess.run(["unshare", "-n", "sh", "-c", f"ip link set lo up && exec {cmd}"], env=env).returncode
 
 
+def _print_capacity(runs: list[dict], limit_s: float) -> None:
+    """The largest N among those run whose `turn` p95 is under the limit, every call completed
+    (phone calls: none failed, closed early or timed out, every turn answered; others: no errors)."""
+    ok: list[int] = []
+    over: list[int] = []
+    for run in runs:
+        p95 = run["stages"].get("turn", {}).get("p95_ms")
+        if run.get("transport") in PHONE:
+            calls = run["responses"]
+            complete = calls["completed"] == run["sessions"] and not calls["no_reply"]
+        else:
+            complete = not run["errors"]
+        (ok if p95 is not None and p95 < limit_s * 1000 and complete else over).append(run["sessions"])
+    if not ok:
+        print(f"\ncapacity: none of N={sorted(set(over))} has `turn` p95 < {limit_s:.2f} s")
+        return
+    best = max(ok)
+    above = sorted(n for n in set(over) if n > best)
+    bracket = f" (N={above[0]} is over)" if above else " (the largest N run: not bracketed from above)"
+    print(f"\ncapacity: N={best} calls with `turn` p95 < {limit_s:.2f} s{bracket}")
+
+
 def _print_ratio(idle: dict, busy: dict) -> None:
     print(f"-- lane saturated / idle, p95 ({idle['sessions']} session(s)):")
     for stage in idle["stages"]:
@@ -125,12 +170,22 @@ def _print(run: dict) -> None:
         print(f"\n== {run['sessions']} session(s){lane}: {run['turns_final']}/{run['turns_expected']} turns finalised, "
               f"WER {run['wer']}")
     else:
-        transport = " over WebRTC" if run.get("transport") == "webrtc" else ""
+        transport = {"webrtc": " over WebRTC", "twilio": " over Twilio Media Streams",
+                     "asterisk": " over Asterisk chan_websocket"}.get(run.get("transport", ""), "")
         print(f"\n== {run['sessions']} session(s){transport}{lane}: responses {run['responses']}")
     for name, s in run["stages"].items():
         print(fmt_row(name, s))
+    for name, s in (run.get("server_stages") or {}).items():  # estimated from /metrics histogram buckets
+        if s["count"]:
+            top = f"  ({s['above_top_bucket']} above the top bucket)" if s.get("above_top_bucket") else ""
+            print(f"{name:18s} n={s['count']:<4d} p50 ~{s['p50_ms']:6.1f} ms  p95 ~{s['p95_ms']:6.1f} ms  "
+                  f"p99 ~{s['p99_ms']:6.1f} ms  (bucket estimate){top}")
     if run.get("server"):
         print(f"server: {run['server']}")
+    if run.get("client"):
+        print(f"client (the callers' process): {run['client']}")
+    if run.get("machine"):
+        print(f"machine: {run['machine']}")
     for e in run["errors"][:5]:
         print(f"error: {e}", file=sys.stderr)
 

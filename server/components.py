@@ -50,6 +50,10 @@ async def _start_stt(state: AppState, stack: contextlib.AsyncExitStack) -> None:
     stack.push_async_callback(runtime.aclose)
     from kombain.server.responders import load_script
 
+    if s.turn_detection not in ("server_vad", "semantic_vad"):
+        raise ValueError(f"KOMBAIN_TURN_DETECTION must be server_vad or semantic_vad, not {s.turn_detection!r}")
+    if s.turn_eagerness not in ("low", "medium", "high", "auto"):
+        raise ValueError(f"KOMBAIN_TURN_EAGERNESS must be low, medium, high or auto, not {s.turn_eagerness!r}")
     state.services["ivr_script"] = load_script(s)
     predictor = await _load_turn_model(state)
     if predictor is not None:

@@ -105,7 +105,7 @@ class _PendingInterruption:
 
 # Said while listening; never a reason to stop the speaker.
 BACKCHANNELS = frozenset("""
-uh-huh uh huh hm hmm mm mhm mm-hmm mmhmm ok okay yeah yes yep yup right sure alright oh ah i see
+uh-huh uh huh hm hmm mm mhm mm-hmm mmhmm ok okay yeah yes yep yup right sure alright oh ah
 """.split())
 
 

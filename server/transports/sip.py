@@ -143,6 +143,7 @@ class SipServer:
     # --- signalling --------------------------------------------------------------------------------
 
     def _datagram(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.protocol.unavailable = self.host.draining or self.host.full or not self.host.ready
         try:
             self.perform(self.protocol.datagram_received(data, addr))
         except Exception:  # the state machine promises not to raise; the listener must not die if it does
@@ -275,6 +276,7 @@ class SipCall:
         self.session_version = 1
         self.session_id = secrets.randbelow(2**31)
         self._sip_gone = False
+        self.ssrc: int | None = None
 
     # --- from signalling ---------------------------------------------------------------------------
 
@@ -292,6 +294,8 @@ class SipCall:
     def reoffer(self, offer: SdpOffer) -> list[Action]:
         self.offer = offer
         self.on_hold = offer.on_hold
+        self.last_rtp = time.monotonic()  # a long silent hold is not a vanished caller
+        self.ssrc = None  # the stream may restart after a re-INVITE
         if offer.port and offer.address not in ("0.0.0.0", "::"):
             self.remote = (offer.address, offer.port)
         self.session_version += 1
@@ -316,17 +320,19 @@ class SipCall:
         except RtpError:
             self.server.metrics.telephony_events_total.labels("sip", "invalid_rtp").inc()
             return
+        if self.ssrc is None:
+            self.ssrc = pkt.ssrc
+        elif pkt.ssrc != self.ssrc and addr != self.remote:
+            return  # another sender on our port: the caller's stream is the one it started with
+        self.last_rtp = time.monotonic()
+        self.jitter.push(pkt)  # it plays only our codec, but counts every packet of the stream
         if pkt.payload_type == self.offer.telephone_event:
             digit = self.dtmf.feed(pkt)
-            self.last_rtp = time.monotonic()
             if digit is not None:
                 self.digit(digit)
             return
-        if pkt.payload_type != self.pt:
-            return
-        self.last_rtp = time.monotonic()
-        self.remote = addr  # symmetric RTP: answer where the caller's media comes from
-        self.jitter.push(pkt)
+        if pkt.payload_type == self.pt:
+            self.remote = addr  # symmetric RTP: answer where the caller's media comes from
 
     async def _playout(self, call: Call) -> None:
         """Every 20 ms, the next frame from the jitter buffer into the call: concealed when lost,
@@ -340,7 +346,7 @@ class SipCall:
             frame = self.jitter.pop()
             if frame is None and self.jitter.ready:
                 frame = conceal(previous, FRAME, codec)  # a lost packet
-            if frame is not None:
+            if frame is not None and not self.on_hold:  # music on hold is not the caller speaking
                 previous = frame
                 call.push_audio(decode(frame).astype(np.float32) / 32768, RATE)
             else:

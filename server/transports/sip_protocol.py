@@ -219,6 +219,8 @@ class SipServerProtocol:
         # that do not ask for it); the RFC 3261 rule otherwise uses the Via's port.
         self.force_rport = force_rport
         self.retry_after_s = retry_after_s
+        # Set by the I/O layer while the node drains or is full: out-of-dialog OPTIONS get 503.
+        self.unavailable = False
         self.contact = f"<sip:kombain@{format_host(local_host)}:{local_port}>"
         self._clock = clock
         self._server_txs: dict[tuple[str, ...], _ServerTx] = {}
@@ -838,6 +840,8 @@ class SipServerProtocol:
             if challenge is not None:
                 return self._refuse(tx, 401, "Unauthorized", challenge)
         headers = [("Allow", ALLOW), ("Accept", ACCEPT), ("Contact", self.contact)]
+        if not in_dialog and self.unavailable:  # a dispatcher's ping: take this node out of rotation
+            return self._refuse(tx, 503, "Service Unavailable", [("Retry-After", str(self.retry_after_s)), *headers])
         return self._respond(tx, 200, "OK", to_tag=self._to_tag_for(msg), headers=headers)
 
     def _on_info(self, msg: SipMessage, tx: _ServerTx) -> list[Action]:
