@@ -42,7 +42,6 @@ from kombain.server.transports.phone import (
     CLOSE_POLICY,
     CLOSE_TRY_AGAIN,
     PhoneLink,
-    SlowPeer,
     TooManyErrors,
     call_logger,
     close,
@@ -208,47 +207,9 @@ async def _await_start(ws: WebSocket, proto: AsteriskWsProtocol, link: PhoneLink
 
 async def _serve(ws: WebSocket, proto: AsteriskWsProtocol, link: PhoneLink, port: AsteriskOutput,
                  call: Call) -> None:
-    reason = "peer_gone"
-    try:
-        async with asyncio.TaskGroup() as tg:
-            writer = tg.create_task(link.writer())
-            runner = tg.create_task(call.run())
-            watchdog = tg.create_task(link.watchdog())
-            reader = asyncio.ensure_future(_reader(ws, proto, link, port, call))
-            try:
-                await asyncio.wait({reader, link.ended}, return_when=asyncio.FIRST_COMPLETED)
-                if reader.done():
-                    reason = reader.result()
-                else:
-                    reason = link.ended.result()
-                    if reason in ("hangup", "server_shutting_down", "session_expired"):
-                        await _let_goodbye_play(port, link)
-                    link.send(proto.hangup())  # Asterisk hangs up the channel and closes the socket
-            finally:
-                reader.cancel()
-            link.log.info("call ended: %s", reason)
-            call.close()
-            watchdog.cancel()
-            await link.finish(writer, 1000, reason)
-            runner.cancel()
-    except* SlowPeer:
-        link.log.warning("Asterisk is not reading; disconnecting")
-        await close(ws, CLOSE_POLICY, "peer is not reading")
-    except* TooManyErrors as eg:
-        link.log.warning("closing: %s", eg.exceptions[0])
-        await close(ws, CLOSE_POLICY, "too many malformed messages")
-    except* WebSocketDisconnect:
-        pass
-    except* Exception as eg:  # one call's broken socket ends that call, never the server
-        link.log.info("ended: %r", eg.exceptions[0])
-
-
-async def _let_goodbye_play(port: AsteriskOutput, link: PhoneLink) -> None:
-    bound = link.settings.response_lead_ms / 1000 + 1.5
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(bound):
-            while port.marks_out > 0:  # noqa: ASYNC110 - marks arrive on the reader
-                await asyncio.sleep(0.05)
+    # Ended from our side: HANGUP, and Asterisk hangs up the channel and closes the socket.
+    await link.serve(call, _reader(ws, proto, link, port, call), lambda: port.marks_out,
+                     before_close=lambda: link.send(proto.hangup()))
 
 
 async def _reader(ws: WebSocket, proto: AsteriskWsProtocol, link: PhoneLink, port: AsteriskOutput,

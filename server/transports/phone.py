@@ -11,10 +11,11 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from fastapi import WebSocket
-from starlette.websockets import WebSocketState
+from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from kombain.server.metrics import Metrics
 from kombain.server.settings import Settings
@@ -88,6 +89,53 @@ class PhoneLink:
                 self.log.info("no audio for %.0f s: the peer has gone", limit)
                 self.end("peer_gone")
                 return
+
+    async def serve(self, call: Call, reader: Coroutine[Any, Any, str], marks_out: Callable[[], int],
+                    before_close: Callable[[], None] | None = None) -> None:
+        """The call's life on this socket: writer, call, watchdog and `reader` (which returns why the
+        peer ended it) until either side ends; a goodbye is let play (its marks come back) first."""
+        reason = "peer_gone"
+        try:
+            async with asyncio.TaskGroup() as tg:
+                writer = tg.create_task(self.writer())
+                runner = tg.create_task(call.run())
+                watchdog = tg.create_task(self.watchdog())
+                read = asyncio.ensure_future(reader)
+                try:
+                    await asyncio.wait({read, self.ended}, return_when=asyncio.FIRST_COMPLETED)
+                    if read.done():
+                        reason = read.result()
+                    else:
+                        reason = self.ended.result()
+                        if reason in ("hangup", "server_shutting_down", "session_expired"):
+                            await self._let_goodbye_play(marks_out)
+                        if before_close is not None:
+                            before_close()
+                finally:
+                    read.cancel()
+                self.log.info("call ended: %s", reason)
+                call.close()
+                watchdog.cancel()
+                await self.finish(writer, 1000, reason)
+                runner.cancel()
+        except* SlowPeer:
+            self.log.warning("the peer is not reading; disconnecting")
+            await close(self.ws, CLOSE_POLICY, "peer is not reading")
+        except* TooManyErrors as eg:
+            self.log.warning("closing: %s", eg.exceptions[0])
+            await close(self.ws, CLOSE_POLICY, "too many malformed messages")
+        except* WebSocketDisconnect:
+            pass
+        except* Exception as eg:  # one call's broken socket ends that call, never the server
+            self.log.info("ended: %r", eg.exceptions[0])
+
+    async def _let_goodbye_play(self, marks_out: Callable[[], int]) -> None:
+        """Wait until the peer has played what was sent (its marks come back), or a bound."""
+        bound = self.settings.response_lead_ms / 1000 + 1.5
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(bound):
+                while marks_out() > 0:  # noqa: ASYNC110 - marks arrive on the reader; polling is simplest
+                    await asyncio.sleep(0.05)
 
     async def finish(self, writer: asyncio.Task[None], close_code: int, reason: str) -> None:
         """Deliver what is queued (bounded), then close."""
