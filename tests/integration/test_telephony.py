@@ -125,7 +125,8 @@ async def test_keys_walk_the_example_ivr(live_server, recogniser, kind):
         await asyncio.sleep(0.15)
     await wait_quiet(caller, since=t)
     balance = await asyncio.to_thread(recognise, recogniser, caller.heard.pcm(t))
-    digits = balance.replace(" ", "").replace("-", "")
+    # The recogniser hears "two" as "to" now and then over 8 kHz mu-law.
+    digits = balance.replace(" to ", " two ").replace(" ", "").replace("-", "")
     assert "balance" in balance and ("321" in digits or "threetwoone" in digits), balance
     t = loop.time()
     await caller.dtmf("2")  # "anything else?" -> no -> goodbye and hang up
