@@ -80,6 +80,10 @@ class JobQueue(abc.ABC):
     def progress(self, job: Job, step: int, steps: int) -> None:
         """Record progress; also tells the back end the worker is alive."""
 
+    def heartbeat(self, job: Job) -> None:  # noqa: B027 - only back ends that reclaim need it
+        """Tell the back end the worker holding `job` is alive, between progress reports (model
+        loading, a slow step). Raises JobLost if another worker owns the job now."""
+
     @abc.abstractmethod
     def cancel_requested(self, job_id: str) -> bool: ...
 

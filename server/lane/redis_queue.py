@@ -201,12 +201,19 @@ class RedisQueue(JobQueue):
 
     def progress(self, job: Job, step: int, steps: int) -> None:
         job.step, job.steps = step, steps
+        self._keep(job, {"step": step, "steps": steps})
+
+    def heartbeat(self, job: Job) -> None:
+        self._keep(job, {})
+
+    def _keep(self, job: Job, fields: dict[str, int]) -> None:
         owner = self.r.hget(self._job(job.id), "worker")
         if owner is None or json.loads(owner) != job.worker:
             raise JobLost(f"job {job.id} was reclaimed by another worker")
         ref = self._msg(job)
         pipe = self.r.pipeline()
-        pipe.hset(self._job(job.id), mapping={"step": step, "steps": steps})
+        if fields:
+            pipe.hset(self._job(job.id), mapping=fields)
         if ref:
             # Re-claiming our own message resets its idle time: the heartbeat that keeps
             # other workers' XAUTOCLAIM away while this one is alive.

@@ -90,10 +90,14 @@ class Worker:
             last = time.perf_counter()
 
         status = "failed"
+        beat = _Heartbeat(self.queue, job, self._soft)
         try:
             if self._soft(lambda: self.queue.cancel_requested(job.id), False):
                 raise JobCancelled
-            files = self.generator.run(job, on_step)
+            beat.start()
+            files = self.generator.run(job, beat.checked(on_step))
+            beat.stop()
+            beat.raise_if_lost()
             job.results = [self._hard(functools.partial(self.queue.put_result, job, i, data, ext))
                            for i, (data, ext) in enumerate(files)]
             self._hard(lambda: self.queue.finish(job, JobStatus.SUCCEEDED))
@@ -115,6 +119,8 @@ class Worker:
             reason = f"{type(exc).__name__}: {exc}"
             requeued = self._hard(lambda: self.queue.retry(job, reason))
             status = "requeued" if requeued else "failed"
+        finally:
+            beat.stop()
         log.info("job %s %s", job.id, status)
         stats["status"] = status
         self._soft(lambda: self.queue.push_stats(stats), None)
@@ -146,6 +152,46 @@ class Worker:
                     raise
                 log.warning("queue unavailable (%s); retrying", exc)
                 time.sleep(0.5)
+
+
+class _Heartbeat:
+    """Keeps a claimed job's lease fresh from a side thread while the job runs, so a live
+    worker never looks dead to the others however long a model load or a step takes. If
+    another worker took the job meanwhile, the next step (or the end of the run) raises JobLost."""
+
+    def __init__(self, queue: JobQueue, job: Job, soft: Callable[[Callable[[], None], None], None]) -> None:
+        self.queue, self.job, self.soft = queue, job, soft
+        self.interval = max(0.1, queue.config.reclaim_idle_s / 4)
+        self.done = threading.Event()
+        self.lost: JobLost | None = None
+        self.thread = threading.Thread(target=self._run, name=f"heartbeat-{job.id}", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.done.set()
+        if self.thread.is_alive():
+            self.thread.join()
+
+    def _run(self) -> None:
+        while not self.done.wait(self.interval):
+            try:
+                self.soft(lambda: self.queue.heartbeat(self.job), None)
+            except JobLost as exc:
+                self.lost = exc
+                return
+
+    def raise_if_lost(self) -> None:
+        if self.lost is not None:
+            raise self.lost
+
+    def checked(self, on_step: Callable[[int, int], None]) -> Callable[[int, int], None]:
+        def step(i: int, n: int) -> None:
+            self.raise_if_lost()
+            on_step(i, n)
+
+        return step
 
 
 def run_worker(settings: Settings, worker_id: str | None = None, parent_pid: int | None = None) -> int:

@@ -140,3 +140,31 @@ def test_redis_reclaims_idle_job(redis_server: object) -> None:
         q.progress(stale, 1, 4)
     q.progress(job, 1, 4)
     q.close()
+
+
+def test_redis_heartbeat_keeps_a_silent_job_and_notices_a_takeover(redis_server: object) -> None:
+    from kombain.server.lane.worker import _Heartbeat
+
+    config = QueueConfig(data_dir=Path("/nonexistent"), max_attempts=3, reclaim_idle_s=0.4)
+    q = open_queue(redis_server.url, config)  # type: ignore[attr-defined]
+    q.submit(_job(0))
+    job = q.claim("w1")
+    assert job is not None
+    beat = _Heartbeat(q, job, lambda fn, default: fn())
+    beat.start()
+    try:
+        time.sleep(1.2)  # three idle periods without a progress report: a model load, say
+        assert q.claim("w2") is None and beat.lost is None
+    finally:
+        beat.stop()
+    time.sleep(0.6)  # now silent for real: another worker takes it over
+    taken = q.claim("w2")
+    assert taken is not None and taken.worker == "w2" and taken.attempts == 2
+    late = _Heartbeat(q, job, lambda fn, default: fn())
+    late.interval = 0.05
+    late.start()
+    time.sleep(0.3)
+    late.stop()
+    with pytest.raises(JobLost):
+        late.checked(lambda i, n: None)(1, 4)
+    q.close()
