@@ -104,6 +104,7 @@ class Settings:
     sip_users: str = ""  # "user:password,..." turns on digest authentication for INVITE/OPTIONS
     sip_realm: str = "kombain"
     sip_advertise: str = ""  # address in SDP and Contact; needed when KOMBAIN_SIP_LISTEN is 0.0.0.0
+    sip_answer_delay_ms: int = 0  # ring this long (180 Ringing, the PBX plays ringback) before the 200
     # Comma-separated start-up components to skip (e.g. "speech-to-text" on a lane-only node)
     components_disabled: str = ""
 

@@ -392,7 +392,7 @@ class SipCall:
             return
         host = server.host
         config, responder = apply_options(self.settings, server.services.get("ivr_script"), host.default_config(),
-                                          {}, self.log)
+                                          dict(self.ic.options), self.log)
         port = RtpOutput(self)
         try:
             async with host.open_call("sip", replace(config, output_rate=RATE), self.emit, output=port,
@@ -402,6 +402,16 @@ class SipCall:
                 answer = build_answer(self.offer, address=server.advertise, port=self.port, codec_pt=self.pt,
                                       session_id=self.session_id, version=self.session_version)
                 server.perform(server.protocol.ringing(self.ic.call_id))
+                if self.settings.sip_answer_delay_ms > 0:
+                    with contextlib.suppress(TimeoutError):  # a CANCEL while ringing ends it here
+                        await asyncio.wait_for(asyncio.shield(self.ended),
+                                               self.settings.sip_answer_delay_ms / 1000)
+                    if self.ended.done():
+                        self.log.info("call ended while ringing (%s)", self.ended.result())
+                        if not self._sip_gone:  # draining: the INVITE still needs its answer
+                            server.perform(server.protocol.reject(self.ic.call_id, 503, "Service Unavailable",
+                                                                  retry_after=5))
+                        return
                 server.perform(server.protocol.accept(self.ic.call_id, answer))
                 self.log.info("answered %s from %s:%d (%s, RTP %d)", self.ic.from_uri, *self.ic.source,
                               self.codec, self.port)

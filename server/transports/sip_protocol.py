@@ -81,6 +81,8 @@ class IncomingCall:
     to_uri: str
     source: Addr
     from_display: str = ""
+    # Per-call options from `X-Kombain-<Name>` headers (lower-case names: responder, voice...).
+    options: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -711,7 +713,8 @@ class SipServerProtocol:
         self._calls[call.call_id] = call
         actions = self._respond(tx, 100, "Trying")
         actions.append(IncomingCall(call_id=call.call_id, offer=offer_or_error, from_uri=frm.uri,
-                                    to_uri=to.uri, source=source, from_display=frm.display))
+                                    to_uri=to.uri, source=source, from_display=frm.display,
+                                    options=call_options(msg)))
         return actions
 
     def _offer_of(self, msg: SipMessage) -> SdpOffer | tuple[int, str, list[tuple[str, str]]]:
@@ -933,3 +936,16 @@ def parse_dtmf_body(body: bytes, content_type: str) -> tuple[str, int | None] | 
     if len(signal) != 1 or signal not in _DTMF_DIGITS:
         return None
     return signal, duration
+
+
+OPTION_PREFIX = "x-kombain-"
+
+
+def call_options(msg: SipMessage) -> tuple[tuple[str, str], ...]:
+    """`X-Kombain-Responder: script` and the like (what Asterisk's PJSIP_HEADER(add,...) or
+    FreeSWITCH's sip_h_X-... put on an INVITE), as (name, value) pairs; the first of each wins."""
+    seen: dict[str, str] = {}
+    for key, value in msg.headers:
+        if key.lower().startswith(OPTION_PREFIX):
+            seen.setdefault(key[len(OPTION_PREFIX):].lower(), value.strip())
+    return tuple(seen.items())

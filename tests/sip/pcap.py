@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 import struct
 import wave
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -368,6 +369,45 @@ def write_dtmf_pcap(path: Path | str, digits: str, *, tone_ms: int = 160, gap_ms
     ahead, as a phone would after a pause; pass seq0/ts0 to continue a given stream exactly.
     """
     return write_pcap(path, dtmf_packets(digits, ssrc=ssrc, seq0=seq0, ts0=ts0, tone_ms=tone_ms, gap_ms=gap_ms))
+
+
+def call_packets(total_s: float, *, speech: Sequence[tuple[float, np.ndarray]] = (),
+                 keys: Sequence[tuple[float, str]] = (), tone_ms: int = 160,
+                 ssrc: int = 0x4B4F4D42, volume: int = 10) -> list[TimedPacket]:
+    """One phone's outgoing stream, as a phone sends it: a 20 ms PCMU packet every 20 ms for
+    `total_s` (silence, or the int16 8 kHz `speech` clips placed at their start times), except
+    while a key is pressed: then RFC 4733 events for it (`keys`: (start time, digit)), updates
+    every 20 ms and the end packet three times, in place of the audio. One SSRC, one sequence."""
+    slots = int(round(total_s * 1000 / PTIME_MS))
+    audio = np.zeros(slots * SAMPLES_PER_PACKET, dtype=np.int16)
+    for t, clip in speech:
+        at = int(round(t * RATE))
+        clip = np.asarray(clip, dtype=np.int16)[: max(0, len(audio) - at)]
+        audio[at:at + len(clip)] = clip
+    n = max(1, tone_ms // PTIME_MS)
+    events: dict[int, tuple[int, int, int]] = {}  # slot -> (event, k, start slot)
+    for t, ch in keys:
+        if ch.upper() not in DTMF_EVENTS:
+            raise ValueError(f"not a DTMF digit: {ch!r}")
+        first = int(round(t * 1000 / PTIME_MS))
+        for k in range(1, n + 3):
+            events[first + k - 1] = (DTMF_EVENTS[ch.upper()], k, first)
+    payload = mulaw_encode(audio)
+    out: list[TimedPacket] = []
+    marker = True
+    for i in range(slots):
+        seq = 1 + i
+        if i in events:
+            ev, k, first = events[i]
+            body = struct.pack("!BBH", ev, (0x80 if k >= n else 0) | (volume & 0x3F), min(k, n) * SAMPLES_PER_PACKET)
+            pkt = rtp_packet(PT_TELEPHONE_EVENT, seq, first * SAMPLES_PER_PACKET, ssrc, body, marker=(k == 1))
+            marker = True  # audio after an event starts a new talkspurt
+        else:
+            chunk = payload[i * SAMPLES_PER_PACKET:(i + 1) * SAMPLES_PER_PACKET]
+            pkt = rtp_packet(PT_PCMU, seq, i * SAMPLES_PER_PACKET, ssrc, chunk, marker)
+            marker = False
+        out.append(TimedPacket(i * PTIME_MS / 1000, pkt))
+    return out
 
 
 def pcap_duration_s(path: Path | str) -> float:

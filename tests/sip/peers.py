@@ -56,9 +56,11 @@ NETNS_ENV = "KOMBAIN_NETNS_INNER"
 # -key values each scenario needs, with their defaults (None: the caller must give it).
 SCENARIO_KEYS: dict[str, dict[str, str | None]] = {
     "uac_call.xml": {"to_user": "kombain", "from_user": "caller", "speech_pcap": None,
-                     "pause_ms": "3000", "play_dtmf": "0", "dtmf_pcap": None, "dtmf_pause_ms": "0"},
+                     "pause_ms": "3000", "play_dtmf": "0", "dtmf_pcap": None, "dtmf_pause_ms": "0",
+                     "responder": ""},
     "uac_wait_bye.xml": {"to_user": "kombain", "from_user": "caller", "speech_pcap": None,
-                         "pause_ms": "3000", "play_dtmf": "0", "dtmf_pcap": None, "dtmf_pause_ms": "0"},
+                         "pause_ms": "3000", "play_dtmf": "0", "dtmf_pcap": None, "dtmf_pause_ms": "0",
+                         "responder": ""},
     "uac_cancel.xml": {"to_user": "kombain", "from_user": "caller", "cancel_after_ms": "1000"},
     "options.xml": {"to_user": "kombain", "from_user": "caller"},
     "uas_answer.xml": {"reply_pcap": None, "play_reply": "0", "hangup_after_ms": "0"},
@@ -385,8 +387,10 @@ class RtpRecorder:
     `rec.audio()`, `rec.timeline()`, `rec.dtmf_events()`, `rec.write_wav()`.
     """
 
-    def __init__(self, port: int, host: str = LOCALHOST, *, sniff: bool = True, telephone_event_pt: int = 101):
+    def __init__(self, port: int, host: str = LOCALHOST, *, sniff: bool = True, telephone_event_pt: int = 101,
+                 ports: range | None = None):
         self.port = port
+        self.ports = ports if ports is not None else range(port, port + 1)  # sniff: any of these
         self.host = host
         self.sniff = sniff
         self.te_pt = telephone_event_pt
@@ -443,7 +447,7 @@ class RtpRecorder:
                 if len(data) < ihl + 8 or data[16:20] != dst_ip:
                     continue
                 sport, dport, ulen, _ = struct.unpack("!HHHH", data[ihl:ihl + 8])
-                if dport != self.port:
+                if dport not in self.ports:
                     continue
                 payload = data[ihl + 8:ihl + ulen]
                 src = (socket.inet_ntoa(data[12:16]), sport)

@@ -1036,3 +1036,13 @@ def test_random_bytes_never_raise(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.ERROR):
         check()
     assert not caplog.records
+
+
+def test_x_kombain_headers_become_call_options() -> None:
+    proto, _ = make()
+    invite = wire(SIPP_INVITE).replace(
+        b"\r\nContent-Type:", b"\r\nX-Kombain-Responder: script\r\nx-kombain-VOICE: joe\r\n"
+                              b"X-Kombain-Responder: echo\r\nX-Other: 1\r\nContent-Type:", 1)
+    call, = events(proto.datagram_received(invite, SIPP))
+    assert isinstance(call, IncomingCall)
+    assert call.options == (("responder", "script"), ("voice", "joe"))  # the first of each wins
