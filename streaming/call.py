@@ -101,7 +101,11 @@ class _PendingInterruption:
     item_id: str
     start_ms: int  # first voiced sample of the caller's speech (session clock)
     words: int = 0  # words heard so far that are not backchannels
+    resumed: bool = False  # the caller fell silent short of the minimums: the reply goes on
 
+
+# Silence after a held sound that did not reach the interruption minimums, before the reply resumes.
+RESUME_AFTER_SILENCE_MS = 300
 
 # Said while listening; never a reason to stop the speaker.
 BACKCHANNELS = frozenset("""
@@ -366,10 +370,16 @@ class Call:
             self._confirm = None
             return
         c = self.config
-        voiced_ms = self.transcriber.last_voiced_ms - pending.start_ms
-        if voiced_ms >= c.interrupt_min_speech_ms and pending.words >= c.interrupt_min_words:
+        last_voiced = self.transcriber.last_voiced_ms
+        if last_voiced - pending.start_ms >= c.interrupt_min_speech_ms and pending.words >= c.interrupt_min_words:
             self._confirm = None
             conv.confirm_interruption()
+        elif not pending.resumed and self.transcriber.position_ms - last_voiced >= RESUME_AFTER_SILENCE_MS:
+            # A cough or an "uh-huh" followed by silence: let the reply go on now rather than when
+            # the turn ends (which semantic_vad may stretch to seconds for an "unfinished" word).
+            # More speech in the same turn can still confirm the interruption and cancel it.
+            pending.resumed = True
+            conv.resume()
 
     async def _digit_timer(self) -> None:
         """Calls the responder's `poll` at its digit-collection deadline (an IVR timeout)."""

@@ -63,6 +63,10 @@ log = logging.getLogger("kombain.stt")
 RATE = 16000
 _TAIL_SAMPLES = RATE * 200 // 1000  # silence kept after the last voiced frame in a final decode
 _MIN_DECODE_SAMPLES = RATE * 250 // 1000
+# How long the end-of-turn check waits for the speculative transcript of the turn (normally
+# 50-200 ms): a stale partial a word or two behind ("10 of" for "ten of clubs") misleads the
+# last-word cue, and the final transcript waits for that decode anyway.
+_SPEC_WAIT_S = 1.0
 
 
 def new_item_id() -> str:
@@ -162,6 +166,11 @@ class StreamingTranscriber:
     @property
     def speaking(self) -> bool:
         return self._turn is not None
+
+    @property
+    def position_ms(self) -> int:
+        """How much input audio has been analysed so far (session clock, ms)."""
+        return self._total * 1000 // RATE
 
     @property
     def last_voiced_ms(self) -> int:
@@ -404,11 +413,13 @@ class StreamingTranscriber:
             check_at = self._total + RECHECK_MS * RATE // 1000
 
     async def _guess_text(self, turn: _Turn) -> str | None:
-        """The speculative decode's text if it is (nearly) ready, else the latest partial."""
+        """The text of the turn so far: the speculative decode of it (launched at the same pause,
+        and needed by the final transcript anyway, so waiting for it costs the reply nothing), or
+        the latest partial when there is none (a turn too short to decode)."""
         spec = turn.speculative
         if spec is not None:
             try:
-                async with asyncio.timeout(0.08):
+                async with asyncio.timeout(_SPEC_WAIT_S):
                     result = await asyncio.shield(spec)
                     return result.text if result else None
             except (TimeoutError, asyncio.CancelledError):

@@ -284,6 +284,21 @@ async def test_blip_during_reply_holds_then_resumes_and_reply_completes() -> Non
         assert not h.of(SpeechStartedEvent)[1:]  # the blip never became a turn
 
 
+async def test_short_sound_resumes_the_reply_after_a_short_silence_not_at_the_turn_end() -> None:
+    """With interruption minimums, a short sound holds the reply; once the caller is silent again
+    the reply goes on, even while the turn stays open (semantic_vad can keep it open for seconds)."""
+    async with running(CallConfig(interrupt_min_speech_ms=600), script=LONG) as h:
+        started = await long_reply(h)
+        h.call.update(CallConfig(interrupt_min_speech_ms=600, turn_detection=TurnDetection(silence_ms=1500)))
+        await h.push(np.concatenate([tone(250), silence(600)]), realtime=True)
+        assert h.port.ops() == [("hold", True), ("hold", False)]  # resumed within the 600 ms of silence
+        assert not h.of(SpeechStoppedEvent)[1:]  # the caller's turn has not ended yet
+        await h.push(silence(1200), realtime=True)
+        fin = await h.finished()
+        assert fin.response_id == started.response_id and fin.status == "completed"
+        assert h.port.ops() == [("hold", True), ("hold", False)]
+
+
 # --- 4. playback reports -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("lag_ms", [0, 300])
