@@ -61,7 +61,13 @@ class LaneService:
         recovered = await asyncio.to_thread(self.queue.recover)
         if recovered:
             log.info("re-queued %d jobs left running by the previous process", recovered)
-        for i in range(self.settings.lane_workers):
+        workers = self.settings.lane_workers
+        if workers and not (self.settings.image_model or self.settings.video_model):
+            # Every submission is refused (model_not_configured) anyway: no idle worker process
+            # holding a few hundred MB of torch for nothing.
+            log.info("no image or video model configured: not starting lane workers")
+            workers = 0
+        for i in range(workers):
             self._spawn(f"{os.uname().nodename}-{os.getpid()}-w{i}")
         for name, loop in (("lane-pressure", self._publish_pressure),
                            ("lane-metrics", self._collect_metrics),

@@ -165,3 +165,31 @@ def test_voice_path_does_not_import_torch() -> None:
             "bad = [m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules];"
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
+
+
+def _worker_children(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmd = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"worker" in cmd and b"--parent-pid" in cmd and str(pid).encode() in cmd:
+                out.append(int(entry.name))
+    return out
+
+
+def test_no_lane_model_no_worker_process(tmp_path: Path) -> None:
+    server = start_server(tmp_path, BASE_ENV | {"KOMBAIN_LANE_WORKERS": "1"})  # and no model configured
+    try:
+        r = httpx.post(f"{server.url}/v1/images/generations", json={"prompt": "a cat"}, timeout=10)
+        _error(r, 503, "model_not_configured")
+        assert _worker_children(server.proc.pid) == []
+        assert "not starting lane workers" in server.log()
+    finally:
+        stop_server(server)
+
+
+def test_a_configured_lane_starts_its_worker(lane_server: Any) -> None:
+    assert len(_worker_children(lane_server.proc.pid)) == 1
