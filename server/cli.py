@@ -65,14 +65,18 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    from kombain.server.auth import redact_keys_in_logs
     from kombain.server.drain import DrainingServer
+    from kombain.server.ws_protocol import websocket_protocol
 
     app = create_app(settings)
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level=settings.log_level,
         # Above our own limit, so an oversized message gets a clear error event rather than a close.
         ws_max_size=settings.max_message_bytes * 2 + 65536, timeout_graceful_shutdown=10,
+        ws=websocket_protocol(),  # a text frame that is not UTF-8 gets an error event, not a traceback
     )
+    redact_keys_in_logs()  # after uvicorn.Config, which configures its loggers
     DrainingServer(config, app.state.kombain).run()
     return 0
 

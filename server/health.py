@@ -21,12 +21,13 @@ async def readyz(request: Request) -> JSONResponse:
     if st.load_error:
         return JSONResponse({"status": "error", "error": st.load_error}, status_code=503)
     if not st.ready.is_set():
-        return JSONResponse({"status": "loading"}, status_code=503)
+        return JSONResponse({"status": "loading"}, status_code=503, headers={"Retry-After": "2"})
     if st.draining:
-        return JSONResponse({"status": "draining"}, status_code=503)
+        return JSONResponse({"status": "draining"}, status_code=503, headers={"Retry-After": "5"})
     sessions = st.services.get("sessions")
     if sessions is not None and sessions.full:
-        return JSONResponse({"status": "full", "sessions": sessions.count}, status_code=503)
+        return JSONResponse({"status": "full", "sessions": sessions.count}, status_code=503,
+                            headers={"Retry-After": "5"})
     return JSONResponse({"status": "ready", "models": sorted(st.services.get("model_names", []))})
 
 

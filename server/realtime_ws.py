@@ -11,12 +11,14 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from kombain.server.auth import websocket_authorized
+from kombain.server.auth import refuse_websocket, websocket_authorized
 from kombain.server.host import CallHost, CallRefused
 from kombain.server.realtime.protocol import ProtocolError, error_event, parse_event
 from kombain.server.realtime.session import RealtimeSession
@@ -43,7 +45,7 @@ async def realtime(ws: WebSocket) -> None:
     # Echo the plain "realtime" subprotocol that browser clients offer next to their key.
     accept_proto = "realtime" if "realtime" in subprotocols else None
     if not websocket_authorized(ws, settings.api_key_set):
-        await ws.close(code=_CLOSE_POLICY, reason="missing or invalid API key")
+        await refuse_websocket(ws)
         return
     await ws.accept(subprotocol=accept_proto)
     host: CallHost = state.host
@@ -69,27 +71,38 @@ async def realtime(ws: WebSocket) -> None:
                                   output=session.audio_output(), end=end, call_id=session.id) as call:
             session.attach(call)
             session.start()
-            await _pump(ws, session, out, settings.max_message_bytes, ended)
+            await _pump(ws, session, out, settings.max_message_bytes, ended, settings.idle_timeout_s, end)
     except CallRefused as exc:
         await _close(ws, exc.code, str(exc), _CLOSE_TRY_AGAIN)
 
 
+class _Activity:
+    """When the client last sent anything (an event, valid or not, or audio)."""
+
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+
+
 async def _pump(ws: WebSocket, session: RealtimeSession, out: asyncio.Queue[dict[str, Any] | None],
-                max_bytes: int, ended: asyncio.Future[str]) -> None:
+                max_bytes: int, ended: asyncio.Future[str], idle_s: float, end: Callable[[str], None]) -> None:
+    activity = _Activity()
     try:
         async with asyncio.TaskGroup() as tg:
             writer = tg.create_task(_writer(ws, out))
             runner = tg.create_task(session.call.run())
-            reader = asyncio.ensure_future(_reader(ws, session, max_bytes))
+            watchdog = tg.create_task(_idle_watchdog(session, activity, idle_s, end)) if idle_s > 0 else None
+            reader = asyncio.ensure_future(_reader(ws, session, max_bytes, activity))
             try:
                 await asyncio.wait({reader, ended}, return_when=asyncio.FIRST_COMPLETED)
                 if not reader.done():  # the server ends the call: deliver what is queued, then close
                     reader.cancel()
                     reason = ended.result()
-                    if reason != "hangup":  # drain, deadline: say why before closing
-                        message, close_code = _END_REASONS.get(reason, (reason, 1000))
+                    if reason != "hangup":  # drain, deadline, idle: say why before closing
+                        message, close_code, type_ = _END_REASONS.get(reason, (reason, 1000, "server_error"))
+                        if reason == "idle_timeout":
+                            message = message.format(idle_s)
                         with contextlib.suppress(asyncio.QueueFull):
-                            out.put_nowait(error_event(message, reason, type_="server_error"))
+                            out.put_nowait(error_event(message, reason, type_=type_))
                     else:
                         message, close_code = "the call was ended by the server", 1000
                     with contextlib.suppress(asyncio.QueueFull):
@@ -106,6 +119,8 @@ async def _pump(ws: WebSocket, session: RealtimeSession, out: asyncio.Queue[dict
             session.call.close()
             runner.cancel()
             writer.cancel()
+            if watchdog is not None:
+                watchdog.cancel()
     except* _SlowClient:
         log.warning("session %s: client is not reading; disconnecting", session.id)
         await _close(ws, "client_too_slow", "client is not reading events fast enough", _CLOSE_POLICY)
@@ -116,16 +131,39 @@ async def _pump(ws: WebSocket, session: RealtimeSession, out: asyncio.Queue[dict
 
 
 _END_REASONS = {
-    "server_shutting_down": ("the server is shutting down; reconnect to another node", _CLOSE_GOING_AWAY),
-    "session_expired": ("the session reached its maximum duration", 1000),
+    "server_shutting_down": ("the server is shutting down; reconnect to another node", _CLOSE_GOING_AWAY,
+                             "server_error"),
+    "session_expired": ("the session reached its maximum duration", 1000, "server_error"),
+    "idle_timeout": ("no event or audio from the client for {:g} s (KOMBAIN_IDLE_TIMEOUT_S); closing the session",
+                     1000, "invalid_request_error"),
 }
 
 
-async def _reader(ws: WebSocket, session: RealtimeSession, max_bytes: int) -> None:
+async def _idle_watchdog(session: RealtimeSession, activity: _Activity, idle_s: float,
+                         end: Callable[[str], None]) -> None:
+    """End the session once the client has sent nothing for `idle_s`; a turn or a reply in
+    progress counts as activity (a client may listen to a long answer without sending)."""
+    while True:
+        left = activity.last + idle_s - time.monotonic()
+        if left > 0:
+            await asyncio.sleep(left)
+        elif session.call.busy:
+            activity.last = time.monotonic()
+        else:
+            log.info("session %s: idle for %.0f s; closing", session.id, idle_s)
+            end("idle_timeout")
+            return
+
+
+async def _reader(ws: WebSocket, session: RealtimeSession, max_bytes: int, activity: _Activity) -> None:
+    # A client may send audio and commands before it has read session.created: handle none
+    # of them before the call runs (audio alone would be kept, a commit would find it missing).
+    await session.call.started.wait()
     while True:
         msg = await ws.receive()
         if msg["type"] == "websocket.disconnect":
             return
+        activity.last = time.monotonic()
         text, data = msg.get("text"), msg.get("bytes")
         if data is not None:
             if len(data) > max_bytes:

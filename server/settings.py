@@ -74,6 +74,7 @@ class Settings:
     # Limits
     max_message_bytes: int = 4 * 1024 * 1024  # one WebSocket message (JSON or binary)
     max_session_seconds: int = 3600
+    idle_timeout_s: float = 120.0  # a realtime WebSocket that sends no event or audio this long is closed (0: never)
     max_upload_bytes: int = 25 * 1024 * 1024
     max_sessions: int = 32
     max_turn_seconds: int = 30  # a single turn longer than this is committed

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -15,6 +14,7 @@ from prometheus_client import Gauge
 from pydantic import BaseModel, Field, ValidationError
 from starlette.types import Receive, Scope, Send
 
+from kombain.server import strict_json
 from kombain.server.auth import require_api_key
 from kombain.server.errors import ApiError
 from kombain.streaming.encoders import FORMATS, AudioEncoder, PcmEncoder, WavEncoder, make_encoder
@@ -124,7 +124,7 @@ def model_entries(pool: VoicePool | None) -> list[dict[str, Any]]:
 async def _parse(request: Request, max_chars: int) -> SpeechRequest:
     limit = _JSON_OVERHEAD + 6 * max_chars  # a JSON \\uXXXX escape is 6 bytes per character
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
+    if declared and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, f"request body too large (limit {limit} bytes)", "request_too_large")
     raw = bytearray()
     async for part in request.stream():
@@ -132,13 +132,13 @@ async def _parse(request: Request, max_chars: int) -> SpeechRequest:
         if len(raw) > limit:
             raise ApiError(413, f"request body too large (limit {limit} bytes)", "request_too_large")
     try:
-        data = json.loads(bytes(raw).decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ApiError(400, "request body is not valid UTF-8", "invalid_encoding") from None
-    except json.JSONDecodeError as exc:
-        raise ApiError(400, f"request body is not valid JSON: {exc.msg}", "invalid_json") from None
+        data = strict_json.loads(raw)
+    except strict_json.JsonInputError as exc:
+        raise ApiError(400, f"request body: {exc}", exc.code) from None
     if not isinstance(data, dict):
         raise ApiError(400, "request body must be a JSON object", "invalid_json")
+    if isinstance(data.get("speed"), bool):  # pydantic's lax mode would read true as 1.0
+        raise ApiError(400, "speed must be a number", "invalid_value", "speed")
     try:
         body = SpeechRequest.model_validate(data, strict=False)
     except ValidationError as exc:

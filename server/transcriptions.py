@@ -41,7 +41,7 @@ async def transcribe(request: Request) -> Response:
     st = request.app.state.kombain
     limit = st.settings.max_upload_bytes
     length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > limit + 64 * 1024:
+    if length and length.isascii() and length.isdigit() and int(length) > limit + 64 * 1024:
         raise ApiError(413, f"upload of {length} bytes exceeds the limit of {limit} bytes", "file_too_large", "file")
     runtime = _runtime(request)
     try:
@@ -61,7 +61,8 @@ async def transcribe(request: Request) -> Response:
     if fmt not in _FORMATS:
         raise ApiError(400, f"response_format must be one of {', '.join(_FORMATS)}", "invalid_value", "response_format")
     language = str(form.get("language") or "") or None
-    if language is not None and (len(language) > 8 or not language.replace("-", "").isalpha()):
+    if language is not None and (len(language) > 8 or not language.isascii()
+                                 or not language.replace("-", "").isalpha()):
         raise ApiError(400, "language must be an ISO-639-1 code such as 'en'", "invalid_value", "language")
     prompt = str(form.get("prompt") or "")[:2000] or None
     stream = str(form.get("stream") or "false").lower() == "true"

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
+from kombain.server import strict_json
 from kombain.server.auth import require_api_key
 from kombain.server.errors import ApiError
 from kombain.server.host import CallHost, CallRefused
@@ -83,8 +83,8 @@ async def _read_offer(request: Request, max_bytes: int) -> tuple[bytes, dict[str
         session = None
         if isinstance(raw_session, str) and raw_session.strip():
             try:
-                session = json.loads(raw_session)
-            except json.JSONDecodeError as exc:
+                session = strict_json.loads(raw_session)
+            except strict_json.JsonInputError as exc:
                 raise SdpError(f"the 'session' field is not valid JSON: {exc}", "invalid_value") from None
         return sdp.encode(), session
     if ctype not in ("application/sdp", "text/plain", ""):

@@ -183,6 +183,9 @@ class Call:
         self._early: list[tuple[np.ndarray, int]] = []
         self._early_s = 0.0
         self._closed = asyncio.Event()
+        # Set once run() can take commands (commit, clear, respond) as well as audio: a transport
+        # may wait for it before it reads its peer's first messages.
+        self.started = asyncio.Event()
         self._timer_kick = asyncio.Event()
         self._confirm: _PendingInterruption | None = None
         self._ignored_items: set[str] = set()  # turns that were backchannels during a reply
@@ -212,6 +215,7 @@ class Call:
             early, self._early = self._early, []
             for samples, rate in early:
                 self.push_audio(samples, rate)
+            self.started.set()
             await self._closed.wait()
             if timer is not None:
                 timer.cancel()

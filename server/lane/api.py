@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from kombain.server import strict_json
 from kombain.server.auth import require_api_key
 from kombain.server.lane.jobs import (
     InvalidTransition,
@@ -45,21 +46,41 @@ def _lane(request: Request) -> LaneService:
 
 
 async def _body(request: Request) -> dict[str, Any]:
-    """JSON or form body, bounded in size."""
-    raw = await request.body()
-    if len(raw) > MAX_BODY_BYTES:
-        raise LaneError(413, f"request body over {MAX_BODY_BYTES} bytes", "body_too_large")
+    """JSON or form body, bounded in size (checked while reading, not after)."""
+    too_large = LaneError(413, f"request body over {MAX_BODY_BYTES} bytes", "body_too_large")
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise too_large
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_BODY_BYTES:
+            raise too_large
     ctype = request.headers.get("content-type", "")
     if ctype.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
-        form = await request.form()
+        form = await _replay(request, bytes(raw)).form()
         return {k: v for k, v in form.items() if isinstance(v, str)}
     try:
-        body = json.loads(raw or b"{}")
-    except ValueError as exc:
-        raise LaneError(400, f"body is not valid JSON: {exc}", "invalid_json") from exc
+        body = strict_json.loads(raw or b"{}")
+    except strict_json.JsonInputError as exc:
+        raise LaneError(400, f"body is not valid JSON: {exc}", exc.code) from None
     if not isinstance(body, dict):
         raise LaneError(400, "body must be a JSON object", "invalid_json")
     return body
+
+
+def _replay(request: Request, raw: bytes) -> Request:
+    """The same request with its body, already read, to be read again (by the form parser)."""
+    sent = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": raw, "more_body": False}
+
+    return Request(request.scope, receive)
 
 
 async def _submit(request: Request, lane: LaneService, kind: JobKind, body: dict[str, Any]) -> Job:
@@ -77,7 +98,7 @@ async def _submit(request: Request, lane: LaneService, kind: JobKind, body: dict
     except QueueFull as exc:
         lane.metrics.lane_submissions_rejected.inc()
         raise LaneError(429, f"the lane is full ({exc}); retry later", "queue_full",
-                        type_="rate_limit_error") from exc
+                        type_="rate_limit_error", retry_after_s=10) from exc
 
 
 async def _get(lane: LaneService, job_id: str, kind: JobKind | None = None) -> Job:

@@ -58,8 +58,9 @@ class LaneError(ApiError):
     """A request the lane refuses; carries the HTTP status and OpenAI-style type and code."""
 
     def __init__(self, status: int, message: str, code: str, type_: str = "invalid_request_error",
-                 param: str | None = None) -> None:
-        super().__init__(status, message, code, param, type_)
+                 param: str | None = None, retry_after_s: int | None = None) -> None:
+        super().__init__(status, message, code, param, type_,
+                         headers=None if retry_after_s is None else {"Retry-After": str(retry_after_s)})
 
     def body(self) -> dict[str, Any]:
         return error_body(self.message, self.type, self.code, self.param)
@@ -161,18 +162,41 @@ class Limits:
     max_prompt_chars: int = 4000
 
 
+def _ascii_digits(s: str) -> bool:
+    # str.isdigit() is true for '１' and '²' too; int() takes the first and chokes on the second.
+    return 0 < len(s) <= 12 and s.isascii() and s.isdigit()
+
+
+def _show(value: Any) -> str:
+    """A client's value for an error message, bounded."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def str_param(body: dict[str, Any], name: str, default: str | None = None, max_len: int = 256) -> str | None:
+    """A string field: absent or null gives `default`; any other type or an over-long string is a 400."""
+    value = body.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise LaneError(400, f"{name} must be a string, got {type(value).__name__}", f"invalid_{name}", param=name)
+    if len(value) > max_len:
+        raise LaneError(400, f"{name} is over {max_len} characters", f"invalid_{name}", param=name)
+    return value
+
+
 def parse_size(size: Any, max_size: int) -> tuple[int, int]:
     """'WxH' -> (w, h): each a multiple of 8 in [8, max_size]."""
     if not isinstance(size, str) or size.lower().count("x") != 1:
-        raise LaneError(400, f"size must be 'WIDTHxHEIGHT', got {size!r}", "invalid_size", param="size")
+        raise LaneError(400, f"size must be 'WIDTHxHEIGHT', got {_show(size)}", "invalid_size", param="size")
     w_s, h_s = size.lower().split("x")
-    if not (w_s.isdigit() and h_s.isdigit()):
-        raise LaneError(400, f"size must be 'WIDTHxHEIGHT', got {size!r}", "invalid_size", param="size")
+    if not (_ascii_digits(w_s) and _ascii_digits(h_s)):
+        raise LaneError(400, f"size must be 'WIDTHxHEIGHT', got {_show(size)}", "invalid_size", param="size")
     w, h = int(w_s), int(h_s)
     for v in (w, h):
         if v % 8 or not 8 <= v <= max_size:
             raise LaneError(
-                400, f"size {size!r}: width and height must be multiples of 8 from 8 to {max_size}",
+                400, f"size {_show(size)}: width and height must be multiples of 8 from 8 to {max_size}",
                 "invalid_size", param="size",
             )
     return w, h
@@ -199,8 +223,10 @@ def check_prompt(prompt: Any, limits: Limits) -> str:
 
 
 def _int_param(body: dict[str, Any], name: str, default: int, lo: int, hi: int) -> int:
-    v = body.get(name, default)
-    if isinstance(v, str) and v.isdigit():
+    v = body.get(name)
+    if v is None:
+        v = default
+    elif isinstance(v, str) and _ascii_digits(v):  # form bodies send numbers as text
         v = int(v)
     if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
         raise LaneError(400, f"{name} must be an integer from {lo} to {hi}", f"invalid_{name}", param=name)
@@ -209,8 +235,8 @@ def _int_param(body: dict[str, Any], name: str, default: int, lo: int, hi: int) 
 
 def image_params(body: dict[str, Any], limits: Limits) -> dict[str, Any]:
     """Validate an images/generations body; returns the job params."""
-    w, h = parse_size(body.get("size") or "512x512", limits.max_size)
-    fmt = body.get("response_format") or "b64_json"
+    w, h = parse_size(str_param(body, "size") or "512x512", limits.max_size)
+    fmt = str_param(body, "response_format") or "b64_json"
     if fmt not in ("b64_json", "url"):
         raise LaneError(400, "response_format must be b64_json or url", "invalid_response_format",
                         param="response_format")
@@ -224,7 +250,7 @@ def image_params(body: dict[str, Any], limits: Limits) -> dict[str, Any]:
 
 def video_params(body: dict[str, Any], limits: Limits) -> dict[str, Any]:
     """Validate a /v1/videos body; frames come from `seconds` x fps unless `num_frames` is given."""
-    w, h = parse_size(body.get("size") or "512x512", limits.max_size)
+    w, h = parse_size(str_param(body, "size") or "512x512", limits.max_size)
     max_seconds = max(1, limits.max_frames // limits.fps)
     seconds = _int_param(body, "seconds", min(4, max_seconds), 1, max_seconds)
     frames = _int_param(body, "num_frames", seconds * limits.fps, 1, limits.max_frames)
@@ -237,10 +263,8 @@ def video_params(body: dict[str, Any], limits: Limits) -> dict[str, Any]:
 
 def _common(body: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    neg = body.get("negative_prompt")
+    neg = str_param(body, "negative_prompt", max_len=4000)
     if neg is not None:
-        if not isinstance(neg, str) or len(neg) > 4000:
-            raise LaneError(400, "negative_prompt must be a string", "invalid_negative_prompt")
         out["negative_prompt"] = neg
     if body.get("seed") is not None:
         out["seed"] = _int_param(body, "seed", 0, 0, 2**32 - 1)
@@ -252,6 +276,9 @@ def resolve_model(requested: Any, kind: JobKind, configured: str) -> str:
     from pathlib import PurePath
 
     label = "image" if kind is JobKind.IMAGE else "video"
+    if requested is not None and not isinstance(requested, str):
+        raise LaneError(400, f"model must be a string, got {type(requested).__name__}", "invalid_model",
+                        param="model")
     if not configured:
         var = "KOMBAIN_IMAGE_MODEL" if kind is JobKind.IMAGE else "KOMBAIN_VIDEO_MODEL"
         raise LaneError(503, f"no {label} model is configured: set {var} to a local diffusers "
@@ -261,7 +288,7 @@ def resolve_model(requested: Any, kind: JobKind, configured: str) -> str:
     aliases = _ALIASES[kind] | {local, "default"}
     if requested in (None, "") or requested in aliases:
         return local
-    raise LaneError(400, f"unknown {label} model {requested!r}; this server serves {local!r}",
+    raise LaneError(400, f"unknown {label} model {_show(requested)}; this server serves {local!r}",
                     "model_not_found", param="model")
 
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from kombain.server import strict_json
 from kombain.streaming.audio import AudioFormat, AudioFormatError
 from kombain.streaming.endpointer import EAGERNESS_MAX_MS, TurnDetection
 
@@ -68,19 +68,29 @@ class SessionConfig:
 
 
 def parse_event(raw: str | bytes, max_bytes: int) -> dict[str, Any]:
+    """One client event: a JSON object with a string `type`, bounded in size and nesting depth."""
     # Characters are a lower bound on bytes: only encode when the count alone does not decide.
-    size = len(raw) if isinstance(raw, bytes) or len(raw) > max_bytes else len(raw.encode("utf-8", "surrogatepass"))
+    size = len(raw) if isinstance(raw, bytes) or len(raw) > max_bytes or raw.isascii() \
+        else len(raw.encode("utf-8", "surrogatepass"))
     if size > max_bytes:
         raise ProtocolError(f"message of {size} bytes exceeds the limit of {max_bytes}", "message_too_large")
     try:
-        event = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ProtocolError(f"malformed JSON: {exc}", "invalid_json") from None
+        event = strict_json.loads(raw)
+    except strict_json.JsonInputError as exc:
+        raise ProtocolError(str(exc), exc.code) from None
     if not isinstance(event, dict):
         raise ProtocolError("an event must be a JSON object", "invalid_event")
     if not isinstance(event.get("type"), str):
         raise ProtocolError("an event needs a string 'type'", "invalid_event", "type", _event_id(event))
+    eid = event.get("event_id")
+    if eid is not None and not (isinstance(eid, str) and len(eid) <= _MAX_EVENT_ID):
+        # It is echoed in error events: only a short string may come back.
+        raise ProtocolError(f"event_id must be a string of at most {_MAX_EVENT_ID} characters", "invalid_value",
+                            "event_id")
     return event
+
+
+_MAX_EVENT_ID = 256
 
 
 def _event_id(event: dict[str, Any]) -> str | None:
@@ -114,7 +124,7 @@ def _format(value: Any, param: str) -> AudioFormat:
                     "invalid_value", param,
                 )
             rate = value.get("rate", 24000 if encoding == "pcm16" else 8000)
-            if not isinstance(rate, int):
+            if isinstance(rate, bool) or not isinstance(rate, int):
                 raise ProtocolError("audio format 'rate' must be an integer", "invalid_value", param)
             return AudioFormat(encoding, rate)
     except AudioFormatError as exc:
@@ -205,8 +215,12 @@ def _transcription(value: Any, cfg: SessionConfig, param: str) -> SessionConfig:
         raise ProtocolError("transcription language and prompt must be strings", "invalid_value", param)
     if prompt and len(prompt) > 2000:
         raise ProtocolError("transcription prompt is longer than 2000 characters", "invalid_value", param)
-    return replace(cfg, transcription_model=str(value.get("model", cfg.transcription_model)),
-                   language=language or None, prompt=prompt or None)
+    model = value.get("model", cfg.transcription_model)
+    if not isinstance(model, str) or len(model) > 200:
+        raise ProtocolError("transcription model must be a string", "invalid_value", f"{param}.model")
+    if language is not None and len(language) > 32:
+        raise ProtocolError("transcription language must be a language code", "invalid_value", f"{param}.language")
+    return replace(cfg, transcription_model=model, language=language or None, prompt=prompt or None)
 
 
 def _set_voice(cfg: SessionConfig, value: Any, param: str) -> SessionConfig:

@@ -203,7 +203,7 @@ class RealtimeSession:
 
     def _item_truncate(self, event: dict[str, Any]) -> None:
         item_id, end = event.get("item_id"), event.get("audio_end_ms")
-        if not isinstance(item_id, str) or not isinstance(end, int) or end < 0:
+        if not isinstance(item_id, str) or isinstance(end, bool) or not isinstance(end, int) or end < 0:
             raise ProtocolError("conversation.item.truncate needs item_id and a non-negative audio_end_ms",
                                 "invalid_value", None, event.get("event_id"))
         self.send(server_event("conversation.item.truncated", item_id=item_id, content_index=0, audio_end_ms=end))

@@ -21,7 +21,7 @@ import numpy as np
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
-from kombain.server.auth import websocket_authorized
+from kombain.server.auth import refuse_websocket, websocket_authorized
 from kombain.server.host import CallHost, CallRefused
 from kombain.server.realtime.protocol import new_id
 from kombain.server.settings import Settings
@@ -136,7 +136,7 @@ async def asterisk_stream(ws: WebSocket) -> None:
     state = ws.app.state.kombain
     settings: Settings = state.settings
     if not websocket_authorized(ws, settings.api_key_set):
-        await ws.close(code=CLOSE_POLICY, reason="missing or invalid API key")
+        await refuse_websocket(ws)
         return
     # Asterisk's websocket_client.conf may offer a subprotocol ("media"); accept it if so.
     offered = [p.strip() for p in ws.headers.get("sec-websocket-protocol", "").split(",") if p.strip()]

@@ -31,11 +31,34 @@ def test_parse_event_valid_str_and_bytes() -> None:
     assert parse_event(raw.encode(), MAX)["type"] == "input_audio_buffer.commit"
 
 
-@pytest.mark.parametrize("raw", ['{"type": ', "not json", "", "{'type': 'x'}", b"\xff\xfe\x00"])
+@pytest.mark.parametrize("raw", ['{"type": ', "not json", "", "{'type': 'x'}", "[" * 5000, "[" * 33 + "]" * 33,
+                                 '{"type": "x", "n": NaN}', '{"type": "x", "n": -Infinity}', '{"type": "x", "n": 1e999}',
+                                 '{"type": "x", "n": ' + "1" * 5000 + "}"])
 def test_parse_event_malformed_json(raw) -> None:
     with pytest.raises(ProtocolError) as ei:
-        parse_event(raw, MAX)
+        parse_event(raw, MAX * 8)
     assert ei.value.code == "invalid_json"
+    assert str(ei.value)
+
+
+@pytest.mark.parametrize("raw", [b"\xff\xfe\x00", '{"type": "\udcff"}', '{"type": "x", "a": "\\ud800"}'])
+def test_parse_event_not_utf8(raw) -> None:
+    """Undecodable bytes (a text frame arrives surrogate-escaped) and lone surrogate escapes."""
+    with pytest.raises(ProtocolError) as ei:
+        parse_event(raw, MAX)
+    assert ei.value.code == "invalid_encoding"
+
+
+@pytest.mark.parametrize("eid", [5, ["a"], {"a": 1}, True, "x" * 300])
+def test_parse_event_event_id_must_be_a_short_string(eid) -> None:
+    with pytest.raises(ProtocolError) as ei:
+        parse_event(json.dumps({"type": "x", "event_id": eid}), MAX)
+    assert ei.value.param == "event_id"
+
+
+def test_parse_event_accepts_nesting_and_escaped_pairs() -> None:
+    deep = {"type": "x", "a": [[[[{"b": "\U0001f600"}]]]]}
+    assert parse_event(json.dumps(deep), MAX) == deep  # json.dumps writes the emoji as a surrogate pair
 
 
 @pytest.mark.parametrize("raw", ["[]", '"session.update"', "42", "null", '[{"type": "x"}]'])

@@ -1,0 +1,47 @@
+"""uvicorn's WebSocket protocol, with text frames that are not valid UTF-8 left to the app.
+
+uvicorn decodes every text message itself; on invalid UTF-8 it logs a traceback and fails the
+connection with 1007, so one hostile frame costs a stack trace in the log and the caller's
+session. Here the message is decoded with `surrogateescape` instead: valid UTF-8 reads exactly as
+before, and the undecodable bytes arrive as lone surrogates, which the event parser
+(server/strict_json.py) refuses with an `error` event while the session goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+log = logging.getLogger("kombain.ws")
+
+
+def websocket_protocol() -> type[asyncio.Protocol] | str:
+    """The `ws` argument for uvicorn.Config: our protocol, or "auto" if uvicorn's internals moved."""
+    try:
+        from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+    except ImportError:
+        return "auto"
+    needed = ("send_receive_event_to_app", "handle_text", "handle_cont")
+    if not all(hasattr(WebSocketsSansIOProtocol, name) for name in needed):
+        log.warning("uvicorn's WebSocket protocol changed; invalid UTF-8 text frames will close the connection")
+        return "auto"
+
+    class LenientTextProtocol(WebSocketsSansIOProtocol):  # type: ignore[misc, valid-type]
+        """Delivers undecodable text messages as surrogate-escaped text instead of failing the socket."""
+
+        def send_receive_event_to_app(self) -> None:
+            if self.curr_msg_data_type != "text":
+                super().send_receive_event_to_app()
+                return
+            data: Any = self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)
+            self.frames = []
+            if self.close_sent:
+                return  # past websocket.close: discard, as uvicorn does
+            self.queue.put_nowait({"type": "websocket.receive",
+                                   "text": bytes(data).decode("utf-8", "surrogateescape")})
+            if not self.read_paused:
+                self.read_paused = True
+                self.transport.pause_reading()
+
+    return LenientTextProtocol
