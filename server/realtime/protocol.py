@@ -117,7 +117,9 @@ def _format(value: Any, param: str) -> AudioFormat:
                 )
             return _BETA_FORMATS[value]
         if isinstance(value, dict):
-            encoding = _GA_TYPES.get(value.get("type", ""))
+            kind = value.get("type", "")
+            # A list or object here is unhashable: it must be an error event, not a TypeError.
+            encoding = _GA_TYPES.get(kind) if isinstance(kind, str) else None
             if encoding is None:
                 raise ProtocolError(
                     f"unsupported audio format type {value.get('type')!r}; use audio/pcm, audio/pcmu or audio/pcma",
@@ -156,7 +158,7 @@ def _turn_detection(value: Any, current: TurnDetection | None, param: str) -> Tu
     base = current or TurnDetection()
     if kind == "semantic_vad":
         eagerness = value.get("eagerness", base.eagerness if base.semantic else "auto")
-        if eagerness not in EAGERNESS_MAX_MS:
+        if not isinstance(eagerness, str) or eagerness not in EAGERNESS_MAX_MS:
             raise ProtocolError(f"unsupported eagerness {eagerness!r}; use low, medium, high or auto",
                                 "invalid_value", f"{param}.eagerness")
         for key in ("silence_duration_ms", "threshold", "prefix_padding_ms"):

@@ -116,7 +116,7 @@ class DigestAuth:
     # -- challenge -------------------------------------------------------------------------
 
     def _sign(self, stamp: str, salt: str) -> str:
-        mac = hmac.new(self._secret, f"{stamp}.{salt}.{self.realm}".encode(), hashlib.sha256)
+        mac = hmac.new(self._secret, f"{stamp}.{salt}.{self.realm}".encode("utf-8", "replace"), hashlib.sha256)
         return mac.hexdigest()[:32]
 
     def make_nonce(self) -> str:
@@ -136,7 +136,8 @@ class DigestAuth:
         if len(parts) != 3 or len(parts[0]) > 16 or not parts[0]:
             return "bad"
         stamp, salt, mac = parts
-        if not hmac.compare_digest(self._sign(stamp, salt), mac):
+        # Bytes: compare_digest raises TypeError on a str with non-ASCII characters.
+        if not hmac.compare_digest(self._sign(stamp, salt).encode(), mac.encode("utf-8", "replace")):
             return "bad"
         try:
             issued = int(stamp, 16)
