@@ -82,6 +82,7 @@ class AudioSocketProtocol:
             return []
         self._buf += data
         if len(self._buf) > self.max_buffer:
+            self._buf.clear()  # the stream is refused; hold nothing more for it
             raise AudioSocketError(f"more than {self.max_buffer} bytes buffered", "buffer_overflow")
         out: list[AudioSocketEvent] = []
         while len(self._buf) >= 3:
