@@ -11,8 +11,11 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from kombain.server.auth import Authenticator
 from kombain.server.host import CallHost
 from kombain.server.metrics import Metrics
+from kombain.server.peers import PeerAllowList
+from kombain.server.quotas import Quotas
 from kombain.server.settings import Settings
 
 log = logging.getLogger("kombain")
@@ -29,9 +32,17 @@ class AppState:
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     load_error: str | None = None
     host: CallHost = field(init=False)
+    auth: Authenticator = field(init=False)
+    quotas: Quotas = field(init=False)
 
     def __post_init__(self) -> None:
         self.host = CallHost(self.settings, self.metrics, self.services)
+        # Bad JWT keys or limits fail here, at start-up, as a ValueError.
+        self.auth = Authenticator(self.settings)
+        s = self.settings
+        self.quotas = Quotas(s.rate_limit, s.key_max_calls, s.key_max_queued_jobs)
+        PeerAllowList(s.audiosocket_allow, "audiosocket_allow")
+        PeerAllowList(s.sip_allow, "sip_allow")
 
     @property
     def draining(self) -> bool:
@@ -49,6 +60,7 @@ class AppState:
 def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI:
     """Build the app. Models load in the background; /readyz turns true when they are in."""
     from kombain.server import (
+        client_secrets_api,
         errors,
         health,
         models_api,
@@ -83,6 +95,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
     app.include_router(health.router)
     app.include_router(realtime_ws.router)
     app.include_router(webrtc.router)
+    app.include_router(client_secrets_api.router)
     app.include_router(transcriptions.router)
     app.include_router(speech_api.router)
     app.include_router(models_api.router)

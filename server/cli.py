@@ -17,6 +17,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--stt-model", default=None, help="tiny.en, base, or a CTranslate2 model dir")
     serve.add_argument("--data-dir", default=None)
     serve.add_argument("--log-level", default=None)
+    serve.add_argument("--ssl-certfile", default=None, help="TLS certificate chain (PEM); serves https/wss")
+    serve.add_argument("--ssl-keyfile", default=None, help="TLS private key (PEM)")
 
     wk = sub.add_parser("worker", help="run a GPU-lane worker (image/video jobs)")
     wk.add_argument("--queue", default=None, help="'embedded' or redis://host:port/db")
@@ -58,9 +60,13 @@ def _serve(args: argparse.Namespace) -> int:
         settings = Settings.from_env(
             host=args.host, port=args.port, stt_model=args.stt_model,
             data_dir=args.data_dir, log_level=args.log_level,
+            ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile,
         )
     except ValueError as exc:
         print(f"kombain: {exc}", file=sys.stderr)
+        return 2
+    if bool(settings.ssl_certfile) != bool(settings.ssl_keyfile):
+        print("kombain: TLS needs both --ssl-certfile and --ssl-keyfile", file=sys.stderr)
         return 2
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -69,12 +75,17 @@ def _serve(args: argparse.Namespace) -> int:
     from kombain.server.drain import DrainingServer
     from kombain.server.ws_protocol import websocket_protocol
 
-    app = create_app(settings)
+    try:
+        app = create_app(settings)  # checks the JWT key, limits and allow-lists
+    except (ValueError, OSError) as exc:
+        print(f"kombain: {exc}", file=sys.stderr)
+        return 2
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level=settings.log_level,
         # Above our own limit, so an oversized message gets a clear error event rather than a close.
         ws_max_size=settings.max_message_bytes * 2 + 65536, timeout_graceful_shutdown=10,
         ws=websocket_protocol(),  # a text frame that is not UTF-8 gets an error event, not a traceback
+        ssl_certfile=settings.ssl_certfile or None, ssl_keyfile=settings.ssl_keyfile or None,
     )
     redact_keys_in_logs()  # after uvicorn.Config, which configures its loggers
     DrainingServer(config, app.state.kombain).run()

@@ -1,9 +1,11 @@
-"""Liveness, readiness and Prometheus metrics endpoints (always open, no auth)."""
+"""Liveness, readiness and Prometheus metrics endpoints (open; /metrics admin-only with KOMBAIN_METRICS_AUTH)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
+
+from kombain.server.auth import require_metrics
 
 router = APIRouter(tags=["operations"])
 
@@ -31,7 +33,7 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ready", "models": sorted(st.services.get("model_names", []))})
 
 
-@router.get("/metrics")
+@router.get("/metrics", dependencies=[Depends(require_metrics)])
 async def metrics(request: Request) -> Response:
     st = request.app.state.kombain
     return Response(st.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

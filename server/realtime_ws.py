@@ -18,9 +18,15 @@ from typing import Any
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from kombain.server.auth import refuse_websocket, websocket_authorized
+from kombain.server.auth import Principal, authorize_websocket, deny_websocket
 from kombain.server.host import CallHost, CallRefused
-from kombain.server.realtime.protocol import ProtocolError, error_event, parse_event
+from kombain.server.quotas import OverLimit
+from kombain.server.realtime.protocol import (
+    ProtocolError,
+    apply_session_update,
+    error_event,
+    parse_event,
+)
 from kombain.server.realtime.session import RealtimeSession
 
 router = APIRouter()
@@ -40,14 +46,26 @@ _CLOSE_GOING_AWAY = 1001
 @router.websocket("/v1/realtime")
 async def realtime(ws: WebSocket) -> None:
     state = ws.app.state.kombain
-    settings = state.settings
     subprotocols = [p.strip() for p in ws.headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
     # Echo the plain "realtime" subprotocol that browser clients offer next to their key.
     accept_proto = "realtime" if "realtime" in subprotocols else None
-    if not websocket_authorized(ws, settings.api_key_set):
-        await refuse_websocket(ws)
+    principal = await authorize_websocket(ws, "voice", realtime=True)
+    if principal is None:
         return
-    await ws.accept(subprotocol=accept_proto)
+    try:
+        release = state.quotas.open_call(principal.subject)
+    except OverLimit as exc:
+        await deny_websocket(ws, 429, exc.message, exc.code, {"Retry-After": str(exc.retry_after_s)})
+        return
+    try:
+        await ws.accept(subprotocol=accept_proto)
+        await _serve(ws, state, principal)
+    finally:
+        release()
+
+
+async def _serve(ws: WebSocket, state: Any, principal: Principal) -> None:
+    settings = state.settings
     host: CallHost = state.host
     kind = "transcription" if ws.query_params.get("intent") == "transcription" else "realtime"
 
@@ -66,6 +84,9 @@ async def realtime(ws: WebSocket) -> None:
             ended.set_result(reason)
 
     session = RealtimeSession(settings, state.metrics, send, kind=kind, on_hangup=end)
+    if principal.session is not None:  # a client secret's session, checked when it was minted
+        with contextlib.suppress(ProtocolError):
+            session.config = apply_session_update(session.config, principal.session, "session.update")
     try:
         async with host.open_call("websocket", session.call_config(host.default_config()), session.on_call_event,
                                   output=session.audio_output(), end=end, call_id=session.id) as call:

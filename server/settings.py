@@ -25,6 +25,23 @@ class Settings:
     # Comma-separated bearer tokens; empty means no auth (local use). /healthz, /readyz and
     # /metrics stay open so probes and scrapers need no secret.
     api_keys: str = ""
+    # JWT bearer tokens (docs/security.md): HS256 with a shared secret and/or RS256/ES256 with a
+    # public key (a PEM file path or the PEM itself); iss/aud are checked when set
+    jwt_secret: str = ""
+    jwt_public_key: str = ""
+    jwt_issuer: str = ""
+    jwt_audience: str = ""
+    jwt_leeway_s: float = 10.0  # clock skew tolerated on exp/nbf/iat
+    # Signs POST /v1/realtime/client_secrets tokens; share it across nodes ("" -> random per process)
+    client_secret_key: str = ""
+    metrics_auth: bool = False  # /metrics needs an admin credential (when auth is configured)
+    # Per key (or JWT subject; per client IP without auth) limits; "" / 0 turns each off
+    rate_limit: str = ""  # HTTP requests and handshakes, e.g. "120/minute" (PyPI `limits` syntax)
+    key_max_calls: int = 0  # concurrent calls (realtime WS, WebRTC, telephony WebSockets)
+    key_max_queued_jobs: int = 0  # unfinished lane jobs submitted through this node
+    # TLS for the HTTP/WebSocket listener (both set -> https/wss)
+    ssl_certfile: str = ""
+    ssl_keyfile: str = ""
 
     # Speech-to-text
     stt_model: str = "tiny.en"  # "tiny.en" | "base" (bundled) | path to a CTranslate2 model dir
@@ -99,6 +116,7 @@ class Settings:
     audiosocket_listen: str = "127.0.0.1:9092"
     audiosocket_config_ttl_s: float = 300.0  # a PUT /v1/telephony/audiosocket/{uuid} is kept this long
     audiosocket_max_configs: int = 1000  # pending per-call configurations (past it, 429)
+    audiosocket_allow: str = ""  # comma-separated IPs/CIDRs allowed to connect ("" -> any)
     # SIP over UDP with G.711 RTP: "host:port", "" turns it off; see docs/telephony.md
     sip_listen: str = "127.0.0.1:5060"
     rtp_ports: str = "40000-40999"  # UDP ports for call media (one per call)
@@ -106,6 +124,7 @@ class Settings:
     sip_realm: str = "kombain"
     sip_advertise: str = ""  # address in SDP and Contact; needed when KOMBAIN_SIP_LISTEN is 0.0.0.0
     sip_answer_delay_ms: int = 0  # ring this long (180 Ringing, the PBX plays ringback) before the 200
+    sip_allow: str = ""  # comma-separated IPs/CIDRs whose SIP requests are served ("" -> any; others get 403)
     # Comma-separated start-up components to skip (e.g. "speech-to-text" on a lane-only node)
     components_disabled: str = ""
 
@@ -159,6 +178,11 @@ class Settings:
     @property
     def api_key_set(self) -> frozenset[str]:
         return frozenset(k.strip() for k in self.api_keys.split(",") if k.strip())
+
+    @property
+    def auth_enabled(self) -> bool:
+        """Any credential configured: API keys or a JWT key. Off means an open (local) server."""
+        return bool(self.api_key_set or self.jwt_secret or self.jwt_public_key)
 
 
 def _convert(tp: Any, raw: str, name: str) -> Any:

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field, ValidationError
 from starlette.types import Receive, Scope, Send
 
 from kombain.server import strict_json
-from kombain.server.auth import require_api_key
+from kombain.server.auth import require
 from kombain.server.errors import ApiError
 from kombain.streaming.encoders import FORMATS, AudioEncoder, PcmEncoder, WavEncoder, make_encoder
 from kombain.streaming.tts import (
@@ -28,7 +28,7 @@ from kombain.streaming.tts import (
 )
 
 log = logging.getLogger("kombain.speech")
-router = APIRouter(tags=["speech"], dependencies=[Depends(require_api_key)])
+router = APIRouter(tags=["speech"], dependencies=[Depends(require("voice"))])
 
 SPEECH_MODELS = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts", "piper")
 # OpenAI's voice names: all spoken by the default voice, so OpenAI clients work unchanged.

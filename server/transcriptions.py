@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.datastructures import UploadFile
 
-from kombain.server.auth import require_api_key
+from kombain.server.auth import require
 from kombain.server.errors import ApiError
 from kombain.streaming.decode_file import BadAudioFile, decode_audio_file
 from kombain.streaming.whisper_runtime import (
@@ -22,7 +22,7 @@ from kombain.streaming.whisper_runtime import (
     WhisperRuntime,
 )
 
-router = APIRouter(dependencies=[Depends(require_api_key)], tags=["audio"])
+router = APIRouter(dependencies=[Depends(require("voice"))], tags=["audio"])
 
 STT_ALIASES = ("whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe")
 _FORMATS = ("json", "text", "verbose_json", "srt", "vtt")

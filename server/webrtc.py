@@ -11,16 +11,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
 from kombain.server import strict_json
-from kombain.server.auth import require_api_key
+from kombain.server.auth import Principal, require
 from kombain.server.errors import ApiError
 from kombain.server.host import CallHost, CallRefused
 from kombain.server.metrics import Metrics
+from kombain.server.quotas import OverLimit
 from kombain.server.realtime.protocol import ProtocolError, SessionConfig, apply_session_update
 from kombain.server.settings import Settings
 from kombain.server.webrtc_call import WebRTCCall
@@ -47,7 +49,7 @@ class CallManager:
     def count(self) -> int:
         return len(self._calls)
 
-    def start(self, call: WebRTCCall, host: CallHost) -> None:
+    def start(self, call: WebRTCCall, host: CallHost, on_end: Callable[[], None] | None = None) -> None:
         self._calls[call.id] = call
 
         async def life() -> None:
@@ -55,6 +57,8 @@ class CallManager:
                 await call.run(host)
             finally:
                 self._calls.pop(call.id, None)
+                if on_end is not None:
+                    on_end()
 
         task = asyncio.create_task(life(), name=f"webrtc-{call.id}")
         self._tasks.add(task)
@@ -98,9 +102,11 @@ async def _read_offer(request: Request, max_bytes: int) -> tuple[bytes, dict[str
     return bytes(body), None
 
 
-@router.post("/v1/realtime/calls", status_code=201, dependencies=[Depends(require_api_key)],
-             responses={201: {"content": {"application/sdp": {}}}})
-async def create_call(request: Request) -> Response:
+_voice = require("voice", realtime=True)  # a client secret from /v1/realtime/client_secrets will do
+
+
+@router.post("/v1/realtime/calls", status_code=201, responses={201: {"content": {"application/sdp": {}}}})
+async def create_call(request: Request, principal: Annotated[Principal, Depends(_voice)]) -> Response:
     """Answer a WebRTC offer; the call runs until either side hangs up."""
     state = request.app.state.kombain
     settings: Settings = state.settings
@@ -109,6 +115,24 @@ async def create_call(request: Request) -> Response:
         host.admit("webrtc")
     except CallRefused as exc:
         raise ApiError(503, str(exc), exc.code, headers={"Retry-After": str(exc.retry_after_s)}) from None
+    release = _open_call(state, principal)
+    try:
+        return await _answer(request, state, settings, host, principal, release)
+    except BaseException:
+        release()
+        raise
+
+
+def _open_call(state: Any, principal: Principal) -> Callable[[], None]:
+    try:
+        return state.quotas.open_call(principal.subject)  # type: ignore[no-any-return]
+    except OverLimit as exc:
+        raise ApiError(429, exc.message, exc.code, type_="rate_limit_error",
+                       headers={"Retry-After": str(exc.retry_after_s)}) from None
+
+
+async def _answer(request: Request, state: Any, settings: Settings, host: CallHost, principal: Principal,
+                  release: Callable[[], None]) -> Response:
     manager: CallManager | None = state.services.get("webrtc")
     if manager is None:
         raise ApiError(503, "WebRTC is not available on this node (still loading, or disabled)",
@@ -123,9 +147,13 @@ async def create_call(request: Request) -> Response:
     except ProtocolError as exc:
         raise ApiError(400, str(exc), exc.code, exc.param) from None
 
-    kind = "transcription" if (session_cfg or {}).get("type") == "transcription" else "realtime"
+    preset = principal.session or {}  # a client secret's session, under the offer's own
+    kind = "transcription" if (session_cfg or preset).get("type") == "transcription" else "realtime"
     call = WebRTCCall(settings, state.metrics, manager.ice_servers, kind=kind, events=info.has_data_channel)
     try:
+        if preset:
+            with contextlib.suppress(ProtocolError):
+                call.session.config = apply_session_update(call.session.config, preset, "session.update")
         if session_cfg is not None:
             call.session.handle_event({"type": "session.update", "session": session_cfg})
         answer = await call.answer(offer)
@@ -134,13 +162,13 @@ async def create_call(request: Request) -> Response:
         if isinstance(exc, SdpError):
             raise ApiError(400, str(exc), exc.code, "sdp") from None
         raise
-    manager.start(call, host)
+    manager.start(call, host, release)
     log.info("call %s (session %s) answered; codecs %s", call.id, call.session.id, ",".join(info.audio_codecs))
     return Response(answer, status_code=201, media_type="application/sdp",
                     headers={"Location": f"/v1/realtime/calls/{call.id}"})
 
 
-@router.delete("/v1/realtime/calls/{call_id}", status_code=204, dependencies=[Depends(require_api_key)])
+@router.delete("/v1/realtime/calls/{call_id}", status_code=204, dependencies=[Depends(_voice)])
 async def hang_up(call_id: str, request: Request) -> Response:
     """End a call; returns once its resources are released (at most a few seconds)."""
     manager: CallManager | None = request.app.state.kombain.services.get("webrtc")
@@ -154,7 +182,7 @@ async def hang_up(call_id: str, request: Request) -> Response:
     return Response(status_code=204)
 
 
-@router.get("/v1/realtime/calls/config", dependencies=[Depends(require_api_key)])
+@router.get("/v1/realtime/calls/config", dependencies=[Depends(_voice)])
 async def call_config(request: Request) -> JSONResponse:
     """What the browser page needs to place a call: the ICE servers to use."""
     manager: CallManager | None = request.app.state.kombain.services.get("webrtc")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -35,14 +36,18 @@ class LiveServer:
 
     @property
     def ws_url(self) -> str:
-        return self.url.replace("http://", "ws://")
+        return self.url.replace("https://", "wss://").replace("http://", "ws://")
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
 
-def start_server(tmp: Path, env_extra: dict[str, str] | None = None, timeout: float = 120) -> LiveServer:
-    """Start `kombain serve` in a subprocess and wait until /readyz says ready."""
+def start_server(tmp: Path, env_extra: dict[str, str] | None = None, timeout: float = 120,
+                 https_ca: str | None = None) -> LiveServer:
+    """Start `kombain serve` in a subprocess and wait until /readyz says ready.
+
+    `https_ca`: the server serves TLS (KOMBAIN_SSL_* in env_extra); readiness is checked over
+    https, verified against this CA file."""
     port = free_port()
     env = dict(os.environ)
     env.update({"KOMBAIN_DATA_DIR": str(tmp / "data"), "PYTHONUNBUFFERED": "1",
@@ -59,13 +64,15 @@ def start_server(tmp: Path, env_extra: dict[str, str] | None = None, timeout: fl
             [sys.executable, "-m", "kombain.server.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
         )
-    server = LiveServer(f"http://127.0.0.1:{port}", port, proc, log_path, as_port, sip_port)
+    scheme = "https" if https_ca else "http"
+    verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=https_ca) if https_ca else True
+    server = LiveServer(f"{scheme}://127.0.0.1:{port}", port, proc, log_path, as_port, sip_port)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited early:\n{server.log()}")
         try:
-            if httpx.get(server.url + "/readyz", timeout=2).status_code == 200:
+            if httpx.get(server.url + "/readyz", timeout=2, verify=verify).status_code == 200:
                 return server
         except httpx.HTTPError:
             pass

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from kombain.server import strict_json
-from kombain.server.auth import require_api_key
+from kombain.server.auth import require
 from kombain.server.lane.jobs import (
     InvalidTransition,
     Job,
@@ -29,12 +29,13 @@ from kombain.server.lane.jobs import (
 )
 from kombain.server.lane.queue import QueueFull
 from kombain.server.lane.service import LaneService
+from kombain.server.quotas import OverLimit, Quotas
 
 MAX_BODY_BYTES = 256 * 1024
 _POLL_S = 0.1
 
 
-router = APIRouter(tags=["lane"], dependencies=[Depends(require_api_key)])
+router = APIRouter(tags=["lane"], dependencies=[Depends(require("lane"))])
 
 
 def _lane(request: Request) -> LaneService:
@@ -93,12 +94,31 @@ async def _submit(request: Request, lane: LaneService, kind: JobKind, body: dict
     key = request.headers.get("idempotency-key")
     if key is not None and not 0 < len(key) <= 256:
         raise LaneError(400, "Idempotency-Key must be 1-256 characters", "invalid_idempotency_key")
+    quotas = request.app.state.kombain.quotas
+    owner = request.state.principal.subject
+    if quotas.max_queued_jobs > 0:
+        await _check_owner_jobs(lane, quotas, owner)
     try:
-        return await lane.call(lane.queue.submit, job, key)
+        submitted = await lane.call(lane.queue.submit, job, key)
+        quotas.record_job(owner, submitted.id)
+        return submitted  # type: ignore[no-any-return]
     except QueueFull as exc:
         lane.metrics.lane_submissions_rejected.inc()
         raise LaneError(429, f"the lane is full ({exc}); retry later", "queue_full",
                         type_="rate_limit_error", retry_after_s=10) from exc
+
+
+async def _check_owner_jobs(lane: LaneService, quotas: Quotas, owner: str) -> None:
+    """429 when the owner's jobs submitted here and not yet finished reach KOMBAIN_KEY_MAX_QUEUED_JOBS."""
+    unfinished = []
+    for job_id in quotas.jobs_of(owner):
+        job = await lane.call(lane.queue.get, job_id)
+        if job is not None and not job.status.finished:
+            unfinished.append(job_id)
+    try:
+        quotas.check_jobs(owner, unfinished)
+    except OverLimit as exc:
+        raise LaneError(429, exc.message, exc.code, type_="rate_limit_error", retry_after_s=exc.retry_after_s) from None
 
 
 async def _get(lane: LaneService, job_id: str, kind: JobKind | None = None) -> Job:

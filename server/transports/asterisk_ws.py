@@ -16,13 +16,15 @@ import contextlib
 import time
 from collections import deque
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
-from kombain.server.auth import refuse_websocket, websocket_authorized
+from kombain.server.auth import authorize_websocket, deny_websocket
 from kombain.server.host import CallHost, CallRefused
+from kombain.server.quotas import OverLimit
 from kombain.server.realtime.protocol import new_id
 from kombain.server.settings import Settings
 from kombain.server.transports.asterisk_ws_protocol import (
@@ -135,9 +137,21 @@ def _fmt(encoding: str) -> AudioFormat:
 async def asterisk_stream(ws: WebSocket) -> None:
     state = ws.app.state.kombain
     settings: Settings = state.settings
-    if not websocket_authorized(ws, settings.api_key_set):
-        await refuse_websocket(ws)
+    principal = await authorize_websocket(ws, "voice")
+    if principal is None:
         return
+    try:
+        release = state.quotas.open_call(principal.subject)
+    except OverLimit as exc:
+        await deny_websocket(ws, 429, exc.message, exc.code, {"Retry-After": str(exc.retry_after_s)})
+        return
+    try:
+        await _stream(ws, state, settings)
+    finally:
+        release()
+
+
+async def _stream(ws: WebSocket, state: Any, settings: Settings) -> None:
     # Asterisk's websocket_client.conf may offer a subprotocol ("media"); accept it if so.
     offered = [p.strip() for p in ws.headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
     await ws.accept(subprotocol="media" if "media" in offered else None)

@@ -22,10 +22,11 @@ import numpy as np
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from kombain.server.auth import require_api_key
+from kombain.server.auth import require
 from kombain.server.errors import ApiError
 from kombain.server.host import CallHost, CallRefused
 from kombain.server.metrics import Metrics
+from kombain.server.peers import PeerAllowList
 from kombain.server.realtime.protocol import new_id
 from kombain.server.settings import Settings
 from kombain.server.transports.audiosocket_protocol import (
@@ -108,6 +109,7 @@ class AudioSocketServer:
     def __init__(self, settings: Settings, metrics: Metrics, host: CallHost, services: dict[str, Any]) -> None:
         self.settings, self.metrics, self.host, self.services = settings, metrics, host, services
         self.pending = PendingConfigs(settings.audiosocket_config_ttl_s, settings.audiosocket_max_configs)
+        self.allow = PeerAllowList(settings.audiosocket_allow, "audiosocket_allow")
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.address: tuple[str, int] | None = None
@@ -133,6 +135,11 @@ class AudioSocketServer:
         if task is not None:
             self._tasks.add(task)
         try:
+            peer = writer.get_extra_info("peername")
+            if not self.allow.allows(str(peer[0]) if peer else ""):
+                log.warning("AudioSocket peer %s refused (KOMBAIN_AUDIOSOCKET_ALLOW)", peer)
+                writer.write(error_frame())
+                return
             await AudioSocketConnection(self, reader, writer).serve()
         except Exception:  # one connection's failure never reaches the listener
             log.exception("AudioSocket connection failed")
@@ -281,7 +288,7 @@ class AudioSocketConnection:
             self.log.warning("Asterisk reports an error: %s (0x%02x)", ev.name, ev.code)
 
 
-@router.put("/v1/telephony/audiosocket/{call_uuid}", status_code=204, dependencies=[Depends(require_api_key)])
+@router.put("/v1/telephony/audiosocket/{call_uuid}", status_code=204, dependencies=[Depends(require("voice"))])
 async def configure_call(call_uuid: str, options: CallOptions, request: Request) -> Response:
     """Set a call's options before Asterisk connects with this UUID (kept for a bounded time)."""
     try:
@@ -298,7 +305,7 @@ async def configure_call(call_uuid: str, options: CallOptions, request: Request)
     return Response(status_code=204)
 
 
-@router.delete("/v1/telephony/audiosocket/{call_uuid}", status_code=204, dependencies=[Depends(require_api_key)])
+@router.delete("/v1/telephony/audiosocket/{call_uuid}", status_code=204, dependencies=[Depends(require("voice"))])
 async def forget_call(call_uuid: str, request: Request) -> Response:
     """Drop a configuration that will not be used."""
     server: AudioSocketServer | None = request.app.state.kombain.services.get("audiosocket")

@@ -27,6 +27,7 @@ import numpy as np
 
 from kombain.server.host import CallHost, CallRefused
 from kombain.server.metrics import Metrics
+from kombain.server.peers import PeerAllowList
 from kombain.server.settings import Settings
 from kombain.server.transports.jitter import JitterBuffer, conceal
 from kombain.server.transports.options import apply_options
@@ -34,6 +35,7 @@ from kombain.server.transports.paced import MAX_QUEUED_S, PacedOutput
 from kombain.server.transports.phone import call_logger, say_goodbye
 from kombain.server.transports.rtp import DtmfReceiver, RtpError, RtpStream, parse_rtp
 from kombain.server.transports.sip_auth import DigestAuth
+from kombain.server.transports.sip_message import SipError, parse_message, response_for, serialize
 from kombain.server.transports.sip_protocol import (
     Action,
     CallEnded,
@@ -107,6 +109,7 @@ class SipServer:
             raise ValueError("KOMBAIN_SIP_LISTEN is a wildcard address: set KOMBAIN_SIP_ADVERTISE to the address "
                              "callers reach this node at (it goes into SDP answers and Contact headers)")
         self.ports = parse_port_range(settings.rtp_ports)
+        self.allow = PeerAllowList(settings.sip_allow, "sip_allow")
         users = parse_users(settings.sip_users)
         auth = DigestAuth(users, settings.sip_realm) if users else None
         self.protocol = SipServerProtocol(local_host=self.advertise, local_port=self.listen[1], auth=auth,
@@ -143,11 +146,22 @@ class SipServer:
     # --- signalling --------------------------------------------------------------------------------
 
     def _datagram(self, data: bytes, addr: tuple[str, int]) -> None:
+        if not self.allow.allows(str(addr[0])):
+            self._forbid(data, addr)
+            return
         self.protocol.unavailable = self.host.draining or self.host.full or not self.host.ready
         try:
             self.perform(self.protocol.datagram_received(data, addr))
         except Exception:  # the state machine promises not to raise; the listener must not die if it does
             log.exception("SIP datagram from %s:%d could not be handled", *addr)
+
+    def _forbid(self, data: bytes, addr: tuple[str, int]) -> None:
+        """A source outside KOMBAIN_SIP_ALLOW: 403 to its requests (not ACK), nothing else."""
+        with contextlib.suppress(SipError):
+            msg = parse_message(data)
+            if msg.is_request and msg.method != "ACK" and self.transport is not None:
+                self.transport.sendto(serialize(response_for(msg, 403, "Forbidden", to_tag=None)), addr)
+        log.info("SIP from %s:%d refused (KOMBAIN_SIP_ALLOW)", *addr)
 
     def perform(self, actions: list[Action]) -> None:
         for a in actions:

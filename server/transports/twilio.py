@@ -11,14 +11,17 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import replace
+from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import numpy as np
 from fastapi import APIRouter, Request, Response, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
+from kombain.server.auth import authorize_websocket, deny_websocket
 from kombain.server.errors import ApiError
 from kombain.server.host import CallHost, CallRefused
+from kombain.server.quotas import OverLimit
 from kombain.server.realtime.protocol import new_id
 from kombain.server.settings import Settings
 from kombain.server.transports.options import apply_options
@@ -120,11 +123,35 @@ async def twiml(request: Request) -> Response:
 async def twilio_stream(ws: WebSocket) -> None:
     state = ws.app.state.kombain
     settings: Settings = state.settings
+    signed = False
     if settings.twilio_auth_token:
         url = public_url(settings, ws.url.scheme, ws.headers, ws.url.path, ws.url.query)
-        if not valid_twilio_signature(settings.twilio_auth_token, url, {}, ws.headers.get("x-twilio-signature", "")):
-            await ws.close(code=CLOSE_POLICY, reason="missing or invalid X-Twilio-Signature")
+        signed = valid_twilio_signature(settings.twilio_auth_token, url, {}, ws.headers.get("x-twilio-signature", ""))
+    release = _no_release
+    if not signed and state.auth.enabled:
+        # Twilio sends no headers of ours: a key or JWT comes as `?token=` on the stream URL.
+        principal = await authorize_websocket(ws, "voice", query_keys=("token", "api_key"))
+        if principal is None:
             return
+        try:
+            release = state.quotas.open_call(principal.subject)
+        except OverLimit as exc:
+            await deny_websocket(ws, 429, exc.message, exc.code, {"Retry-After": str(exc.retry_after_s)})
+            return
+    elif not signed and settings.twilio_auth_token:
+        await ws.close(code=CLOSE_POLICY, reason="missing or invalid X-Twilio-Signature")
+        return
+    try:
+        await _stream(ws, state, settings)
+    finally:
+        release()
+
+
+def _no_release() -> None:
+    pass
+
+
+async def _stream(ws: WebSocket, state: Any, settings: Settings) -> None:
     await ws.accept()
     call_id = new_id("call")
     log = call_logger("kombain.twilio", call_id)
