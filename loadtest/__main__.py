@@ -1,5 +1,5 @@
 """Load tests: `python -m loadtest stt --sessions N --audio DIR [--url URL]`,
-`python -m loadtest conversation --transport websocket|webrtc|twilio|asterisk --sessions 1 4 16`."""
+`python -m loadtest conversation --transport websocket|webrtc|twilio|asterisk|sip|audiosocket --sessions 1 4 16`."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from pathlib import Path
 from kombain.loadtest.server_proc import ResourceSampler, local_server
 from kombain.loadtest.stats import fmt_row
 
-PHONE = ("twilio", "asterisk")
+PBX = ("sip", "audiosocket")
+PHONE = ("twilio", "asterisk", *PBX)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,6 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     from kombain.loadtest import turns  # `turns`: turn-taking benchmark (its own options and run)
 
     turns.add_parser(sub)
+    from kombain.loadtest import scaleout  # `scaleout`: a small cluster in network namespaces
+
+    scaleout.add_parser(sub)
     stt = sub.add_parser("stt", help="concurrent streaming speech-to-text callers")
     stt.add_argument("--sessions", type=int, nargs="+", default=[1], help="one or more N to run in turn")
     stt.add_argument("--audio", type=Path, default=Path("tests/data/speech"))
@@ -34,7 +38,16 @@ def main(argv: list[str] | None = None) -> int:
     conv.add_argument("--rounds", type=int, default=1, help="times each caller goes through the clips")
     conv.add_argument("--transport", choices=("websocket", "webrtc", *PHONE), default="websocket",
                       help="webrtc: calls over aiortc, run in a loopback-only network namespace (unshare -n); "
-                           "twilio/asterisk: phone calls over /v1/telephony/* (3 x --rounds turns per call)")
+                           "twilio/asterisk: phone calls over /v1/telephony/* (3 x --rounds turns per call); "
+                           "sip: SIP/RTP calls; audiosocket: Asterisk AudioSocket calls over TCP")
+    conv.add_argument("--loss", type=float, default=0.0,
+                      help="sip: fraction of the callers' RTP packets dropped (seeded, as netem would)")
+    conv.add_argument("--jitter-ms", type=float, default=0.0,
+                      help="sip: each caller RTP packet delayed by uniform 0..MS (packets may reorder)")
+    conv.add_argument("--sip", default="127.0.0.1:5060",
+                      help="with --url: the server's SIP listener (KOMBAIN_SIP_LISTEN)")
+    conv.add_argument("--audiosocket", default="127.0.0.1:9092",
+                      help="with --url: the server's AudioSocket listener (KOMBAIN_AUDIOSOCKET_LISTEN)")
     conv.add_argument("--find-capacity", nargs="?", type=float, const=1.0, default=None, metavar="SECONDS",
                       help="report the largest N run whose `turn` p95 is under SECONDS (default 1.0) "
                            "with every call completed")
@@ -47,9 +60,18 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.test == "turns":
         return turns.run(args)
+    if args.test == "scaleout":
+        return scaleout.run(args)
     if args.test == "conversation" and args.interrupt_every is None:
         args.interrupt_every = 2 if args.transport in PHONE else 3
-    if getattr(args, "transport", "websocket") == "webrtc" and not os.environ.get("KOMBAIN_NETNS_INNER"):
+    if args.test == "conversation" and (args.loss or args.jitter_ms) and args.transport != "sip":
+        ap.error("--loss and --jitter-ms apply to --transport sip only")
+    if args.test == "conversation" and not 0 <= args.loss < 1:
+        ap.error("--loss is a fraction in [0, 1)")
+    transport = getattr(args, "transport", "websocket")
+    # WebRTC (ICE gathers on every interface) and SIP/RTP calls to a server started here run in a
+    # loopback-only network namespace: a load test sends to nothing but this machine.
+    if (transport == "webrtc" or (transport in PBX and not args.url)) and not os.environ.get("KOMBAIN_NETNS_INNER"):
         return _in_namespace(sys.argv[1:] if argv is None else argv)
     args.out.mkdir(parents=True, exist_ok=True)
     runs = []
@@ -68,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         _print_capacity(runs, args.find_capacity)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     name = args.test + (f"-{args.transport}" if getattr(args, "transport", "") in PHONE else "")
+    if getattr(args, "loss", 0) or getattr(args, "jitter_ms", 0):
+        name += f"-loss{args.loss:g}-jitter{args.jitter_ms:g}ms"
     path = args.out / f"{name}-{stamp}.json"
     path.write_text(json.dumps(runs, indent=1))
     png = _plot(runs, args.out / f"{name}-{stamp}.png")
@@ -80,6 +104,12 @@ def _one(args: argparse.Namespace, n: int, lane: str = "idle") -> dict:
     from kombain.loadtest.stt import run_stt
 
     def work(url: str, sampler: ResourceSampler | None = None):  # type: ignore[no-untyped-def]
+        if args.test == "conversation" and args.transport in PBX:
+            from kombain.loadtest.conversation_pbx import run_conversation_pbx
+
+            return run_conversation_pbx(url, args.transport, n, args.audio, args.interrupt_every, args.rounds,
+                                        sampler, sip=_hostport(args.sip), audiosocket=_hostport(args.audiosocket),
+                                        loss=args.loss, jitter_ms=args.jitter_ms)
         if args.test == "conversation" and args.transport in PHONE:
             from kombain.loadtest.conversation_phone import run_conversation_phone
 
@@ -98,6 +128,11 @@ def _one(args: argparse.Namespace, n: int, lane: str = "idle") -> dict:
     env = {"KOMBAIN_MAX_SESSIONS": str(max(n, 32))}
     if getattr(args, "transport", "") == "webrtc":
         env["KOMBAIN_WEBRTC_HOSTS"] = "127.0.0.1"
+    if getattr(args, "transport", "") in PBX:  # listeners on free ports the callers are told of
+        from kombain.loadtest.server_proc import free_port
+
+        args.sip, args.audiosocket = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+        env |= {"KOMBAIN_SIP_LISTEN": args.sip, "KOMBAIN_AUDIOSOCKET_LISTEN": args.audiosocket}
     if args.model:
         env["KOMBAIN_STT_MODEL"] = args.model
     if lane == "idle":
@@ -120,14 +155,18 @@ def _one(args: argparse.Namespace, n: int, lane: str = "idle") -> dict:
     return result
 
 
+def _hostport(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    return host or "127.0.0.1", int(port)
+
+
 def _in_namespace(argv: list[str]) -> int:
-    """Re-run this command in a new network namespace with only loopback up: WebRTC's ICE gathers
-    on every interface, and a load test must not send to anything but this machine."""
+    """Re-run this command in a new network namespace with only loopback up."""
     import shlex
     import subprocess
 
     if subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode != 0:
-        print("--transport webrtc needs `unshare -n` (root or user namespaces)", file=sys.stderr)
+        print("--transport webrtc/sip/audiosocket needs `unshare -n` (root or user namespaces)", file=sys.stderr)
         return 2
     cmd = " ".join(shlex.quote(a) for a in [sys.executable, "-m", "loadtest", *argv])
     env = {**os.environ, "KOMBAIN_NETNS_INNER": "1"}
@@ -171,7 +210,8 @@ def _print(run: dict) -> None:
               f"WER {run['wer']}")
     else:
         transport = {"webrtc": " over WebRTC", "twilio": " over Twilio Media Streams",
-                     "asterisk": " over Asterisk chan_websocket"}.get(run.get("transport", ""), "")
+                     "asterisk": " over Asterisk chan_websocket", "sip": " over SIP/RTP",
+                     "audiosocket": " over Asterisk AudioSocket"}.get(run.get("transport", ""), "")
         print(f"\n== {run['sessions']} session(s){transport}{lane}: responses {run['responses']}")
     for name, s in run["stages"].items():
         print(fmt_row(name, s))
@@ -180,6 +220,8 @@ def _print(run: dict) -> None:
             top = f"  ({s['above_top_bucket']} above the top bucket)" if s.get("above_top_bucket") else ""
             print(f"{name:18s} n={s['count']:<4d} p50 ~{s['p50_ms']:6.1f} ms  p95 ~{s['p95_ms']:6.1f} ms  "
                   f"p99 ~{s['p99_ms']:6.1f} ms  (bucket estimate){top}")
+    if run.get("packets"):
+        print(f"packets: {run['packets']}")
     if run.get("server"):
         print(f"server: {run['server']}")
     if run.get("client"):

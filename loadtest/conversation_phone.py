@@ -1,4 +1,5 @@
 """`python -m kombain.loadtest conversation --transport twilio|asterisk`: N phone calls at once.
+(`--transport sip|audiosocket` reuse `PhoneSession` from loadtest/conversation_pbx.py.)
 
 Each caller is a `TwilioCaller` or `AsteriskCaller` (clients/phone_callers.py): it connects to
 /v1/telephony/twilio or /v1/telephony/asterisk and streams 8 kHz mu-law in 20 ms frames at real
@@ -44,6 +45,7 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -135,8 +137,9 @@ def endpoint(url: str, transport: str) -> str:
 class PhoneSession:
     """One simulated phone call going through its utterances; fills `samples` and `counts`."""
 
-    def __init__(self, url: str, transport: str, utterances: list[np.ndarray], interrupt_every: int) -> None:
-        self.caller: PhoneCaller = (_Twilio if transport == "twilio" else _Asterisk)(endpoint(url, transport))
+    def __init__(self, url: str, transport: str, utterances: list[np.ndarray], interrupt_every: int,
+                 caller: PhoneCaller | None = None) -> None:
+        self.caller: PhoneCaller = caller or (_Twilio if transport == "twilio" else _Asterisk)(endpoint(url, transport))
         self.transport, self.utterances, self.interrupt_every = transport, utterances, interrupt_every
         self.samples: dict[str, list[float]] = {k: [] for k in STAGES}
         self.counts = {"turns": 0, "replies": 0, "no_reply": 0, "barge_ins": 0, "no_clear": 0, "reply_over": 0}
@@ -403,11 +406,15 @@ class _MachineSampler:
 
 
 async def run_conversation_phone(url: str, transport: str, sessions: int, audio_dir: Path, interrupt_every: int = 2,
-                                 rounds: int = 1, sampler: Any = None) -> dict[str, Any]:
+                                 rounds: int = 1, sampler: Any = None,
+                                 make_session: Callable[[int, list[np.ndarray]], PhoneSession] | None = None,
+                                 ) -> dict[str, Any]:
+    """Run `sessions` calls; `make_session(i, utterances)` builds call i (default: Twilio or Asterisk)."""
     clips = load_clips_8k(audio_dir)
     per_call = 3 * rounds
     plans = [plan_utterances(clips, per_call, interrupt_every, i) for i in range(sessions)]
-    calls = [PhoneSession(url, transport, plan, interrupt_every) for plan in plans]
+    make = make_session or (lambda i, plan: PhoneSession(url, transport, plan, interrupt_every))
+    calls = [make(i, plan) for i, plan in enumerate(plans)]
     # Bound: a turn is at most a clip (<= 4 s) + the reply wait (twice, when it is late) + the reply
     # playing out + the quiet.
     per_call_s = 15 + per_call * (4 + 2 * REPLY_WITHIN_S + 8)
