@@ -43,6 +43,9 @@ class AppState:
         self.quotas = Quotas(s.rate_limit, s.key_max_calls, s.key_max_queued_jobs)
         PeerAllowList(s.audiosocket_allow, "audiosocket_allow")
         PeerAllowList(s.sip_allow, "sip_allow")
+        if s.max_audio_speed != 0 and (s.max_audio_speed < 1 or s.max_audio_burst_s <= 0):
+            raise ValueError("KOMBAIN_MAX_AUDIO_SPEED must be 0 (no limit) or at least 1 (real time), "
+                             "and KOMBAIN_MAX_AUDIO_BURST_S positive")
 
     @property
     def draining(self) -> bool:

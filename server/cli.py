@@ -85,6 +85,9 @@ def _serve(args: argparse.Namespace) -> int:
         # Above our own limit, so an oversized message gets a clear error event rather than a close.
         ws_max_size=settings.max_message_bytes * 2 + 65536, timeout_graceful_shutdown=10,
         ws=websocket_protocol(),  # a text frame that is not UTF-8 gets an error event, not a traceback
+        # No permessage-deflate: audio hardly compresses, and with it 1 MB of compressed zeros on
+        # the wire became 1 GB of frames to decompress and analyse (a flood that froze every call).
+        ws_per_message_deflate=False,
         ssl_certfile=settings.ssl_certfile or None, ssl_keyfile=settings.ssl_keyfile or None,
     )
     redact_keys_in_logs()  # after uvicorn.Config, which configures its loggers

@@ -25,6 +25,7 @@ from kombain.server.responders import build_responder
 from kombain.server.settings import Settings
 from kombain.streaming.call import AudioOutput, Call, CallConfig, CallEvent, CallHooks
 from kombain.streaming.endpointer import TurnDetection
+from kombain.streaming.ingest import IngestPacer
 from kombain.streaming.responders import Responder
 from kombain.streaming.transcriber import SttConfig
 
@@ -158,6 +159,7 @@ class CallHost:
         return Call(services["whisper"], services["vad"], config, emit, stt=stt, output=output,  # type: ignore[arg-type]
                     tts=tts, responder=responder, hooks=hooks, lead_s=s.response_lead_ms / 1000,  # type: ignore[arg-type]
                     frame_ms=s.response_frame_ms, call_id=call_id,
+                    ingest=IngestPacer(s.max_audio_speed, s.max_audio_burst_s) if s.max_audio_speed > 0 else None,
                     turn_predictor=services.get("turn_model"))  # type: ignore[arg-type]
 
     def _refused(self, transport: str, reason: str) -> None:

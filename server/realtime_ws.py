@@ -190,14 +190,15 @@ async def _reader(ws: WebSocket, session: RealtimeSession, max_bytes: int, activ
             if len(data) > max_bytes:
                 session.send_error(f"binary frame of {len(data)} bytes exceeds {max_bytes}", "message_too_large")
                 continue
-            session.handle_audio_bytes(data)
+            await session.receive_audio_bytes(data)
             continue
         try:
             event = parse_event(text or "", max_bytes)
         except ProtocolError as exc:
             session.send_error(str(exc), exc.code, exc.param, exc.event_id)
+            await asyncio.sleep(0)  # a backlog of bad frames must not hold the event loop
             continue
-        session.handle_event(event)
+        await session.receive_event(event)
 
 
 async def _writer(ws: WebSocket, out: asyncio.Queue[dict[str, Any] | None]) -> None:

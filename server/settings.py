@@ -91,6 +91,10 @@ class Settings:
     # Limits
     max_message_bytes: int = 4 * 1024 * 1024  # one WebSocket message (JSON or binary)
     max_session_seconds: int = 3600
+    # A caller may send audio ahead of real time: max_audio_burst_s at once, then at most this many
+    # times real time (its socket is read more slowly; nothing is dropped). 0: no limit.
+    max_audio_speed: float = 20.0
+    max_audio_burst_s: float = 60.0
     idle_timeout_s: float = 120.0  # a realtime WebSocket that sends no event or audio this long is closed (0: never)
     max_upload_bytes: int = 25 * 1024 * 1024
     max_sessions: int = 32

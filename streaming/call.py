@@ -30,6 +30,7 @@ from kombain.streaming.conversation import (
 )
 from kombain.streaming.end_of_turn import TurnPredictor
 from kombain.streaming.endpointer import TurnDetection
+from kombain.streaming.ingest import IngestPacer
 from kombain.streaming.responders import Reply, Responder
 from kombain.streaming.stt_events import (
     SpeechStartedEvent,
@@ -155,7 +156,7 @@ class Call:
                  emit: Callable[[CallEvent], None], *, stt: SttConfig, output: AudioOutput | None = None,
                  tts: VoicePool | None = None, responder: Responder | None = None,
                  hooks: CallHooks | None = None, lead_s: float = 0.5, frame_ms: int = 100,
-                 turn_predictor: TurnPredictor | None = None,
+                 turn_predictor: TurnPredictor | None = None, ingest: IngestPacer | None = None,
                  call_id: str | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.id = call_id or "call_" + secrets.token_hex(10)
         self.config = config
@@ -166,6 +167,7 @@ class Call:
         self._output = output
         self._clock = clock
         self._resampler: Resampler | None = None
+        self._ingest = ingest
         self.transcriber = StreamingTranscriber(runtime, vad.new_stream(), self._stt_config(), self._on_stt,
                                                 clock=clock, on_vad_seconds=self._hooks.vad_seconds,
                                                 turn_predictor=turn_predictor, on_turn_check=self._hooks.turn_check,
@@ -228,6 +230,23 @@ class Call:
 
     # --- input -----------------------------------------------------------------------------------
 
+    async def receive_audio(self, samples: np.ndarray, rate: int) -> None:
+        """`push_audio` for a transport reading a peer that may send faster than real time: a long
+        message is taken in half-second slices with the event loop free between them, and the call
+        returns only once the caller is within its ingest allowance (`IngestPacer`)."""
+        step = max(1, rate // 2)
+        for i in range(0, len(samples), step):
+            if i:
+                await asyncio.sleep(0)
+            self.push_audio(samples[i:i + step], rate)
+        await self.paced()
+
+    async def paced(self) -> None:
+        """Yield the event loop, and wait while the caller is ahead of its ingest allowance; a
+        transport's reader awaits this between messages (a backlog must not hold the loop)."""
+        wait = self._ingest.delay() if self._ingest is not None else 0.0
+        await asyncio.sleep(wait)
+
     def push_audio(self, samples: np.ndarray, rate: int) -> None:
         """Float32 mono audio at any supported rate, already decoded by the transport."""
         if len(samples) == 0:
@@ -238,6 +257,8 @@ class Call:
                 self._early.append((samples, rate))
                 self._early_s += len(samples) / rate
             return
+        if self._ingest is not None:
+            self._ingest.add(len(samples) / rate)
         if self._resampler is None or self._resampler.in_rate != rate:
             self._resampler = Resampler(rate, INTERNAL_RATE)
         self.transcriber.push_audio(self._resampler.process(samples))

@@ -8,11 +8,14 @@ or beta dialect the client speaks. The WebSocket (server/realtime_ws.py) and Web
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
+
+import numpy as np
 
 from kombain.server.host import default_turn_detection
 from kombain.server.metrics import Metrics
@@ -129,21 +132,46 @@ class RealtimeSession:
         except ProtocolError as exc:
             self.send_error(str(exc), exc.code, exc.param, exc.event_id or event.get("event_id"))
 
+    async def receive_event(self, event: dict[str, Any]) -> None:
+        """`handle_event` for a socket reader: audio goes through `receive_audio_bytes` (sliced,
+        paced), and the event loop is yielded after every event."""
+        if event["type"] != "input_audio_buffer.append":
+            self.handle_event(event)
+            await asyncio.sleep(0)
+            return
+        try:
+            data = decode_audio_b64(event)
+        except ProtocolError as exc:
+            self.send_error(str(exc), exc.code, exc.param, exc.event_id or event.get("event_id"))
+            return
+        await self.receive_audio_bytes(data, event.get("event_id"))
+
+    async def receive_audio_bytes(self, data: bytes, event_id: str | None = None) -> None:
+        """Raw audio from a socket reader: a long message is fed in slices with the event loop free
+        between them, and this returns once the client is within its ingest allowance."""
+        if (samples := self._decode_bytes(data, event_id)) is not None:
+            await self.call.receive_audio(samples, self.config.input_format.rate)
+        else:
+            await asyncio.sleep(0)
+
     def handle_audio_bytes(self, data: bytes, event_id: str | None = None) -> None:
         """Raw audio in the session's input format (the binary-frame fast path)."""
+        if (samples := self._decode_bytes(data, event_id)) is not None:
+            self.call.push_audio(samples, self.config.input_format.rate)
+
+    def _decode_bytes(self, data: bytes, event_id: str | None) -> np.ndarray | None:
         if not data:
-            return
+            return None
         fmt = self.config.input_format
         if len(data) % fmt.bytes_per_sample:
             self.send_error(f"audio of {len(data)} bytes is not a whole number of 16-bit samples",
                             "invalid_audio", "audio", event_id)
-            return
+            return None
         try:
-            samples = decode(data, fmt)
+            return decode(data, fmt)
         except AudioFormatError as exc:
             self.send_error(str(exc), "invalid_audio", "audio", event_id)
-            return
-        self.call.push_audio(samples, fmt.rate)
+            return None
 
     def send_error(self, message: str, code: str, param: str | None = None, event_id: str | None = None) -> None:
         self.metrics.client_errors.labels(code).inc()

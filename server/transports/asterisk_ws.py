@@ -240,12 +240,14 @@ async def _reader(ws: WebSocket, proto: AsteriskWsProtocol, link: PhoneLink, por
             if data is not None:
                 media = proto.receive_binary(data)
                 link.last_media = time.monotonic()
-                call.push_audio(decode(media.data, fmt), rate)
+                await call.receive_audio(decode(media.data, fmt), rate)
                 continue
             ev = proto.receive_text(msg.get("text") or "")
         except AsteriskProtocolError as exc:
             link.protocol_error(exc, exc.code)
+            await call.paced()
             continue
+        await call.paced()
         if isinstance(ev, DtmfEnd):
             try:
                 call.push_dtmf(ev.digit)

@@ -271,6 +271,7 @@ class AudioSocketConnection:
                 if isinstance(ev, HangupFrame):
                     return "peer_hangup"
                 self._handle(ev, call, port)
+            await call.paced()  # a caller far ahead of real time is read more slowly
 
     def _handle(self, ev: Any, call: Call, port: AudioSocketOutput) -> None:
         if isinstance(ev, Audio):

@@ -222,11 +222,13 @@ async def _reader(ws: WebSocket, proto: TwilioStreamProtocol, link: PhoneLink, p
             ev = proto.receive(data)
         except TwilioProtocolError as exc:
             link.protocol_error(exc, exc.code)
+            await call.paced()
             continue
         if isinstance(ev, TwilioMedia):
             link.last_media = time.monotonic()
-            call.push_audio(mulaw_decode(ev.payload).astype(np.float32) / 32768, RATE)
-        elif isinstance(ev, TwilioDtmf):
+            await call.receive_audio(mulaw_decode(ev.payload).astype(np.float32) / 32768, RATE)
+            continue
+        if isinstance(ev, TwilioDtmf):
             try:
                 call.push_dtmf(ev.digit)
             except CallError as exc:
@@ -235,6 +237,7 @@ async def _reader(ws: WebSocket, proto: TwilioStreamProtocol, link: PhoneLink, p
             port.echoed(ev.name, call)
         elif isinstance(ev, TwilioStop):
             return "stop"
+        await call.paced()
 
 
 def _scheme(settings: Settings, scheme: str, headers: object) -> str:

@@ -288,3 +288,50 @@ def test_transcription_language_must_be_an_ascii_code(live_server: LiveServer) -
         r = httpx.post(live_server.url + "/v1/audio/transcriptions", files={"file": f},
                        data={"model": "whisper-1", "language": "中文"}, timeout=30)
     assert _error(r, 400)["param"] == "language"
+
+
+# --- 8: a client flooding audio ------------------------------------------------------------------
+
+async def test_a_flooding_client_is_slowed_and_other_calls_go_on(live_server: LiveServer) -> None:
+    """One client sends silence as fast as the socket takes it (2 MiB frames, 44 s of audio each).
+    The server offers no compression (1 MB of deflated zeros was 1 GB of frames), reads the flood
+    at most KOMBAIN_MAX_AUDIO_SPEED (20x) real time after a 60 s allowance, and another caller's
+    turn and /healthz go on meanwhile."""
+    loop = asyncio.get_running_loop()
+    flood = await websockets.connect(live_server.ws_url + "/v1/realtime", max_size=None)
+    assert not flood.protocol.extensions, flood.protocol.extensions  # permessage-deflate refused
+    assert json.loads(await flood.recv())["type"] == "session.created"
+    frame, sent = bytes(2 * 1024 * 1024), 0
+
+    async def send_all() -> None:
+        nonlocal sent
+        for _ in range(200):
+            await flood.send(frame)
+            sent += 1
+
+    flooding = asyncio.create_task(send_all())
+    other = await open_session(live_server.ws_url)
+    probes: list[float] = []
+    speech = asyncio.create_task(other.append(clip_pcm16(SPEECH_DIR / "arctic_a0009.wav", 24000), 4800,
+                                              speed=2.0, rate=24000))
+    async with httpx.AsyncClient(timeout=10) as http:
+        end = loop.time() + 6
+        while loop.time() < end:
+            t = loop.time()
+            assert (await http.get(live_server.url + "/healthz")).status_code == 200
+            probes.append(loop.time() - t)
+            await asyncio.sleep(0.1)
+    sent_in_6s = sent
+    await speech
+    done = await other.wait_for("conversation.item.input_audio_transcription.completed", timeout=30)
+    flooding.cancel()
+    async with asyncio.timeout(10):
+        await flood.close()
+    await other.close()
+    print(f"\nflood frames taken in 6 s: {sent_in_6s} (~{sent_in_6s * 43.7:.0f} s of audio); "
+          f"/healthz max {max(probes) * 1000:.0f} ms; heard {done[0]['transcript']!r}")
+    assert "turned sharply" in done[0]["transcript"].lower(), done[0]
+    assert max(probes) < 1.0, probes
+    # 60 s + 20 x 6 s of audio = ~4 frames, plus what the socket buffers hold; unpaced, VAD alone
+    # takes the 2 MiB frames at ~5 per second on this machine.
+    assert sent_in_6s <= 15, sent_in_6s
