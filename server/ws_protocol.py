@@ -5,6 +5,9 @@ connection with 1007, so one hostile frame costs a stack trace in the log and th
 session. Here the message is decoded with `surrogateescape` instead: valid UTF-8 reads exactly as
 before, and the undecodable bytes arrive as lone surrogates, which the event parser
 (server/strict_json.py) refuses with an `error` event while the session goes on.
+
+It also aborts a connection whose close cannot be delivered (a peer that stopped reading), which
+uvicorn would otherwise keep open.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import logging
 from typing import Any
 
 log = logging.getLogger("kombain.ws")
+ABORT_UNFLUSHED_AFTER_S = 5.0
 
 
 def websocket_protocol() -> type[asyncio.Protocol] | str:
@@ -22,7 +26,7 @@ def websocket_protocol() -> type[asyncio.Protocol] | str:
         from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
     except ImportError:
         return "auto"
-    needed = ("send_receive_event_to_app", "handle_text", "handle_cont")
+    needed = ("send_receive_event_to_app", "handle_text", "handle_cont", "run_asgi")
     if not all(hasattr(WebSocketsSansIOProtocol, name) for name in needed):
         log.warning("uvicorn's WebSocket protocol changed; invalid UTF-8 text frames will close the connection")
         return "auto"
@@ -43,5 +47,17 @@ def websocket_protocol() -> type[asyncio.Protocol] | str:
             if not self.read_paused:
                 self.read_paused = True
                 self.transport.pause_reading()
+
+        async def run_asgi(self) -> None:
+            await super().run_asgi()
+            # The app is done and uvicorn has closed (or will close) the transport, which first
+            # flushes what is buffered: to a peer that never reads, that is never, and the socket
+            # stays open for good. Give the close a few seconds, then abort the connection.
+            self.loop.call_later(ABORT_UNFLUSHED_AFTER_S, self._abort_if_stuck)
+
+        def _abort_if_stuck(self) -> None:
+            transport = self.transport
+            if transport.get_write_buffer_size() or not transport.is_closing():
+                transport.abort()
 
     return LenientTextProtocol
