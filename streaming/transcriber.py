@@ -213,6 +213,8 @@ class StreamingTranscriber:
             self._manual.length += len(samples)
             threshold = self._endpointer.config.threshold
             self._manual_voiced = self._manual_voiced or any(p >= threshold for p in probs)
+            if self._manual.length >= self.config.max_turn_s * RATE:
+                self.commit()  # bounded as a server-VAD turn is: a client that never commits holds max_turn_s
             return
 
         # Audio enters the turn buffer (or the pre-roll) before the VAD events it causes are

@@ -125,3 +125,19 @@ async def test_silence_and_noise_give_no_transcript(live_server):
     done = await s.wait_for("conversation.item.input_audio_transcription.completed")
     assert done[0]["transcript"] == ""
     await s.close()
+
+
+async def test_manual_buffer_is_committed_at_the_turn_limit(live_server):
+    """A client that never commits does not buffer without bound: at max_turn_s (30 s) the buffer
+    is committed as a server-VAD turn would be, and the audio after it starts a new one."""
+    s = await open_session(live_server.ws_url, turn_detection=None)
+    speech = clip_pcm16(SPEECH_DIR / "cards_005.wav", 24000, silence_s=0.2)
+    audio = bytes(24000 * 2 * 29) + speech + bytes(24000 * 2 * 5)  # the words end past the 30 s mark
+    await s.append(audio, 48000, speed=100, rate=24000)
+    committed = await s.wait_for("input_audio_buffer.committed")
+    assert len(committed) == 1
+    await s.send({"type": "input_audio_buffer.commit"})  # what came after the limit is its own item
+    await s.wait_for("input_audio_buffer.committed", count=2)
+    done = await s.wait_for("conversation.item.input_audio_transcription.completed", count=2)
+    assert len({d["item_id"] for d in done}) == 2
+    await s.close()
