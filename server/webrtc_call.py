@@ -26,6 +26,7 @@ from aiortc import (
     RTCPeerConnection,
     RTCSessionDescription,
 )
+from aiortc import exceptions as aiortc_exceptions
 from aiortc.mediastreams import MediaStreamError
 
 from kombain.server.host import CallHost, CallRefused
@@ -79,7 +80,10 @@ class WebRTCCall:
         """Apply the offer and return the answer SDP (host candidates included; no trickle)."""
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
-        except (ValueError, AssertionError, KeyError, IndexError) as exc:
+        except aiortc_exceptions.OperationError as exc:  # no codec in common (e.g. opus at 16 kHz)
+            raise SdpError(f"the offer could not be applied: {exc}", "unsupported_codec") from None
+        except (ValueError, AssertionError, KeyError, IndexError, aiortc_exceptions.InternalError,
+                aiortc_exceptions.InvalidAccessError, aiortc_exceptions.InvalidStateError) as exc:
             raise SdpError(f"the offer could not be applied: {exc or type(exc).__name__}") from None
         if not self._remote_tracks:
             raise SdpError("the offer has no audio the server can receive", "no_audio")

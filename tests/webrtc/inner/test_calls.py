@@ -151,3 +151,13 @@ async def test_offer_that_never_connects_is_closed(rtc_server):
     await wait_until(lambda: metric(rtc_server, "kombain_webrtc_calls_ended_total",
                                     '{reason="connect_timeout"}') == before + 1, 15, "closed after the timeout")
     await wait_until(lambda: webrtc_active(rtc_server) == 0, 5, "session released")
+
+
+async def test_offer_whose_codecs_differ_in_clock_rate_is_400(rtc_server):
+    """Known names at rates the server does not speak: aiortc finds no codec in common (its
+    OperationError was a 500)."""
+    sdp = re.sub(r"(a=rtpmap:\d+ (?:opus|PCMU|PCMA|G722))/\d+", r"\1/16000", await _offer())
+    resp = await _post(rtc_server, sdp)
+    assert resp.status_code == 400, resp.text
+    err = resp.json()["error"]
+    assert err["code"] == "unsupported_codec" and "could not be applied" in err["message"], err
