@@ -29,6 +29,7 @@ a an the and or but so because if that than then to of in on at for with from by
 my your his her their our its um uh er erm like is are was were i you we they he she it's i'm
 """.split())
 _WORD = re.compile(r"[a-z']+")
+UNFINISHED_ENDINGS = ("...", "\u2026", ",", "-", "\u2014", "\u2013")
 
 
 class TurnModel(Protocol):
@@ -66,8 +67,11 @@ def last_word(transcript: str | None) -> str | None:
 
 
 def complete_probability(model_p: float, transcript: str | None) -> float:
-    """The model's probability, capped when the transcript ends on a word no sentence ends on."""
+    """The model's probability, capped when the transcript ends on a word no sentence ends on, or
+    on what Whisper writes for speech that trails off or was cut short ("...", a comma, a dash)."""
     word = last_word(transcript)
     if word is not None and word in INCOMPLETE_WORDS:
+        return min(model_p, 0.1)
+    if (transcript or "").rstrip().endswith(UNFINISHED_ENDINGS):
         return min(model_p, 0.1)
     return model_p
