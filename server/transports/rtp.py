@@ -83,6 +83,10 @@ def parse_rtp(data: bytes, *, max_bytes: int = 1500) -> RtpPacket:
     """Parse one RTP v2 datagram; RtpError('invalid_rtp') when malformed, RtpError('rtcp') for RTCP."""
     data = bytes(data)
     size = len(data)
+    # RFC 5761 section 4: with rtcp-mux, a second octet of 192-223 is an RTCP packet type (an RTCP
+    # packet may be as short as 8 bytes: a receiver report without report blocks).
+    if 8 <= size <= max_bytes and data[0] >> 6 == RTP_VERSION and 192 <= data[1] <= 223:
+        raise RtpError("rtcp", f"RTCP packet type {data[1]}")
     if size < HEADER_BYTES:
         raise RtpError("invalid_rtp", f"{size} bytes is shorter than the 12-byte header")
     if size > max_bytes:
@@ -90,9 +94,6 @@ def parse_rtp(data: bytes, *, max_bytes: int = 1500) -> RtpPacket:
     first, second, sequence, timestamp, ssrc = _HEADER.unpack_from(data)
     if first >> 6 != RTP_VERSION:
         raise RtpError("invalid_rtp", f"version {first >> 6}")
-    # RFC 5761 section 4: with rtcp-mux, a second octet of 192-223 is an RTCP packet type.
-    if 192 <= second <= 223:
-        raise RtpError("rtcp", f"RTCP packet type {second}")
     count = first & 0x0F
     offset = HEADER_BYTES + 4 * count
     if offset > size:

@@ -331,8 +331,9 @@ class SipCall:
     def _rtp_in(self, data: bytes, addr: tuple[str, int]) -> None:
         try:
             pkt = parse_rtp(data)
-        except RtpError:
-            self.server.metrics.telephony_events_total.labels("sip", "invalid_rtp").inc()
+        except RtpError as exc:
+            if exc.code != "rtcp":  # RTCP on a muxed port is normal traffic (its reports go unused)
+                self.server.metrics.telephony_events_total.labels("sip", "invalid_rtp").inc()
             return
         if self.ssrc is None:
             self.ssrc = pkt.ssrc

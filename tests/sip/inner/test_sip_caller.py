@@ -112,3 +112,33 @@ async def test_key_press_walks_the_ivr_and_the_server_hangs_up(sip_server, recog
         assert caller.hung_up_by_server and caller.dtmf_packets == 7  # 4 updates, the end 3 times
     finally:
         await caller.stop()
+
+
+def _invalid_rtp_count(url: str) -> float:
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for fam in text_string_to_metric_families(httpx.get(url + "/metrics", timeout=10).text):
+        for s in fam.samples:
+            if s.name == "kombain_telephony_events_total" and s.labels == {"transport": "sip", "code": "invalid_rtp"}:
+                return s.value
+    return 0.0
+
+
+async def test_rtcp_on_the_media_port_is_not_counted_as_bad_rtp(sip_server):
+    """rtcp-mux peers send their reports to the RTP port: dropped quietly; a datagram that is not
+    RTP at all is counted as invalid_rtp, and the call goes on either way."""
+    caller = SipCaller("127.0.0.1", sip_server.sip_port)
+    await caller.connect()
+    try:
+        before = await asyncio.to_thread(_invalid_rtp_count, sip_server.url)
+        rr = bytes([0x80, 201, 0, 1]) + (1234).to_bytes(4, "big")  # an empty RTCP receiver report
+        for _ in range(5):
+            caller._rtp.sendto(rr, caller._media)  # type: ignore[union-attr]
+        caller._rtp.sendto(b"\x00not rtp at all", caller._media)  # type: ignore[union-attr]
+        await asyncio.sleep(0.5)
+        after = await asyncio.to_thread(_invalid_rtp_count, sip_server.url)
+        assert after - before == 1, (before, after)
+        assert not caller.closed.is_set()
+    finally:
+        await caller.stop()

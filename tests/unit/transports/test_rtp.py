@@ -107,6 +107,16 @@ def test_too_large_raises() -> None:
     assert len(parse_rtp(data, max_bytes=2000).payload) == 1489
 
 
+def test_a_short_rtcp_receiver_report_is_rtcp_not_malformed_rtp() -> None:
+    rr = bytes([0x80, 201, 0, 1]) + (1234).to_bytes(4, "big")  # RR without report blocks: 8 bytes
+    with pytest.raises(RtpError) as err:
+        parse_rtp(rr)
+    assert err.value.code == "rtcp"
+    with pytest.raises(RtpError) as err:
+        parse_rtp(rr[:7])
+    assert err.value.code == "invalid_rtp"
+
+
 def test_rtcp_is_told_apart() -> None:
     # An RTCP receiver report (PT 201) on a muxed port (RFC 5761).
     rr = struct.pack("!BBHI", 0x80, 201, 1, 0x1234)
