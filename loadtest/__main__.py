@@ -30,6 +30,15 @@ def main(argv: list[str] | None = None) -> int:
     stt = sub.add_parser("stt", help="concurrent streaming speech-to-text callers")
     stt.add_argument("--sessions", type=int, nargs="+", default=[1], help="one or more N to run in turn")
     stt.add_argument("--audio", type=Path, default=Path("tests/data/speech"))
+    stt.add_argument("--arrivals", choices=("stagger", "burst", "poisson"), default="stagger",
+                     help="callers start over 1 s (stagger), all at once (burst: every turn ends together), "
+                          "or with exponential gaps (poisson, --mean-gap)")
+    stt.add_argument("--mean-gap", type=float, default=1.0, help="poisson: mean seconds between caller starts")
+    stt.add_argument("--no-words", action="store_true",
+                     help="skip the word measures (word lag, shown early, rewrites; needs an offline decode)")
+    stt.add_argument("--find-capacity", nargs="?", type=float, const=1.0, default=None, metavar="SECONDS",
+                     help="report the largest N run whose end of speech -> final (`eos_final`) p95 is under "
+                          "SECONDS (default 1.0) with every turn finalised")
     conv = sub.add_parser("conversation", help="concurrent callers talking to the bot, with barge-in")
     conv.add_argument("--sessions", type=int, nargs="+", default=[1])
     conv.add_argument("--audio", type=Path, default=Path("tests/data/speech"))
@@ -90,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         _print_capacity(runs, args.find_capacity)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     name = args.test + (f"-{args.transport}" if getattr(args, "transport", "") in PHONE else "")
+    if args.test == "stt" and args.arrivals != "stagger":
+        name += f"-{args.arrivals}"
     if getattr(args, "loss", 0) or getattr(args, "jitter_ms", 0):
         name += f"-loss{args.loss:g}-jitter{args.jitter_ms:g}ms"
     path = args.out / f"{name}-{stamp}.json"
@@ -121,7 +132,8 @@ def _one(args: argparse.Namespace, n: int, lane: str = "idle") -> dict:
             return run_conversation_webrtc(url, n, args.audio, args.interrupt_every, sampler)
         if args.test == "conversation":
             return run_conversation(url, n, args.audio, args.interrupt_every, args.rounds, sampler)
-        return run_stt(url, n, args.audio, sampler)
+        return run_stt(url, n, args.audio, sampler, arrivals=args.arrivals, mean_gap_s=args.mean_gap,
+                       words=not args.no_words)
 
     if args.url:
         return asyncio.run(work(args.url)) | {"lane": "idle"}
@@ -178,21 +190,24 @@ def _print_capacity(runs: list[dict], limit_s: float) -> None:
     (phone calls: none failed, closed early or timed out, every turn answered; others: no errors)."""
     ok: list[int] = []
     over: list[int] = []
+    stage = "eos_final" if runs and "turns_final" in runs[0] else "turn"
     for run in runs:
-        p95 = run["stages"].get("turn", {}).get("p95_ms")
+        p95 = run["stages"].get(stage, {}).get("p95_ms")
         if run.get("transport") in PHONE:
             calls = run["responses"]
             complete = calls["completed"] == run["sessions"] and not calls["no_reply"]
+        elif "turns_final" in run:  # speech to text: every turn finalised
+            complete = not run["errors"] and run["turns_final"] >= run["turns_expected"]
         else:
             complete = not run["errors"]
         (ok if p95 is not None and p95 < limit_s * 1000 and complete else over).append(run["sessions"])
     if not ok:
-        print(f"\ncapacity: none of N={sorted(set(over))} has `turn` p95 < {limit_s:.2f} s")
+        print(f"\ncapacity: none of N={sorted(set(over))} has `{stage}` p95 < {limit_s:.2f} s")
         return
     best = max(ok)
     above = sorted(n for n in set(over) if n > best)
     bracket = f" (N={above[0]} is over)" if above else " (the largest N run: not bracketed from above)"
-    print(f"\ncapacity: N={best} calls with `turn` p95 < {limit_s:.2f} s{bracket}")
+    print(f"\ncapacity: N={best} callers with `{stage}` p95 < {limit_s:.2f} s{bracket}")
 
 
 def _print_ratio(idle: dict, busy: dict) -> None:
@@ -206,8 +221,14 @@ def _print_ratio(idle: dict, busy: dict) -> None:
 def _print(run: dict) -> None:
     lane = f", lane {run['lane']}" if run.get("lane") != "idle" else ""
     if "turns_final" in run:
-        print(f"\n== {run['sessions']} session(s){lane}: {run['turns_final']}/{run['turns_expected']} turns finalised, "
-              f"WER {run['wer']}")
+        print(f"\n== {run['sessions']} session(s), {run.get('arrivals', 'stagger')}{lane}: "
+              f"{run['turns_final']}/{run['turns_expected']} turns finalised, WER {run['wer']}")
+        if run.get("words"):
+            w = run["words"]
+            print(f"words: {w['final_words']} final, shown early {w['shown_early']}, final rewrote shown words in "
+                  f"{w['rewrites']}/{w['turns_with_partials']} turns with partials ({w['rewrite_rate']})")
+            for shown, final in w["rewrite_examples"][:3]:
+                print(f"   shown {shown!r} -> final {final!r}")
     else:
         transport = {"webrtc": " over WebRTC", "twilio": " over Twilio Media Streams",
                      "asterisk": " over Asterisk chan_websocket", "sip": " over SIP/RTP",

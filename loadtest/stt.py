@@ -29,16 +29,24 @@ GAP_S = 1.5
 
 def load_corpus(audio_dir: Path) -> tuple[np.ndarray, list[str]]:
     """All clips of the directory joined with silence (16 kHz), and their reference transcripts."""
+    audio, refs, _ = load_corpus_with_offsets(audio_dir)
+    return audio, refs
+
+
+def load_corpus_with_offsets(audio_dir: Path) -> tuple[np.ndarray, list[str], list[float]]:
+    """`load_corpus`, plus where each clip starts in the joined audio (seconds)."""
     rows = (audio_dir / "transcripts.tsv").read_text().strip().splitlines()[1:]
     parts: list[np.ndarray] = [np.zeros(int(0.5 * 16000), np.float32)]
     refs: list[str] = []
+    offsets: list[float] = []
     for name, text in (r.split("\t", 1) for r in rows):
         audio, rate = read_wav(audio_dir / name)
         if rate != 16000:
             audio = soxr.resample(audio, rate, 16000)
+        offsets.append(sum(len(p) for p in parts) / 16000)
         parts += [audio, np.zeros(int(GAP_S * 16000), np.float32)]
         refs.append(text)
-    return np.concatenate(parts), refs
+    return np.concatenate(parts), refs, offsets
 
 
 def measure(result: StreamResult, chunk_ms: int = 20, speed: float = 1.0) -> dict[str, list[float]]:
@@ -61,11 +69,33 @@ def measure(result: StreamResult, chunk_ms: int = 20, speed: float = 1.0) -> dic
     return {"stt_final": finals, "partial_lag": lags, "final_decode": decodes}
 
 
-async def run_stt(url: str, sessions: int, audio_dir: Path, sampler: Any = None) -> dict[str, Any]:
-    audio, refs = load_corpus(audio_dir)
+ARRIVALS = ("stagger", "burst", "poisson")
+
+
+def start_times(sessions: int, arrivals: str, mean_gap_s: float, rng: random.Random) -> list[float]:
+    """When each caller starts: `stagger` uniform over 1 s, `burst` all at once (every turn of
+    every caller ends together), `poisson` exponential gaps of mean `mean_gap_s`."""
+    if arrivals == "burst" or sessions == 1:
+        return [0.0] * sessions
+    if arrivals == "poisson":
+        t, out = 0.0, []
+        for _ in range(sessions):
+            out.append(t)
+            t += rng.expovariate(1 / mean_gap_s)
+        return out
+    return [rng.uniform(0, 1.0) for _ in range(sessions)]
+
+
+async def run_stt(url: str, sessions: int, audio_dir: Path, sampler: Any = None, *, arrivals: str = "stagger",
+                  mean_gap_s: float = 1.0, words: bool = True, seed: int = 0) -> dict[str, Any]:
+    from kombain.loadtest.stt_words import WordStats, reference_words, stream_word_stats
+
+    audio, refs, offsets = load_corpus_with_offsets(audio_dir)
+    reference = await asyncio.to_thread(reference_words, audio_dir) if words else []
+    starts = start_times(sessions, arrivals, mean_gap_s, random.Random(seed))
 
     async def caller(i: int) -> StreamResult:
-        await asyncio.sleep(random.uniform(0, 1.0) if sessions > 1 else 0)
+        await asyncio.sleep(starts[i])
         return await stream_audio(url, audio, 16000, trailing_silence_s=0.5, settle_s=10)
 
     sampling = asyncio.create_task(sampler.run()) if sampler else None
@@ -75,16 +105,23 @@ async def run_stt(url: str, sessions: int, audio_dir: Path, sampler: Any = None)
     stages: dict[str, list[float]] = {"stt_final": [], "partial_lag": [], "final_decode": []}
     pairs: list[tuple[str, str]] = []
     errors: list[str] = []
+    seen = WordStats()
     for r in results:
         if isinstance(r, BaseException):
             errors.append(repr(r))
             continue
         for k, v in measure(r).items():
             stages[k] += v
+        if words:
+            seen.add(stream_word_stats(r.events, reference, offsets, chunk_s=0.02))
         pairs.append((" ".join(refs), " ".join(r.finals)))
         errors += [e.event["error"]["message"] for e in r.of("error")]
+    if words:
+        stages["eos_final"], stages["word_lag"] = seen.eos_final, seen.lags
     return {
         "sessions": sessions,
+        "arrivals": arrivals,
+        "words": seen.summary() if words else None,
         "turns_expected": len(refs) * sessions,
         "turns_final": len(stages["stt_final"]),
         "stages": {k: summary(v) for k, v in stages.items()},
