@@ -42,6 +42,7 @@ async def _start_stt(state: AppState, stack: contextlib.AsyncExitStack) -> None:
         device=s.stt_device,
         compute_type=s.stt_compute_type,
         threads=s.stt_threads,
+        workers=s.stt_workers,
         queue_size=s.stt_queue_size,
         on_queue_depth=state.metrics.stt_queue_depth.set,
         on_inference=lambda kind, sec: state.metrics.stt_inference_seconds.labels(kind).observe(sec),

@@ -153,7 +153,8 @@ class CallHost:
             turn_check=m.turn_check_probability.observe,
             semantic_fallback=m.semantic_vad_fallbacks.inc,
         )
-        stt = SttConfig(partial_interval_ms=s.stt_partial_interval_ms, beam_size=s.stt_beam_size,
+        stt = SttConfig(partial_interval_ms=s.stt_partial_interval_ms,
+                        idle_partial_interval_ms=s.stt_idle_partial_interval_ms, beam_size=s.stt_beam_size,
                         window_pad=s.stt_window_pad, min_window=s.stt_min_window, max_turn_s=s.max_turn_seconds,
                         language=s.stt_language or None)
         return Call(services["whisper"], services["vad"], config, emit, stt=stt, output=output,  # type: ignore[arg-type]

@@ -47,7 +47,8 @@ class Settings:
     stt_model: str = "tiny.en"  # "tiny.en" | "base" (bundled) | path to a CTranslate2 model dir
     stt_device: str = "auto"  # auto | cpu | cuda
     stt_compute_type: str = "auto"  # auto -> int8 on CPU, float16 on CUDA
-    stt_threads: int = 0  # 0 -> number of cores
+    stt_threads: int = 0  # per decode worker; 0 -> cores / workers
+    stt_workers: int = 0  # Whisper decodes that run at once; 0 -> one per core (at most 4) on a CPU, 1 on CUDA
     # Live decodes use an encoder window of the audio + pad seconds, at least min_window
     # (Whisper pads to 30 s otherwise); chosen by measurement, see docs/performance.md.
     stt_window_pad: float = 2.0
@@ -55,6 +56,7 @@ class Settings:
     stt_beam_size: int = 1  # live finals; partials are always greedy
     stt_queue_size: int = 32  # bounded queue in front of the shared Whisper runtime
     stt_partial_interval_ms: int = 400  # new speech needed before another partial decode
+    stt_idle_partial_interval_ms: int = 200  # ... while the decoder has nothing queued or running (0: off)
     stt_language: str = ""  # default language for multilingual models ("" -> auto)
 
     # Text-to-speech (Piper)

@@ -81,6 +81,7 @@ class SttConfig:
     language: str | None = None
     prompt: str | None = None
     partial_interval_ms: int = 400
+    idle_partial_interval_ms: int = 0  # when the decoder is idle, partials this often (0: off)
     partials: bool = True
     beam_size: int = 1
     window_pad: float = 2.0
@@ -432,7 +433,11 @@ class StreamingTranscriber:
     # --- partials --------------------------------------------------------------------------------
 
     def _partial_due(self, turn: _Turn) -> bool:
-        interval = self.config.partial_interval_ms * RATE // 1000
+        ms = self.config.partial_interval_ms
+        if self.config.idle_partial_interval_ms and self.runtime.pending == 0:
+            # Nobody waits on the decoder: decode sooner, so two partials agree (and words show) sooner.
+            ms = min(ms, self.config.idle_partial_interval_ms)
+        interval = ms * RATE // 1000
         busy = self._partial_task is not None and not self._partial_task.done()
         return not busy and turn.speculative is None and self._total - turn.last_partial_at >= interval
 

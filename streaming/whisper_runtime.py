@@ -97,6 +97,18 @@ def pick_device(device: str, compute_type: str) -> tuple[str, str]:
     return device, compute_type
 
 
+def decode_workers(device: str, workers: int, threads: int, cores: int) -> tuple[int, int]:
+    """(workers, threads per worker); 0 means choose. On a CPU, one single-threaded decode per core
+    (at most 4): on 2 cores two 1-thread workers finished a burst of 8 turns' finals in 0.98 s p95
+    where one 2-thread worker took 1.24-1.45 s, and three were no better (docs/performance.md).
+    On CUDA one worker: decodes share the one device."""
+    if workers <= 0:
+        workers = 1 if device == "cuda" else max(1, min(cores, 4))
+    if threads <= 0:
+        threads = max(1, cores // workers)
+    return workers, threads
+
+
 class WhisperRuntime:
     """Async front of a faster-whisper model; `transcribe` never blocks the event loop."""
 
@@ -110,6 +122,7 @@ class WhisperRuntime:
         on_queue_depth: Callable[[int], None] | None = None,
         on_inference: Callable[[str, float], None] | None = None,
         on_dropped: Callable[[], None] | None = None,
+        workers: int = 1,
     ) -> None:
         self.model = model
         self.name = name
@@ -123,22 +136,28 @@ class WhisperRuntime:
         self._on_queue_depth = on_queue_depth or (lambda n: None)
         self._on_inference = on_inference or (lambda k, s: None)
         self._on_dropped = on_dropped or (lambda: None)
-        self._thread = threading.Thread(target=self._work, name="whisper-runtime", daemon=True)
-        self._thread.start()
+        # `workers` threads take requests from the one queue, most urgent first (the model must
+        # have as many CTranslate2 workers, `num_workers`, for their decodes to run in parallel).
+        self._threads = [threading.Thread(target=self._work, name=f"whisper-runtime-{i}", daemon=True)
+                         for i in range(max(1, workers))]
+        for t in self._threads:
+            t.start()
 
     @classmethod
     def load(
         cls, name: str, *, data_dir: Path, device: str = "auto", compute_type: str = "auto",
-        threads: int = 0, **kwargs: Any,
+        threads: int = 0, workers: int = 0, **kwargs: Any,
     ) -> WhisperRuntime:
         from faster_whisper import WhisperModel
 
         path = resolve_stt_model(name, data_dir)
         device, compute_type = pick_device(device, compute_type)
-        threads = threads or os.cpu_count() or 1
-        log.info("loading Whisper %s from %s on %s/%s, %d threads", name, path, device, compute_type, threads)
-        model = WhisperModel(str(path), device=device, compute_type=compute_type, cpu_threads=threads)
-        runtime = cls(model, name, multilingual=bool(model.model.is_multilingual), **kwargs)
+        workers, threads = decode_workers(device, workers, threads, os.cpu_count() or 1)
+        log.info("loading Whisper %s from %s on %s/%s, %d worker(s) of %d thread(s)", name, path, device,
+                 compute_type, workers, threads)
+        model = WhisperModel(str(path), device=device, compute_type=compute_type, cpu_threads=threads,
+                             num_workers=max(1, workers))
+        runtime = cls(model, name, multilingual=bool(model.model.is_multilingual), workers=workers, **kwargs)
         runtime._warm_up()
         return runtime
 
@@ -189,7 +208,8 @@ class WhisperRuntime:
                 r.loop.call_soon_threadsafe(_cancel_future, r.future)
             self._heap.clear()
             self._cond.notify_all()
-        await asyncio.to_thread(self._thread.join, 10)
+        for t in self._threads:
+            await asyncio.to_thread(t.join, 10)
 
     # --- worker thread -------------------------------------------------------------------------
 

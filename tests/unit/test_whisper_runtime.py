@@ -23,3 +23,14 @@ def test_pick_device(device: str, compute: str, expected: tuple[str, str]) -> No
 def test_pick_device_auto_resolves_to_a_concrete_device() -> None:
     device, compute = pick_device("auto", "auto")
     assert (device, compute) in {("cpu", "int8"), ("cuda", "float16")}
+
+
+def test_decode_workers_default_to_one_single_threaded_decode_per_core() -> None:
+    from kombain.streaming.whisper_runtime import decode_workers
+
+    assert decode_workers("cpu", 0, 0, 2) == (2, 1)
+    assert decode_workers("cpu", 0, 0, 16) == (4, 4)
+    assert decode_workers("cpu", 0, 0, 1) == (1, 1)
+    assert decode_workers("cuda", 0, 0, 16) == (1, 16)
+    assert decode_workers("cpu", 1, 0, 2) == (1, 2)  # the old layout: one worker on every core
+    assert decode_workers("cpu", 3, 2, 2) == (3, 2)  # explicit settings are kept

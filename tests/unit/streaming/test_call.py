@@ -160,7 +160,7 @@ class Harness:
 
 def build(config: CallConfig | None = None, *, script: Any = "hello there",
           responder: Responder | None = None, on_write: Callable[[ResponseAudio, int], None] | None = None,
-          **kw: Any) -> Harness:
+          stt: SttConfig | None = None, **kw: Any) -> Harness:
     """A Call as server/host.py builds one, from fakes (not started)."""
     runtime = FakeRuntime(script)
     pool = FakeVoicePool(word_ms=WORD_MS)
@@ -171,7 +171,7 @@ def build(config: CallConfig | None = None, *, script: Any = "hello there",
         timed.append((time.monotonic(), ev))
 
     call = Call(runtime, FakeVadModel(), config or CallConfig(), emit,
-                stt=SttConfig(), output=port, tts=pool,
+                stt=stt or SttConfig(), output=port, tts=pool,
                 responder=EchoResponder() if responder is None else responder, **kw)
     return Harness(call, port, runtime, pool, timed)
 
@@ -550,3 +550,16 @@ async def test_close_ends_run() -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await h.task
     assert done
+
+
+@pytest.mark.parametrize("idle_ms", [0, 200])
+async def test_partials_come_sooner_while_the_decoder_is_idle(idle_ms: int) -> None:
+    """With `idle_partial_interval_ms`, an idle decoder takes a partial every 200 ms of new speech
+    instead of every 400 ms (so two partials agree, and words show, sooner)."""
+    async with running(stt=SttConfig(idle_partial_interval_ms=idle_ms)) as h:
+        await h.push(tone(1600))
+        await h.push(silence(700))
+        await h.event(TranscriptCompletedEvent)
+        sizes = [c.samples for c in h.runtime.calls if c.kind == "partial"]
+        steps = {b - a for a, b in zip(sizes, sizes[1:], strict=False)}
+        assert len(sizes) >= 3 and steps == {(idle_ms or 400) * 16}, sizes  # 16 kHz samples
