@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from difflib import SequenceMatcher
@@ -129,22 +128,10 @@ def turn_stats(turn: TurnWords, reference: list[tuple[str, float]], offset_s: fl
 
 def reference_words(audio_dir: Path) -> list[list[tuple[str, float]]]:
     """Per clip of transcripts.tsv: (word, end s) from faster-whisper tiny.en, offline."""
-    import soxr
-    from faster_whisper import WhisperModel
+    from kombain.loadtest.word_times import clips_with_word_times
 
-    from kombain.clients.realtime_client import read_wav
-    from kombain.streaming.models import resolve_stt_model
-
-    rows = [r.split("\t", 1) for r in (audio_dir / "transcripts.tsv").read_text().strip().splitlines()[1:]]
-    out = []
-    with tempfile.TemporaryDirectory() as tmp:
-        model = WhisperModel(str(resolve_stt_model("tiny.en", Path(tmp))), device="cpu", compute_type="int8")
-        for name, _ in rows:
-            audio, rate = read_wav(audio_dir / name)
-            a16 = (soxr.resample(audio, rate, 16000) if rate != 16000 else audio).astype(np.float32)
-            segments, _ = model.transcribe(a16, word_timestamps=True, temperature=0)
-            out.append([(w, float(x.end)) for s in segments for x in (s.words or []) for w in words_of(x.word)])
-    return out
+    return [[(w, end) for text, _, end in words for w in words_of(text)]
+            for _, _, _, _, words in clips_with_word_times(audio_dir)]
 
 
 def stream_word_stats(events: Sequence[Any], reference: list[list[tuple[str, float]]], offsets: list[float],

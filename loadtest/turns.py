@@ -47,7 +47,6 @@ import math
 import os
 import re
 import sys
-import tempfile
 import time
 from collections import deque
 from collections.abc import Callable
@@ -182,31 +181,21 @@ def _fade(x: np.ndarray, ms: int = 10) -> np.ndarray:
 def load_clips(audio_dir: Path, log: Callable[[str], None] = print) -> list[Clip]:
     """The recorded clips at 24 kHz, silence trimmed, with faster-whisper word times."""
     import soxr
-    from faster_whisper import WhisperModel
 
-    from kombain.clients.realtime_client import read_wav
-    from kombain.streaming.models import resolve_stt_model
+    from kombain.loadtest.word_times import clips_with_word_times
 
-    rows = [r.split("\t", 1) for r in (audio_dir / "transcripts.tsv").read_text().strip().splitlines()[1:]]
     t0 = time.monotonic()
-    with tempfile.TemporaryDirectory() as tmp:
-        model = WhisperModel(str(resolve_stt_model("tiny.en", Path(tmp))), device="cpu", compute_type="int8")
-        clips = []
-        for name, text in rows:
-            audio, rate = read_wav(audio_dir / name)
-            a16 = (soxr.resample(audio, rate, 16000) if rate != 16000 else audio).astype(np.float32)
-            segments, _ = model.transcribe(a16, word_timestamps=True, temperature=0)
-            words = [(w.word.strip(), float(w.start), float(w.end)) for s in segments for w in (s.words or [])]
-            a24 = soxr.resample(audio, rate, RATE).astype(np.float32)
-            thr = _voiced_threshold(a24)
-            rms = _frame_rms(a24)
-            on = np.flatnonzero(rms >= thr)
-            start = max(0, (int(on[0]) - 5) * FRAME)  # keep 50 ms before the first voiced frame
-            end = min(len(a24), (int(on[-1]) + 4) * FRAME)  # and 30 ms after the last
-            off = start / RATE
-            words = [(w, max(0.0, s - off), max(0.0, e - off)) for w, s, e in words]
-            clips.append(Clip(name.removesuffix(".wav"), text.strip(), a24[start:end], off, words, thr))
-        del model
+    clips = []
+    for name, text, audio, rate, words in clips_with_word_times(audio_dir):
+        a24 = soxr.resample(audio, rate, RATE).astype(np.float32)
+        thr = _voiced_threshold(a24)
+        rms = _frame_rms(a24)
+        on = np.flatnonzero(rms >= thr)
+        start = max(0, (int(on[0]) - 5) * FRAME)  # keep 50 ms before the first voiced frame
+        end = min(len(a24), (int(on[-1]) + 4) * FRAME)  # and 30 ms after the last
+        off = start / RATE
+        words = [(w, max(0.0, s - off), max(0.0, e - off)) for w, s, e in words]
+        clips.append(Clip(name.removesuffix(".wav"), text.strip(), a24[start:end], off, words, thr))
     log(f"data set: {len(clips)} clips, word times in {time.monotonic() - t0:.1f} s")
     return clips
 
