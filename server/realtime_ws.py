@@ -189,6 +189,7 @@ async def _reader(ws: WebSocket, session: RealtimeSession, max_bytes: int, activ
         if data is not None:
             if len(data) > max_bytes:
                 session.send_error(f"binary frame of {len(data)} bytes exceeds {max_bytes}", "message_too_large")
+                await asyncio.sleep(0)  # a backlog of bad frames must not hold the event loop
                 continue
             await session.receive_audio_bytes(data)
             continue

@@ -433,13 +433,14 @@ class StreamingTranscriber:
     # --- partials --------------------------------------------------------------------------------
 
     def _partial_due(self, turn: _Turn) -> bool:
-        ms = self.config.partial_interval_ms
-        if self.config.idle_partial_interval_ms and self.runtime.pending == 0:
-            # Nobody waits on the decoder: decode sooner, so two partials agree (and words show) sooner.
-            ms = min(ms, self.config.idle_partial_interval_ms)
-        interval = ms * RATE // 1000
-        busy = self._partial_task is not None and not self._partial_task.done()
-        return not busy and turn.speculative is None and self._total - turn.last_partial_at >= interval
+        if (self._partial_task is not None and not self._partial_task.done()) or turn.speculative is not None:
+            return False
+        new_ms = (self._total - turn.last_partial_at) * 1000 // RATE
+        if new_ms >= self.config.partial_interval_ms:
+            return True
+        # Nobody waits on the decoder: decode sooner, so two partials agree (and words show) sooner.
+        idle_ms = self.config.idle_partial_interval_ms
+        return bool(idle_ms) and new_ms >= idle_ms and self.runtime.pending == 0
 
     def _launch_partial(self, turn: _Turn) -> None:
         turn.last_partial_at = self._total

@@ -130,21 +130,25 @@ class RealtimeSession:
         except CallError as exc:
             self.send_error(str(exc), exc.code, None, event.get("event_id"))
         except ProtocolError as exc:
-            self.send_error(str(exc), exc.code, exc.param, exc.event_id or event.get("event_id"))
+            self._protocol_error(exc, event)
 
     async def receive_event(self, event: dict[str, Any]) -> None:
         """`handle_event` for a socket reader: audio goes through `receive_audio_bytes` (sliced,
         paced), and the event loop is yielded after every event."""
         if event["type"] != "input_audio_buffer.append":
             self.handle_event(event)
-            await asyncio.sleep(0)
-            return
-        try:
-            data = decode_audio_b64(event)
-        except ProtocolError as exc:
-            self.send_error(str(exc), exc.code, exc.param, exc.event_id or event.get("event_id"))
-            return
-        await self.receive_audio_bytes(data, event.get("event_id"))
+        else:
+            try:
+                data = decode_audio_b64(event)
+            except ProtocolError as exc:
+                self._protocol_error(exc, event)
+            else:
+                await self.receive_audio_bytes(data, event.get("event_id"))
+                return
+        await asyncio.sleep(0)
+
+    def _protocol_error(self, exc: ProtocolError, event: dict[str, Any]) -> None:
+        self.send_error(str(exc), exc.code, exc.param, exc.event_id or event.get("event_id"))
 
     async def receive_audio_bytes(self, data: bytes, event_id: str | None = None) -> None:
         """Raw audio from a socket reader: a long message is fed in slices with the event loop free
