@@ -90,8 +90,9 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
                 state.draining = True
                 if not loader.done():
                     loader.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await loader
+                # The loader's own end (cancelled or failed) is collected; a cancellation of the
+                # lifespan itself still propagates.
+                await asyncio.gather(loader, return_exceptions=True)
 
     app = FastAPI(title="kombain", version="0.1.0", lifespan=lifespan)
     app.state.kombain = state

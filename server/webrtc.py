@@ -73,8 +73,7 @@ class CallManager:
             _done, pending = await asyncio.wait(tasks, timeout=deadline_s)
             for task in pending:
                 task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.gather(*pending, return_exceptions=True)
+            await asyncio.gather(*pending, return_exceptions=True)
 
 
 async def _read_offer(request: Request, max_bytes: int) -> tuple[bytes, dict[str, Any] | None]:

@@ -80,8 +80,11 @@ class LaneService:
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await t
+            except asyncio.CancelledError:
+                if (me := asyncio.current_task()) is not None and me.cancelling():
+                    raise  # aclose itself is being cancelled; the loop's own cancel is expected
         for w in self._workers:
             if w.proc.poll() is None:
                 w.proc.terminate()
