@@ -135,7 +135,8 @@ async def test_keys_walk_the_example_ivr(live_server, recogniser, kind):
             await caller.hangup.wait()
         await caller.closed.wait()
     bye = await asyncio.to_thread(recognise, recogniser, caller.heard.pcm(t))
-    assert "goodbye" in bye or "good bye" in bye, bye
+    # "Thank you for calling. Goodbye." (over 8 kHz the recogniser sometimes writes "bye-bye")
+    assert "thank you for calling" in bye and "bye" in bye, bye
     await caller.close()
 
 
