@@ -325,8 +325,9 @@ async def test_a_flooding_client_is_slowed_and_other_calls_go_on(live_server: Li
     await speech
     done = await other.wait_for("conversation.item.input_audio_transcription.completed", timeout=30)
     flooding.cancel()
-    async with asyncio.timeout(10):
-        await flood.close()
+    # No closing handshake: the close frame would queue behind megabytes of socket backlog that the
+    # server reads at 20x real time (CI once waited more than 10 s for it). The flooder just vanishes.
+    flood.transport.abort()
     await other.close()
     print(f"\nflood frames taken in 6 s: {sent_in_6s} (~{sent_in_6s * 43.7:.0f} s of audio); "
           f"/healthz max {max(probes) * 1000:.0f} ms; heard {done[0]['transcript']!r}")
