@@ -43,10 +43,12 @@ async def _start_stt(state: AppState, stack: contextlib.AsyncExitStack) -> None:
         compute_type=s.stt_compute_type,
         threads=s.stt_threads,
         workers=s.stt_workers,
+        batch=s.stt_batch,
         queue_size=s.stt_queue_size,
         on_queue_depth=state.metrics.stt_queue_depth.set,
         on_inference=lambda kind, sec: state.metrics.stt_inference_seconds.labels(kind).observe(sec),
         on_dropped=state.metrics.stt_dropped.inc,
+        on_batch=lambda kind, n: state.metrics.stt_batch_size.labels(kind).observe(n),
     )
     stack.push_async_callback(runtime.aclose)
     from kombain.server.responders import load_script

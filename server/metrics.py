@@ -70,6 +70,10 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.stt_batch_size = Histogram(
+            "kombain_stt_batch_size", "Live decodes run together in one Whisper batch", ["kind"],
+            buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32), registry=r,
+        )
         self.stt_final_seconds = Histogram(
             "kombain_stt_final_seconds",
             "End-of-turn decision to final transcript sent",
@@ -160,6 +164,7 @@ class Metrics:
         # Known label values exist from the start, so dashboards and rate() see zeros, not gaps.
         for kind in ("final", "partial", "offline"):
             self.stt_inference_seconds.labels(kind)
+            self.stt_batch_size.labels(kind)
         for transport in TRANSPORTS:
             self.sessions_active.labels(transport)
             self.sessions_total.labels(transport)

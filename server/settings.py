@@ -49,6 +49,7 @@ class Settings:
     stt_compute_type: str = "auto"  # auto -> int8 on CPU, float16 on CUDA
     stt_threads: int = 0  # per decode worker; 0 -> cores / workers
     stt_workers: int = 0  # Whisper decodes that run at once; 0 -> one per core (at most 4) on a CPU, 1 on CUDA
+    stt_batch: int = 0  # live decodes waiting together decoded as one batch, at most; 0 -> 4 on a CPU, 16 on CUDA
     # Live decodes use an encoder window of the audio + pad seconds, at least min_window
     # (Whisper pads to 30 s otherwise); chosen by measurement, see docs/performance.md.
     stt_window_pad: float = 2.0

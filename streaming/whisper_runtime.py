@@ -1,9 +1,11 @@
 """One faster-whisper model per process, serving every session through a bounded priority queue.
 
-A single worker thread owns the model: on a small CPU one decode at a time with all cores is
-faster than several fighting over them. Finals go before partials; a session's queued partial is
-replaced by its newer one; offline (file) work yields between segments so live finals are not
-stuck behind a long upload.
+Worker threads (one per core on a CPU) take requests most urgent first: finals before partials; a
+session's queued partial is replaced by its newer one; offline (file) work yields between segments
+so live finals are not stuck behind a long upload. Live decodes that wait together are decoded as
+one batch (same window and options): the decoder steps of a batch cost little more than one
+decode's, so a burst of turns ending at once finishes sooner (docs/performance.md). A batch
+cannot be interrupted, so partials never hold every worker: a final always finds one free.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import asyncio
 import heapq
 import itertools
 import logging
+import math
 import os
 import threading
 import time
@@ -97,6 +100,21 @@ def pick_device(device: str, compute_type: str) -> tuple[str, str]:
     return device, compute_type
 
 
+def batch_limits(device: str, batch: int) -> tuple[int, int, int]:
+    """(largest batch of finals, of partials, of encoder inputs); batch 0 means choose.
+
+    On a CPU with one thread per worker, four 10 s windows decoded together took 60 ms each
+    against 103 ms alone, with the encoder run two at a time (larger encoder batches were slower
+    per item); eight were no better than four. Partials go two at a time there: a batch cannot be
+    interrupted, and a shorter one holds its worker for less (docs/performance.md). On CUDA the
+    whole batch goes through the encoder at once."""
+    if batch <= 0:
+        batch = 16 if device == "cuda" else 4
+    if device == "cuda":
+        return batch, batch, batch
+    return batch, min(batch, 2), min(batch, 2)
+
+
 def decode_workers(device: str, workers: int, threads: int, cores: int) -> tuple[int, int]:
     """(workers, threads per worker); 0 means choose. On a CPU, one single-threaded decode per core
     (at most 4): on 2 cores two 1-thread workers finished a burst of 8 turns' finals in 0.98 s p95
@@ -122,7 +140,11 @@ class WhisperRuntime:
         on_queue_depth: Callable[[int], None] | None = None,
         on_inference: Callable[[str, float], None] | None = None,
         on_dropped: Callable[[], None] | None = None,
+        on_batch: Callable[[str, int], None] | None = None,
         workers: int = 1,
+        batch: int = 1,
+        partial_batch: int = 0,
+        encode_batch: int = 1,
     ) -> None:
         self.model = model
         self.name = name
@@ -136,6 +158,13 @@ class WhisperRuntime:
         self._on_queue_depth = on_queue_depth or (lambda n: None)
         self._on_inference = on_inference or (lambda k, s: None)
         self._on_dropped = on_dropped or (lambda: None)
+        self._on_batch = on_batch or (lambda k, n: None)
+        self._batch = max(1, batch)
+        self._encode_batch = max(1, encode_batch)
+        self._idle = 0  # workers waiting for work
+        self._partial_batch = max(1, min(partial_batch or batch, batch))
+        self._partial_slots = max(1, workers - 1)
+        self._partial_batches = 0  # partial batches being decoded
         # `workers` threads take requests from the one queue, most urgent first (the model must
         # have as many CTranslate2 workers, `num_workers`, for their decodes to run in parallel).
         self._threads = [threading.Thread(target=self._work, name=f"whisper-runtime-{i}", daemon=True)
@@ -146,18 +175,20 @@ class WhisperRuntime:
     @classmethod
     def load(
         cls, name: str, *, data_dir: Path, device: str = "auto", compute_type: str = "auto",
-        threads: int = 0, workers: int = 0, **kwargs: Any,
+        threads: int = 0, workers: int = 0, batch: int = 0, **kwargs: Any,
     ) -> WhisperRuntime:
         from faster_whisper import WhisperModel
 
         path = resolve_stt_model(name, data_dir)
         device, compute_type = pick_device(device, compute_type)
         workers, threads = decode_workers(device, workers, threads, os.cpu_count() or 1)
-        log.info("loading Whisper %s from %s on %s/%s, %d worker(s) of %d thread(s)", name, path, device,
-                 compute_type, workers, threads)
+        batch, partial_batch, encode_batch = batch_limits(device, batch)
+        log.info("loading Whisper %s from %s on %s/%s, %d worker(s) of %d thread(s), batches up to %d",
+                 name, path, device, compute_type, workers, threads, batch)
         model = WhisperModel(str(path), device=device, compute_type=compute_type, cpu_threads=threads,
                              num_workers=max(1, workers))
-        runtime = cls(model, name, multilingual=bool(model.model.is_multilingual), workers=workers, **kwargs)
+        runtime = cls(model, name, multilingual=bool(model.model.is_multilingual), workers=workers, batch=batch,
+                      partial_batch=partial_batch, encode_batch=encode_batch, **kwargs)
         runtime._warm_up()
         return runtime
 
@@ -213,41 +244,78 @@ class WhisperRuntime:
 
     # --- worker thread -------------------------------------------------------------------------
 
-    def _next(self, below: int | None = None) -> _Request | None:
-        """Pop the most urgent live request (only if more urgent than `below`); blocks if below is None."""
+    def _next(self, below: int | None = None) -> list[_Request] | None:
+        """Take the most urgent live request (only if more urgent than `below`) with the queued
+        requests that can be decoded in one batch with it; blocks if below is None."""
         with self._cond:
             while True:
-                while self._heap and self._heap[0].cancelled:
-                    heapq.heappop(self._heap)
-                if self._heap and (below is None or self._heap[0].priority < below):
-                    req = heapq.heappop(self._heap)
-                    self._running += 1
-                    self._on_queue_depth(len(self._heap))
-                    return req
+                batch = self._take(below)
+                if batch:
+                    return batch
                 if below is not None or self._closed:
                     return None
+                self._idle += 1
                 self._cond.wait()
+                self._idle -= 1
+
+    def _take(self, below: int | None) -> list[_Request]:
+        """With the lock held. Partials run on at most `workers - 1` workers at once, so a final
+        always finds one free instead of waiting behind a batch of partials it cannot preempt.
+        The batch is shared with the idle workers, so a second core is not left waiting while
+        one decodes everything."""
+        self._heap = [r for r in self._heap if not r.cancelled]
+        partials_free = self._partial_slots - self._partial_batches
+        ready = [r for r in self._heap if (below is None or r.priority < below)
+                 and (r.kind != "partial" or partials_free > 0)]
+        if not ready:
+            heapq.heapify(self._heap)
+            return []
+        first = min(ready)
+        batch = [first]
+        if self._batch > 1 and first.kind != "offline" and _windowed(first):
+            frames = _window_frames(len(first.audio), first.options)
+            fits = sorted(r for r in ready if r is not first and r.kind == first.kind and r.options == first.options
+                          and _windowed(r) and _window_frames(len(r.audio), r.options) == frames)
+            helpers = self._idle if first.kind != "partial" else min(self._idle, partials_free - 1)
+            share = math.ceil((len(fits) + 1) / (helpers + 1))
+            limit = self._partial_batch if first.kind == "partial" else self._batch
+            batch += fits[: min(limit, share) - 1]
+        chosen = {id(r) for r in batch}
+        self._heap = [r for r in self._heap if id(r) not in chosen]
+        heapq.heapify(self._heap)
+        self._running += len(batch)
+        self._partial_batches += first.kind == "partial"
+        self._on_queue_depth(len(self._heap))
+        return batch
 
     def _work(self) -> None:
-        while (req := self._next()) is not None:
-            self._serve(req)
+        while (batch := self._next()) is not None:
+            self._serve(batch)
 
-    def _serve(self, req: _Request) -> None:
+    def _serve(self, batch: list[_Request]) -> None:
         try:
             t0 = time.perf_counter()
-            result = self._decode(req)
-            self._on_inference(req.kind, time.perf_counter() - t0)
-            req.loop.call_soon_threadsafe(_set_result, req.future, result)
-        except BaseException as exc:  # the session gets the error; the runtime keeps serving
+            results = (self._decode_batch([r.audio for r in batch], batch[0].options) if len(batch) > 1
+                       else [self._decode(batch[0])])
+            took = time.perf_counter() - t0
+            self._on_batch(batch[0].kind, len(batch))
+            for req, result in zip(batch, results, strict=True):
+                self._on_inference(req.kind, took)
+                req.loop.call_soon_threadsafe(_set_result, req.future, result)
+        except BaseException as exc:  # the sessions get the error; the runtime keeps serving
             log.exception("Whisper decode failed")
-            req.loop.call_soon_threadsafe(_set_exception, req.future, exc)
+            for req in batch:
+                req.loop.call_soon_threadsafe(_set_exception, req.future, exc)
         finally:
             with self._cond:
-                self._running -= 1
+                self._running -= len(batch)
+                if batch[0].kind == "partial":
+                    self._partial_batches -= 1
+                    self._cond.notify_all()  # a worker may be waiting for a partial slot
 
     def _decode(self, req: _Request) -> DecodeResult:
-        if req.kind != "offline" and len(req.audio) <= (_MAX_WINDOW - req.options.window_pad) * 16000:
-            return self._decode_window(req.audio, req.options)
+        if req.kind != "offline" and _windowed(req):
+            return self._decode_batch([req.audio], req.options)[0]
         t0 = time.perf_counter()
         segments, info = self._segments(req.audio, req.options)
         kept: list[Segment] = []
@@ -268,46 +336,59 @@ class WhisperRuntime:
         text = " ".join(s.text for s in kept).strip()
         return DecodeResult(text, tuple(kept), info.language, info.duration, time.perf_counter() - t0)
 
-    def _decode_window(self, audio: np.ndarray, o: DecodeOptions) -> DecodeResult:
-        """One encoder pass over a window just longer than the audio, then greedy/beam decoding.
-
-        faster-whisper pads every input to 30 s (its `chunk_length` does not change that), so the
-        live path calls CTranslate2 directly with a shorter mel window.
-        """
+    def _decode_batch(self, batch: list[np.ndarray], o: DecodeOptions) -> list[DecodeResult]:
+        """Live decodes of one window size and one set of options: one encoder pass over a window
+        just longer than the audio (in groups of `encode_batch`), then one greedy/beam decoding of
+        the whole batch. faster-whisper pads every input to 30 s (its `chunk_length` does not change
+        that), so the live path calls CTranslate2 directly with a shorter mel window."""
+        import ctranslate2
         from faster_whisper.tokenizer import Tokenizer
         from faster_whisper.transcribe import get_compression_ratio, get_suppressed_tokens
 
         t0 = time.perf_counter()
         m = self.model
-        duration = len(audio) / 16000
-        frames = int(min(_MAX_WINDOW, max(o.min_window, duration + o.window_pad)) * 100)
-        feats = m.feature_extractor(audio, chunk_length=30)[:, :frames]
-        if feats.shape[1] < frames:
-            feats = np.pad(feats, ((0, 0), (0, frames - feats.shape[1])))
+        frames = _window_frames(len(batch[0]), o)
+        feats = []
+        for audio in batch:
+            f = m.feature_extractor(audio)[:, :frames]
+            feats.append(np.pad(f, ((0, 0), (0, frames - f.shape[1]))) if f.shape[1] < frames else f)
+        if len(batch) <= self._encode_batch:
+            encoded = m.model.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(np.stack(feats))),
+                                     to_cpu=False)
+        else:  # CPU: a large encoder batch is slower per item than a few small ones
+            parts = [np.array(m.model.encode(ctranslate2.StorageView.from_array(
+                np.ascontiguousarray(np.stack(feats[i : i + self._encode_batch]))), to_cpu=True))
+                for i in range(0, len(feats), self._encode_batch)]
+            encoded = ctranslate2.StorageView.from_array(np.ascontiguousarray(np.concatenate(parts)))
         language = (o.language or None) if self.multilingual else "en"
-        encoded = m.encode(feats)
-        if language is None:
-            language = m.model.detect_language(encoded)[0][0][0][2:-2]
-        tok = Tokenizer(m.hf_tokenizer, self.multilingual, task="transcribe", language=language)
+        languages = ([language] * len(batch) if language is not None
+                     else [r[0][0][2:-2] for r in m.model.detect_language(encoded)])
+        tokenizers = {lang: Tokenizer(m.hf_tokenizer, self.multilingual, task="transcribe", language=lang)
+                      for lang in set(languages)}
+        tok = tokenizers[languages[0]]
         previous = tok.encode(" " + o.prompt.strip()) if o.prompt else []
-        prompt = m.get_prompt(tok, previous, without_timestamps=True)
+        prompts = [m.get_prompt(tokenizers[lang], previous, without_timestamps=True) for lang in languages]
         # Speech runs at well under 10 tokens a second: the cap bounds any decoder loop.
-        max_new = min(224, int(duration * 10) + 10)
-        res = m.model.generate(
-            encoded, [prompt], beam_size=o.beam_size, max_length=len(prompt) + max_new,
+        caps = [min(224, int(len(audio) / 16000 * 10) + 10) for audio in batch]
+        found = m.model.generate(
+            encoded, prompts, beam_size=o.beam_size, max_length=len(prompts[0]) + max(caps),
             return_scores=True, return_no_speech_prob=True, suppress_blank=True,
             suppress_tokens=get_suppressed_tokens(tok, [-1]),
-        )[0]
-        tokens = [t for t in res.sequences_ids[0] if t < tok.eot]
-        text = tok.decode(tokens).strip()
-        avg_logprob = res.scores[0] * len(tokens) / (len(tokens) + 1) if tokens else -10.0
-        seg = Segment(0.0, duration, text, avg_logprob, res.no_speech_prob, get_compression_ratio(text) if text else 0.0)
-        kept: tuple[Segment, ...] = ()
-        if keep_segment(seg.text, seg.no_speech_prob, seg.avg_logprob, seg.compression_ratio):
-            seg = Segment(seg.start, seg.end, cut_repetition_loops(text), *(seg.avg_logprob, seg.no_speech_prob, seg.compression_ratio))
-            kept = (seg,)
-        final_text = kept[0].text if kept else ""
-        return DecodeResult(final_text, kept, language, duration, time.perf_counter() - t0)
+        )
+        took = time.perf_counter() - t0
+        results = []
+        for audio, res, lang, cap in zip(batch, found, languages, caps, strict=True):
+            t = tokenizers[lang]
+            tokens = [x for x in res.sequences_ids[0] if x < t.eot][:cap]
+            text = t.decode(tokens).strip()
+            avg_logprob = res.scores[0] * len(tokens) / (len(tokens) + 1) if tokens else -10.0
+            duration = len(audio) / 16000
+            ratio = get_compression_ratio(text) if text else 0.0
+            kept: tuple[Segment, ...] = ()
+            if keep_segment(text, res.no_speech_prob, avg_logprob, ratio):
+                kept = (Segment(0.0, duration, cut_repetition_loops(text), avg_logprob, res.no_speech_prob, ratio),)
+            results.append(DecodeResult(kept[0].text if kept else "", kept, lang, duration, took))
+        return results
 
     def _segments(self, audio: np.ndarray, o: DecodeOptions) -> tuple[Iterator[Any], Any]:
         language = o.language if self.multilingual else "en"
@@ -326,7 +407,19 @@ class WhisperRuntime:
         # First calls pay for allocation; do it before the node says it is ready.
         silence = np.zeros(16000, dtype=np.float32)
         list(self._segments(silence, DecodeOptions())[0])
-        self._decode_window(silence, DecodeOptions())
+        self._decode_batch([silence], DecodeOptions())
+        if self._batch > 1:
+            self._decode_batch([silence] * min(self._batch, 2 * self._encode_batch), DecodeOptions())
+
+
+def _windowed(req: _Request) -> bool:
+    """Short enough for one live window (longer live audio goes through faster-whisper's segments)."""
+    return len(req.audio) <= (_MAX_WINDOW - req.options.window_pad) * 16000
+
+
+def _window_frames(samples: int, o: DecodeOptions) -> int:
+    """Mel frames of the live window for this much 16 kHz audio: audio + pad, at least min_window."""
+    return int(min(_MAX_WINDOW, max(o.min_window, samples / 16000 + o.window_pad)) * 100)
 
 
 def _set_result(fut: asyncio.Future[DecodeResult], result: DecodeResult) -> None:

@@ -34,3 +34,12 @@ def test_decode_workers_default_to_one_single_threaded_decode_per_core() -> None
     assert decode_workers("cuda", 0, 0, 16) == (1, 16)
     assert decode_workers("cpu", 1, 0, 2) == (1, 2)  # the old layout: one worker on every core
     assert decode_workers("cpu", 3, 2, 2) == (3, 2)  # explicit settings are kept
+
+
+def test_batch_limits_default_to_four_finals_and_two_partials_on_a_cpu() -> None:
+    from kombain.streaming.whisper_runtime import batch_limits
+
+    assert batch_limits("cpu", 0) == (4, 2, 2)
+    assert batch_limits("cuda", 0) == (16, 16, 16)
+    assert batch_limits("cpu", 1) == (1, 1, 1)  # batching off
+    assert batch_limits("cpu", 8) == (8, 2, 2)
