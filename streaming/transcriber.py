@@ -6,7 +6,9 @@ the runtime's worker thread, never on the event loop.
 
 Latency: when the voice pauses (160 ms of silence) the turn so far is decoded speculatively; if
 the endpointer then ends the turn with no new speech, that result is the final transcript, so the
-silence wait hides the decode. Speech that resumes discards it.
+silence wait hides the decode. Speech that resumes discards it. Its words are shown as soon as it
+is done (where they agree with the last partial's), not a silence wait later with the final; and
+the final keeps the spelling of words already shown where it says the same (numbers: '4'/'four').
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from kombain.streaming.endpointer import (
     VoiceOnsetCancelled,
 )
 from kombain.streaming.smart_turn import WINDOW_SAMPLES
-from kombain.streaming.stabilizer import Stabilizer
+from kombain.streaming.stabilizer import Stabilizer, keep_shown
 from kombain.streaming.stt_events import (
     ClearedEvent,
     CommittedEvent,
@@ -318,7 +320,9 @@ class StreamingTranscriber:
             turn.speculative.cancel()
         audio = turn.audio(end)
         previous = self._finals
-        self._finals = self._spawn(self._finalize(turn, audio, spec, (speech_end_at, decided), previous, voiced))
+        shown = list(self._stabilizer.published)  # the next turn resets them
+        self._finals = self._spawn(self._finalize(turn, audio, spec, (speech_end_at, decided), previous, voiced,
+                                                  shown))
 
     async def _finalize(
         self,
@@ -328,6 +332,7 @@ class StreamingTranscriber:
         times: tuple[float, float],
         previous: asyncio.Task[None] | None,
         voiced: bool,
+        shown: list[str],
     ) -> None:
         result: DecodeResult | None = None
         failed: str | None = None
@@ -347,7 +352,7 @@ class StreamingTranscriber:
         if failed:
             self._emit(TranscriptFailedEvent(turn.item_id, "transcription_failed", failed))
             return
-        text = result.text if result else ""
+        text = keep_shown(shown, result.text) if result else ""
         language = result.language if result else (self.config.language or "en")
         self._emit(
             TranscriptCompletedEvent(
@@ -374,10 +379,13 @@ class StreamingTranscriber:
         if self._turn is not turn and self._total < end:
             return None
         try:
-            return await self.runtime.transcribe(turn.audio(end), "final", self._options())
+            result = await self.runtime.transcribe(turn.audio(end), "final", self._options())
         except Exception:  # the final decodes again on its own; a guess must not fail the session
             log.warning("speculative decode failed", exc_info=True)
             return None
+        if self._turn is turn:  # still in the silence: its words agree with the last partial's
+            self._publish(turn, result.text, end)  # now, not a silence wait later with the final
+        return result
 
     # --- semantic end of turn --------------------------------------------------------------------
 
@@ -456,7 +464,11 @@ class StreamingTranscriber:
             return
         if self._turn is not turn:
             return  # the turn ended while decoding; its final supersedes this
-        delta = self._stabilizer.update(result.text)
+        self._publish(turn, result.text, end)
+
+    def _publish(self, turn: _Turn, hypothesis: str, end: int) -> None:
+        """A decode of the turn up to `end`: words it agrees on with the one before are shown."""
+        delta = self._stabilizer.update(hypothesis)
         if delta:
             arrived = self._arrival_time(end)
             self._emit(TranscriptDeltaEvent(turn.item_id, delta, end * 1000 // RATE, self._clock() - arrived))

@@ -1,8 +1,10 @@
-"""streaming.stabilizer: LocalAgreement-2 over successive partial decodes."""
+"""streaming.stabilizer: LocalAgreement-2 over successive partial decodes, and finals kept consistent with them."""
 
 from __future__ import annotations
 
-from kombain.streaming.stabilizer import Stabilizer
+import pytest
+
+from kombain.streaming.stabilizer import Stabilizer, keep_shown
 
 
 def test_first_hypothesis_publishes_nothing() -> None:
@@ -108,3 +110,34 @@ def test_reset() -> None:
     # After a reset the previous hypothesis is forgotten too: the next decode publishes nothing.
     assert s.update("a b c d") == ""
     assert s.update("a b c d") == "a b c d"
+
+
+@pytest.mark.parametrize(
+    ("shown", "final", "kept"),
+    [
+        (["4"], "four queen of clubs", "4 queen of clubs"),  # the shown spelling wins
+        (["4", "queen"], "Four queen of clubs.", "4 queen of clubs."),
+        (["eight", "of", "spades,", "four", "of"], "8 of spades, 4 of clubs, 7 of hearts.",
+         "eight of spades, four of clubs, seven of hearts."),  # later digits follow the shown words
+        (["Twenty-five"], "25 cents.", "Twenty-five cents."),
+        (["no", "one"], "No 1 came.", "No one came."),
+        (["4"], "4 of clubs, 7 of hearts", "4 of clubs, 7 of hearts"),
+        ([], "25 cents.", "25 cents."),  # nothing shown: as decoded
+        (["How", "do", "you"], "Had he married a more amiable woman",
+         "Had he married a more amiable woman"),  # a real disagreement is not hidden
+        (["4", "queen", "of"], "four king of 7 spades", "4 king of 7 spades"),  # stops at the first
+        (["100"], "one hundred", "one hundred"),  # only 0-99 are matched
+    ],
+)
+def test_keep_shown_spells_numbers_as_already_shown(shown: list[str], final: str, kept: str) -> None:
+    assert keep_shown(shown, final) == kept
+
+
+def test_a_number_agrees_with_itself_written_the_other_way() -> None:
+    """Whisper writes '8' in one decode and 'eight' in the next; that is agreement, not a change."""
+    s = Stabilizer()
+    assert s.update("eight of spades four") == ""
+    assert s.update("8 of spades, 4 of") == "8 of spades, 4"
+    assert s.update("eight of spades four of clubs") == " of"
+    assert s.published == ["8", "of", "spades,", "4", "of"]
+    assert keep_shown(s.published, "Eight of spades, four of clubs.") == "8 of spades, 4 of clubs."

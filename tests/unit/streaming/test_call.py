@@ -36,6 +36,7 @@ from kombain.streaming.stt_events import (
     SpeechStartedEvent,
     SpeechStoppedEvent,
     TranscriptCompletedEvent,
+    TranscriptDeltaEvent,
     VoiceOnsetCancelledEvent,
     VoiceOnsetEvent,
 )
@@ -563,3 +564,26 @@ async def test_partials_come_sooner_while_the_decoder_is_idle(idle_ms: int) -> N
         sizes = [c.samples for c in h.runtime.calls if c.kind == "partial"]
         steps = {b - a for a, b in zip(sizes, sizes[1:], strict=False)}
         assert len(sizes) >= 3 and steps == {(idle_ms or 400) * 16}, sizes  # 16 kHz samples
+
+
+async def test_the_speculative_decode_shows_words_before_the_turn_ends() -> None:
+    """One partial ("four queen") is not enough to agree on; the decode launched at the pause
+    ("four queen of clubs") agrees with it, and those words show before the silence wait ends."""
+    async with running(script=lambda audio, kind: "four queen" if kind == "partial" else "four queen of clubs") as h:
+        await h.push(tone(500))
+        await h.push(silence(700))
+        done = await h.event(TranscriptCompletedEvent)
+        assert len([c for c in h.runtime.calls if c.kind == "partial"]) == 1
+        deltas = h.of(TranscriptDeltaEvent)
+        assert [d.delta for d in deltas] == ["four queen"]
+        assert h.at(deltas[0]) < h.at(h.of(SpeechStoppedEvent)[0])
+        assert done.transcript == "four queen of clubs"
+
+
+async def test_the_final_keeps_a_number_as_it_was_shown() -> None:
+    async with running(script=lambda audio, kind: "4 queen" if kind == "partial" else "Four queen of clubs.") as h:
+        await h.push(tone(1000))
+        await h.push(silence(700))
+        done = await h.event(TranscriptCompletedEvent)
+        assert " ".join(d.delta for d in h.of(TranscriptDeltaEvent)) == "4 queen"
+        assert done.transcript == "4 queen of clubs."
