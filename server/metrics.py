@@ -91,6 +91,10 @@ class Metrics:
         self.stt_dropped = Counter(
             "kombain_stt_dropped_total", "Partial decodes skipped: queue full, or replaced by a newer partial", registry=r
         )
+        self.stt_partials_late = Counter(
+            "kombain_stt_partials_late_total",
+            "Partial decodes still queued or running when their turn ended (cancelled: the final supersedes them)", registry=r,
+        )
         self.vad_seconds = Histogram(
             "kombain_vad_seconds",
             "Silero VAD time per audio chunk",

@@ -147,6 +147,7 @@ class CallHooks:
     dtmf: Callable[[], None] = lambda: None
     turn_check: Callable[[float], None] = lambda p: None  # the end-of-turn model's verdict
     semantic_fallback: Callable[[], None] = lambda: None  # semantic_vad asked for, model missing
+    partial_late: Callable[[], None] = lambda: None  # a partial decode still unfinished when its turn ended
 
 
 class Call:
@@ -171,6 +172,7 @@ class Call:
         self.transcriber = StreamingTranscriber(runtime, vad.new_stream(), self._stt_config(), self._on_stt,
                                                 clock=clock, on_vad_seconds=self._hooks.vad_seconds,
                                                 turn_predictor=turn_predictor, on_turn_check=self._hooks.turn_check,
+                                                on_partial_late=self._hooks.partial_late,
                                                 on_semantic_fallback=self._hooks.semantic_fallback)
         self.responder = responder
         self.conversation: Conversation | None = None

@@ -122,6 +122,7 @@ class StreamingTranscriber:
         turn_predictor: TurnPredictor | None = None,
         on_turn_check: Callable[[float], None] | None = None,
         on_semantic_fallback: Callable[[], None] | None = None,
+        on_partial_late: Callable[[], None] | None = None,
     ) -> None:
         self.runtime = runtime
         self.vad = vad
@@ -132,6 +133,7 @@ class StreamingTranscriber:
         self._predictor = turn_predictor
         self._on_turn_check = on_turn_check or (lambda p: None)
         self._on_fallback = on_semantic_fallback or (lambda: None)
+        self._on_partial_late = on_partial_late or (lambda: None)
         self._endpointer = Endpointer(self._effective(config.turn_detection))
         self._turn_check: asyncio.Task[None] | None = None
         self._stabilizer = Stabilizer()
@@ -304,8 +306,9 @@ class StreamingTranscriber:
         assert turn is not None
         self._turn = None
         self._endpointer.reset()
-        if self._partial_task is not None:
-            self._partial_task.cancel()
+        if self._partial_task is not None and not self._partial_task.done():
+            self._partial_task.cancel()  # too late to show: the final supersedes it
+            self._on_partial_late()
         self._emit(SpeechStoppedEvent(turn.item_id, voiced_end * 1000 // RATE))
         end = self._total if forced else min(self._total, voiced_end + _TAIL_SAMPLES)
         self._commit_turn(turn, end, speech_end=voiced_end)

@@ -17,7 +17,7 @@ def test_health_ready_metrics(live_server):
     metrics = httpx.get(live_server.url + "/metrics").text
     for name in ("kombain_sessions_active", "kombain_stt_queue_depth", "kombain_stt_final_seconds_bucket",
                  "kombain_partial_lag_seconds_bucket", "kombain_stt_inference_seconds_bucket",
-                 "kombain_stt_batch_size_bucket"):
+                 "kombain_stt_batch_size_bucket", "kombain_stt_partials_late_total"):
         assert name in metrics, name
     assert httpx.get(live_server.url + "/openapi.json").json()["info"]["title"] == "kombain"
 

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import numpy as np
 import pytest
 
-from kombain.streaming.call import Call, CallConfig, CallError, CallEvent, DtmfEvent, HangupEvent
+from kombain.streaming.call import Call, CallConfig, CallError, CallEvent, CallHooks, DtmfEvent, HangupEvent
 from kombain.streaming.conversation import (
     ResponseAudio,
     ResponseFinished,
@@ -587,3 +587,18 @@ async def test_the_final_keeps_a_number_as_it_was_shown() -> None:
         done = await h.event(TranscriptCompletedEvent)
         assert " ".join(d.delta for d in h.of(TranscriptDeltaEvent)) == "4 queen"
         assert done.transcript == "4 queen of clubs."
+
+
+async def test_a_partial_back_after_its_turn_ended_is_counted_late() -> None:
+    late: list[int] = []
+    h = build(hooks=CallHooks(partial_late=lambda: late.append(1)))
+    h.runtime.delay_s = 0.3
+    h.start()
+    try:
+        await h.push(tone(450))  # a partial is launched at 400 ms and takes 300 ms
+        await h.push(silence(700))  # unpaced: the turn ends while it decodes
+        await h.event(TranscriptCompletedEvent)
+        await h.until(lambda: late, what="a late partial")
+        assert not h.of(TranscriptDeltaEvent)
+    finally:
+        await h.stop()
