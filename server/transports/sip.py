@@ -287,6 +287,7 @@ class SipCall:
         self.call: Call | None = None
         self.last_rtp = time.monotonic()
         self.packets_sent = 0
+        self._reported = {"received": 0, "sent": 0, "lost": 0, "late": 0}  # already in the metrics
         self.session_version = 1
         self.session_id = secrets.randbelow(2**31)
         self._sip_gone = False
@@ -377,10 +378,20 @@ class SipCall:
         limit = self.settings.telephony_peer_timeout_s
         while True:
             await asyncio.sleep(min(1.0, limit / 4))
+            self._report_rtp()
             if not self.on_hold and time.monotonic() - self.last_rtp > limit:
                 self.log.info("no RTP for %.0f s: the caller has gone", limit)
                 self.end("peer_gone")
                 return
+
+    def _report_rtp(self) -> None:
+        """Add this call's RTP counts since the last report to the metrics (each second, and at the end)."""
+        stats = self.jitter.stats
+        now = {"received": stats.received, "sent": self.packets_sent, "lost": stats.lost, "late": stats.late}
+        for kind, value in now.items():
+            if value > self._reported[kind]:
+                self.server.metrics.rtp_packets_total.labels(kind).inc(value - self._reported[kind])
+                self._reported[kind] = value
 
     # --- the call's life -------------------------------------------------------------------------------
 
@@ -435,12 +446,8 @@ class SipCall:
             server.perform(server.protocol.reject(self.ic.call_id, 503, "Service Unavailable",
                                                   retry_after=exc.retry_after_s))
         finally:
+            self._report_rtp()
             stats = self.jitter.stats
-            m = server.metrics
-            m.rtp_packets_total.labels("received").inc(stats.received)
-            m.rtp_packets_total.labels("sent").inc(self.packets_sent)
-            m.rtp_packets_total.labels("lost").inc(stats.lost)
-            m.rtp_packets_total.labels("late").inc(stats.late)
             self.log.info("RTP: %d received, %d lost, %d late, %d duplicates, %d sent", stats.received,
                           stats.lost, stats.late, stats.duplicates, self.packets_sent)
             if self.rtp is not None:

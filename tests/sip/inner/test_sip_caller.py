@@ -142,3 +142,19 @@ async def test_rtcp_on_the_media_port_is_not_counted_as_bad_rtp(sip_server):
         assert not caller.closed.is_set()
     finally:
         await caller.stop()
+
+
+async def test_rtp_counters_move_while_the_call_is_live(sip_server):
+    """The RTP counters reach the metrics every second of a call, not only when it ends."""
+    from tests.sip.inner.conftest import metric
+
+    caller = SipCaller("127.0.0.1", sip_server.sip_port)
+    await caller.connect()
+    try:
+        before = await asyncio.to_thread(metric, sip_server, "kombain_rtp_packets_total", '{kind="received"}')
+        await asyncio.sleep(2.5)  # the caller sends silence in 20 ms packets: about 125
+        after = await asyncio.to_thread(metric, sip_server, "kombain_rtp_packets_total", '{kind="received"}')
+        assert not caller.closed.is_set()
+        assert after - before >= 50, (before, after)
+    finally:
+        await caller.stop()
