@@ -40,7 +40,8 @@ class AppState:
         # Bad JWT keys or limits fail here, at start-up, as a ValueError.
         self.auth = Authenticator(self.settings)
         s = self.settings
-        self.quotas = Quotas(s.rate_limit, s.key_max_calls, s.key_max_queued_jobs)
+        self.quotas = Quotas(s.rate_limit, s.key_max_calls, s.key_max_queued_jobs, storage=s.rate_limit_storage,
+                             on_storage_error=self.metrics.rate_limit_store_errors.inc)
         PeerAllowList(s.audiosocket_allow, "audiosocket_allow")
         PeerAllowList(s.sip_allow, "sip_allow")
         if s.max_audio_speed != 0 and (s.max_audio_speed < 1 or s.max_audio_burst_s <= 0):

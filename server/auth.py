@@ -142,7 +142,7 @@ def require(scope: str | None, *, realtime: bool = False) -> Callable[[Request],
         try:
             principal = state.auth.authorize(_bearer(request.headers.get("authorization")), _client_ip(request),
                                              scope, realtime=realtime)
-            state.quotas.hit(principal.subject)
+            await state.quotas.hit(principal.subject)
         except AuthFailed as exc:
             raise ApiError(exc.status, exc.message, exc.code, headers={"WWW-Authenticate": exc.challenge}) from None
         except OverLimit as exc:
@@ -184,7 +184,7 @@ async def authorize_websocket(ws: WebSocket, scope: str, *, realtime: bool = Fal
     state = ws.app.state.kombain
     try:
         principal = state.auth.authorize(websocket_token(ws, query_keys), _client_ip(ws), scope, realtime=realtime)
-        state.quotas.hit(principal.subject)
+        await state.quotas.hit(principal.subject)
     except AuthFailed as exc:
         await deny_websocket(ws, exc.status, exc.message, exc.code, {"WWW-Authenticate": exc.challenge})
         return None

@@ -91,6 +91,10 @@ class Metrics:
         self.stt_dropped = Counter(
             "kombain_stt_dropped_total", "Partial decodes skipped: queue full, or replaced by a newer partial", registry=r
         )
+        self.rate_limit_store_errors = Counter(
+            "kombain_rate_limit_store_errors_total",
+            "Requests let through unlimited because the shared rate-limit store (Redis) was unreachable", registry=r,
+        )
         self.stt_partials_late = Counter(
             "kombain_stt_partials_late_total",
             "Partial decodes still queued or running when their turn ended (cancelled: the final supersedes them)", registry=r,

@@ -37,6 +37,7 @@ class Settings:
     metrics_auth: bool = False  # /metrics needs an admin credential (when auth is configured)
     # Per key (or JWT subject; per client IP without auth) limits; "" / 0 turns each off
     rate_limit: str = ""  # HTTP requests and handshakes, e.g. "120/minute" (PyPI `limits` syntax)
+    rate_limit_storage: str = ""  # "" -> this node's memory; redis://host:port/db -> one rate across nodes
     key_max_calls: int = 0  # concurrent calls (realtime WS, WebRTC, telephony WebSockets)
     key_max_queued_jobs: int = 0  # unfinished lane jobs submitted through this node
     # TLS for the HTTP/WebSocket listener (both set -> https/wss)

@@ -101,13 +101,13 @@ def test_authenticator_scopes() -> None:
     assert open_auth.authorize(None, "1.2.3.4", "admin").subject == "ip:1.2.3.4"
 
 
-def test_quotas() -> None:
+async def test_quotas() -> None:
     q = Quotas("2/minute", max_calls=1, max_queued_jobs=2)
-    q.hit("a")
-    q.hit("a")
-    q.hit("b")
+    await q.hit("a")
+    await q.hit("a")
+    await q.hit("b")
     with pytest.raises(OverLimit) as err:
-        q.hit("a")
+        await q.hit("a")
     assert err.value.code == "rate_limit_exceeded" and 1 <= err.value.retry_after_s <= 60
     release = q.open_call("a")
     with pytest.raises(OverLimit):
@@ -125,4 +125,4 @@ def test_quotas() -> None:
     assert q.jobs_of("a") == ["j2"]
     with pytest.raises(ValueError):
         Quotas("lots")
-    Quotas().hit("anyone")  # off by default
+    await Quotas().hit("anyone")  # off by default
