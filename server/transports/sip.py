@@ -210,9 +210,8 @@ class SipServer:
         try:
             self.host.admit("sip")
         except CallRefused as exc:
-            status, reason = (486, "Busy Here") if exc.code == "server_full" else (503, "Service Unavailable")
             log.info("refusing call %s: %s", ic.call_id, exc)
-            self.perform(self.protocol.reject(ic.call_id, status, reason, retry_after=exc.retry_after_s))
+            self.perform(self.protocol.reject(ic.call_id, *_refusal(exc), retry_after=exc.retry_after_s))
             return
         try:
             pt, codec = choose_codec(ic.offer)
@@ -442,9 +441,8 @@ class SipCall:
                 self.log.info("answered %s from %s:%d (%s, RTP %d)", self.ic.from_uri, *self.ic.source,
                               self.codec, self.port)
                 await self._serve(call, port)
-        except CallRefused as exc:
-            server.perform(server.protocol.reject(self.ic.call_id, 503, "Service Unavailable",
-                                                  retry_after=exc.retry_after_s))
+        except CallRefused as exc:  # the last slot went to another call since the INVITE was admitted
+            server.perform(server.protocol.reject(self.ic.call_id, *_refusal(exc), retry_after=exc.retry_after_s))
         finally:
             self._report_rtp()
             stats = self.jitter.stats
@@ -467,3 +465,8 @@ class SipCall:
             call.close()
             for t in tasks:
                 t.cancel()
+
+
+def _refusal(exc: CallRefused) -> tuple[int, str]:
+    """The SIP answer to a refused call: 486 when the node is full, 503 while draining or loading."""
+    return (486, "Busy Here") if exc.code == "server_full" else (503, "Service Unavailable")
