@@ -386,8 +386,8 @@ class StreamingTranscriber:
         except Exception:  # the final decodes again on its own; a guess must not fail the session
             log.warning("speculative decode failed", exc_info=True)
             return None
-        if self._turn is turn:  # still in the silence: its words agree with the last partial's
-            self._publish(turn, result.text, end)  # now, not a silence wait later with the final
+        if self._turn is turn and self.config.partials:  # still in the silence: words it agrees on
+            self._publish(turn, result.text, end)  # with the last partial show now, not with the final
         return result
 
     # --- semantic end of turn --------------------------------------------------------------------

@@ -602,3 +602,13 @@ async def test_a_partial_back_after_its_turn_ended_is_counted_late() -> None:
         assert not h.of(TranscriptDeltaEvent)
     finally:
         await h.stop()
+
+
+async def test_no_words_are_published_when_partials_are_off() -> None:
+    """Two pauses, two speculative decodes that agree: with partials off, still no delta."""
+    async with running(stt=SttConfig(partials=False)) as h:
+        await h.push(np.concatenate([tone(400), silence(300), tone(400)]), realtime=True)
+        await h.push(silence(700))
+        await h.event(TranscriptCompletedEvent)
+        assert sum(c.kind == "final" for c in h.runtime.calls) >= 2  # the first pause was decoded too
+        assert not h.of(TranscriptDeltaEvent)
