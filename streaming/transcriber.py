@@ -323,7 +323,8 @@ class StreamingTranscriber:
             turn.speculative.cancel()
         audio = turn.audio(end)
         previous = self._finals
-        shown = list(self._stabilizer.published)  # the next turn resets them
+        # This turn's shown words (the next turn resets them); a manual buffer shows none.
+        shown = list(self._stabilizer.published) if self.config.turn_detection is not None else []
         self._finals = self._spawn(self._finalize(turn, audio, spec, (speech_end_at, decided), previous, voiced,
                                                   shown))
 
