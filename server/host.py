@@ -153,6 +153,7 @@ class CallHost:
             turn_check=m.turn_check_probability.observe,
             semantic_fallback=m.semantic_vad_fallbacks.inc,
             partial_late=m.stt_partials_late.inc,
+            audio_in=m.audio_in_seconds.labels(transport).inc,
         )
         stt = SttConfig(partial_interval_ms=s.stt_partial_interval_ms,
                         idle_partial_interval_ms=s.stt_idle_partial_interval_ms, beam_size=s.stt_beam_size,

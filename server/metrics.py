@@ -99,6 +99,11 @@ class Metrics:
             "kombain_stt_partials_late_total",
             "Partial decodes still queued or running when their turn ended (cancelled: the final supersedes them)", registry=r,
         )
+        self.audio_in_seconds = Counter(
+            "kombain_audio_in_seconds_total",
+            "Seconds of caller audio taken by calls (beyond real time means clients streaming ahead)",
+            ["transport"], registry=r,
+        )
         self.vad_seconds = Histogram(
             "kombain_vad_seconds",
             "Silero VAD time per audio chunk",

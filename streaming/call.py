@@ -148,6 +148,7 @@ class CallHooks:
     turn_check: Callable[[float], None] = lambda p: None  # the end-of-turn model's verdict
     semantic_fallback: Callable[[], None] = lambda: None  # semantic_vad asked for, model missing
     partial_late: Callable[[], None] = lambda: None  # a partial decode still unfinished when its turn ended
+    audio_in: Callable[[float], None] = lambda s: None  # seconds of caller audio taken
 
 
 class Call:
@@ -259,6 +260,7 @@ class Call:
                 self._early.append((samples, rate))
                 self._early_s += len(samples) / rate
             return
+        self._hooks.audio_in(len(samples) / rate)
         if self._ingest is not None:
             self._ingest.add(len(samples) / rate)
         if self._resampler is None or self._resampler.in_rate != rate:

@@ -292,12 +292,22 @@ def test_transcription_language_must_be_an_ascii_code(live_server: LiveServer) -
 
 # --- 8: a client flooding audio ------------------------------------------------------------------
 
+async def _audio_taken(http: httpx.AsyncClient, server: LiveServer) -> float:
+    """Seconds of caller audio the server's calls have taken, all transports."""
+    text = (await http.get(server.url + "/metrics")).text
+    return sum(float(line.split()[-1]) for line in text.splitlines()
+               if line.startswith("kombain_audio_in_seconds_total{"))
+
+
 async def test_a_flooding_client_is_slowed_and_other_calls_go_on(live_server: LiveServer) -> None:
     """One client sends silence as fast as the socket takes it (2 MiB frames, 44 s of audio each).
     The server offers no compression (1 MB of deflated zeros was 1 GB of frames), reads the flood
     at most KOMBAIN_MAX_AUDIO_SPEED (20x) real time after a 60 s allowance, and another caller's
     turn and /healthz go on meanwhile."""
     loop = asyncio.get_running_loop()
+    async with httpx.AsyncClient(timeout=10) as http:
+        taken_before = await _audio_taken(http, live_server)
+    started = loop.time()
     flood = await websockets.connect(live_server.ws_url + "/v1/realtime", max_size=None)
     assert not flood.protocol.extensions, flood.protocol.extensions  # permessage-deflate refused
     assert json.loads(await flood.recv())["type"] == "session.created"
@@ -321,6 +331,8 @@ async def test_a_flooding_client_is_slowed_and_other_calls_go_on(live_server: Li
             assert (await http.get(live_server.url + "/healthz")).status_code == 200
             probes.append(loop.time() - t)
             await asyncio.sleep(0.1)
+        taken = await _audio_taken(http, live_server) - taken_before
+    elapsed = loop.time() - started
     sent_in_6s = sent
     await speech
     done = await other.wait_for("conversation.item.input_audio_transcription.completed", timeout=30)
@@ -329,10 +341,13 @@ async def test_a_flooding_client_is_slowed_and_other_calls_go_on(live_server: Li
     # server reads at 20x real time (CI once waited more than 10 s for it). The flooder just vanishes.
     flood.transport.abort()
     await other.close()
-    print(f"\nflood frames taken in 6 s: {sent_in_6s} (~{sent_in_6s * 43.7:.0f} s of audio); "
-          f"/healthz max {max(probes) * 1000:.0f} ms; heard {done[0]['transcript']!r}")
+    print(f"\nflood frames sent in 6 s: {sent_in_6s} (~{sent_in_6s * 43.7:.0f} s of audio), the server took "
+          f"{taken:.0f} s of audio in {elapsed:.1f} s; /healthz max {max(probes) * 1000:.0f} ms; "
+          f"heard {done[0]['transcript']!r}")
     assert "turned sharply" in done[0]["transcript"].lower(), done[0]
     assert max(probes) < 1.0, probes
-    # 60 s + 20 x 6 s of audio = ~4 frames, plus what the socket buffers hold; unpaced, VAD alone
-    # takes the 2 MiB frames at ~5 per second on this machine.
-    assert sent_in_6s <= 15, sent_in_6s
+    # What the server took, not what the client got into the socket: kernel buffers on loopback
+    # autotune up to net.ipv4.tcp_rmem's maximum (32 MB here: 16 frames). The allowance is 60 s then
+    # 20x real time, and a message is taken whole before the pause (one 43.7 s frame over); the
+    # other caller's few seconds count too. Unpaced, VAD alone takes ~5 frames (220 s) per second.
+    assert 60 < taken <= 60 + 20 * elapsed + 44 + 10, (taken, elapsed)
