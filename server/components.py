@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from pathlib import Path
 
 from kombain.server.app import AppState
 
@@ -76,7 +77,7 @@ async def _load_turn_model(state: AppState):  # type: ignore[no-untyped-def]
     if not state.settings.turn_model:
         return None
     try:
-        path = None if state.settings.turn_model == "smart-turn-v3.2" else state.settings.turn_model
+        path = None if state.settings.turn_model == "smart-turn-v3.2" else Path(state.settings.turn_model)
         model = await asyncio.to_thread(SmartTurnModel.load, path, threads=1)
     except Exception as exc:
         log.warning("end-of-turn model not loaded (%s); semantic_vad sessions will use server_vad", exc)

@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from kombain.server.metrics import TRANSPORTS, Metrics
 from kombain.server.responders import build_responder
@@ -196,7 +197,7 @@ class CallHost:
 def default_turn_detection(s: Settings, conversation: bool = True) -> TurnDetection:
     """The node's turn detection: semantic_vad where configured for conversations; transcription
     sessions keep server_vad (no reply waits on the end of their turns)."""
-    kw = {"threshold": s.vad_threshold, "prefix_padding_ms": s.vad_prefix_padding_ms,
+    kw: dict[str, Any] = {"threshold": s.vad_threshold, "prefix_padding_ms": s.vad_prefix_padding_ms,
           "min_speech_ms": s.vad_min_speech_ms}
     if conversation and s.turn_detection == "semantic_vad":
         return TurnDetection.semantic_vad(s.turn_eagerness, **kw)

@@ -114,7 +114,8 @@ async def _pump(ws: WebSocket, session: RealtimeSession, out: asyncio.Queue[dict
             watchdog = tg.create_task(_idle_watchdog(session, activity, idle_s, end)) if idle_s > 0 else None
             reader = asyncio.ensure_future(_reader(ws, session, max_bytes, activity))
             try:
-                await asyncio.wait({reader, ended}, return_when=asyncio.FIRST_COMPLETED)
+                waiting: set[asyncio.Future[Any]] = {reader, ended}
+                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
                 if not reader.done():  # the server ends the call: deliver what is queued, then close
                     reader.cancel()
                     reason = ended.result()

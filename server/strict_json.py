@@ -41,7 +41,7 @@ def _finite_float(text: str) -> float:
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
 
 
-def loads(raw: str | bytes, max_depth: int = MAX_DEPTH) -> Any:
+def loads(raw: str | bytes | bytearray, max_depth: int = MAX_DEPTH) -> Any:
     """Parse `raw` (UTF-8 bytes or text); raise JsonInputError for anything not plain, bounded JSON."""
     if isinstance(raw, bytes | bytearray):
         try:

@@ -194,7 +194,7 @@ def _interruption(cfg: SessionConfig, value: Any, param: str) -> SessionConfig:
     """kombain extensions: what it takes for the caller's speech to cancel a reply."""
     if not isinstance(value, dict):
         return cfg
-    out = {}
+    out: dict[str, Any] = {}
     for key, field_name, top in (("kombain_interrupt_min_speech_ms", "interrupt_min_speech_ms", 5000),
                                  ("kombain_interrupt_min_words", "interrupt_min_words", 20)):
         if key in value:

@@ -50,6 +50,8 @@ from kombain.streaming.stt_events import (
     TranscriptCompletedEvent,
     TranscriptDeltaEvent,
     TranscriptFailedEvent,
+    VoiceOnsetCancelledEvent,
+    VoiceOnsetEvent,
 )
 
 log = logging.getLogger("kombain.session")
@@ -273,6 +275,8 @@ class RealtimeSession:
         elif isinstance(ev, TranscriptFailedEvent):
             self.send(server_event("conversation.item.input_audio_transcription.failed", item_id=ev.item_id,
                                    content_index=0, error={"type": "server_error", "code": ev.code, "message": ev.message}))
+        elif isinstance(ev, VoiceOnsetEvent | VoiceOnsetCancelledEvent):
+            return  # the call's own barge-in signal; OpenAI's protocol has no event for it
         else:
             for out in render_response(ev, self.config):
                 self.send(out)

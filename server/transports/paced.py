@@ -54,8 +54,8 @@ class PacedOutput:
         cut = len(data) - len(data) % frame
         self._partial = bytearray(data[cut:])
         frames = [bytes(data[i:i + frame]) for i in range(0, cut, frame)]
-        for i, f in enumerate(frames):
-            self._frames.append((f, (audio.response_id, audio.end_ms) if i == len(frames) - 1 else None))
+        for i, chunk in enumerate(frames):
+            self._frames.append((chunk, (audio.response_id, audio.end_ms) if i == len(frames) - 1 else None))
         while self.queued_s > MAX_QUEUED_S:  # drop-oldest: a late reply is worse than a gap
             self._frames.popleft()
             self.dropped += 1

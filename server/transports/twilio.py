@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -187,6 +188,12 @@ async def _stream(ws: WebSocket, state: Any, settings: Settings) -> None:
         await close(ws, CLOSE_TRY_AGAIN, str(exc))
 
 
+def _payload(msg: Mapping[str, Any]) -> str | bytes:
+    """A received ASGI WebSocket message's text, or its bytes."""
+    text = msg.get("text")
+    return text if isinstance(text, str) else msg.get("bytes") or b""
+
+
 async def _await_start(ws: WebSocket, proto: TwilioStreamProtocol, link: PhoneLink,
                        within_s: float) -> TwilioStart | None:
     async with asyncio.timeout(within_s):
@@ -195,7 +202,7 @@ async def _await_start(ws: WebSocket, proto: TwilioStreamProtocol, link: PhoneLi
             if msg["type"] == "websocket.disconnect":
                 return None
             try:
-                ev = proto.receive(msg.get("text") if msg.get("text") is not None else msg.get("bytes") or b"")
+                ev = proto.receive(_payload(msg))
             except TwilioProtocolError as exc:
                 link.protocol_error(exc, exc.code)
                 continue
@@ -217,9 +224,8 @@ async def _reader(ws: WebSocket, proto: TwilioStreamProtocol, link: PhoneLink, p
         msg = await ws.receive()
         if msg["type"] == "websocket.disconnect":
             return "peer_disconnected"
-        data = msg.get("text") if msg.get("text") is not None else msg.get("bytes") or b""
         try:
-            ev = proto.receive(data)
+            ev = proto.receive(_payload(msg))
         except TwilioProtocolError as exc:
             link.protocol_error(exc, exc.code)
             await call.paced()

@@ -68,7 +68,7 @@ def test_published_text_only_grows() -> None:
         delta = s.update(h)
         emitted += delta
         history.append(list(s.published))
-    for before, after in zip(history, history[1:]):
+    for before, after in zip(history, history[1:], strict=False):
         assert after[: len(before)] == before
     assert emitted == " ".join(s.published)
     assert len(history[-1]) > len(history[2])

@@ -15,7 +15,15 @@ from typing import Any, TypeVar
 import numpy as np
 import pytest
 
-from kombain.streaming.call import Call, CallConfig, CallError, CallEvent, CallHooks, DtmfEvent, HangupEvent
+from kombain.streaming.call import (
+    Call,
+    CallConfig,
+    CallError,
+    CallEvent,
+    CallHooks,
+    DtmfEvent,
+    HangupEvent,
+)
 from kombain.streaming.conversation import (
     ResponseAudio,
     ResponseFinished,
