@@ -68,6 +68,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
         errors,
         health,
         models_api,
+        openapi,
         realtime_ws,
         speech_api,
         transcriptions,
@@ -110,4 +111,5 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
     app.include_router(audiosocket.router)
     web_page.install(app)
     errors.install(app)
+    openapi.install(app)
     return app

@@ -11,6 +11,7 @@ from kombain.server import strict_json
 from kombain.server.auth import Principal, require
 from kombain.server.client_secrets import ClientSecrets
 from kombain.server.errors import ApiError
+from kombain.server.openapi import AUTH_ERRORS, errors
 from kombain.server.realtime.protocol import (
     ProtocolError,
     SessionConfig,
@@ -53,7 +54,7 @@ def parse_request(body: Any) -> tuple[int, dict[str, Any] | None, SessionConfig 
     return ttl, session, config
 
 
-@router.post("/v1/realtime/client_secrets")
+@router.post("/v1/realtime/client_secrets", responses=errors(*AUTH_ERRORS, 400, 413))
 async def create_client_secret(request: Request, principal: Annotated[Principal, Depends(require("voice"))],
                                ) -> JSONResponse:
     """An ephemeral secret for a browser or app: voice entries only (realtime WS, WebRTC), until it expires."""

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 
 from kombain.server.auth import require_metrics
+from kombain.server.openapi import AUTH_ERRORS, Readiness, errors
 
 router = APIRouter(tags=["operations"])
 
@@ -16,7 +17,8 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses={200: {"model": Readiness}, 503: {"model": Readiness, "description":
+            "Not ready: loading, failed to load, draining or full (see Retry-After)"}})
 async def readyz(request: Request) -> JSONResponse:
     """Ready once models are loaded, and while the node is not full or draining."""
     st = request.app.state.kombain
@@ -33,7 +35,8 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ready", "models": sorted(st.services.get("model_names", []))})
 
 
-@router.get("/metrics", dependencies=[Depends(require_metrics)])
+@router.get("/metrics", dependencies=[Depends(require_metrics)], response_class=PlainTextResponse,
+            responses=errors(*AUTH_ERRORS))  # only with KOMBAIN_METRICS_AUTH
 async def metrics(request: Request) -> Response:
     st = request.app.state.kombain
     return Response(st.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -8,10 +8,11 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 
 from kombain.server.auth import require_api_key
+from kombain.server.openapi import AUTH_ERRORS, errors
 from kombain.server.speech_api import model_entries
 from kombain.server.transcriptions import STT_ALIASES
 
-router = APIRouter(dependencies=[Depends(require_api_key)], tags=["models"])
+router = APIRouter(dependencies=[Depends(require_api_key)], tags=["models"], responses=errors(*AUTH_ERRORS))
 
 
 @router.get("/v1/models")

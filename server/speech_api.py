@@ -17,6 +17,7 @@ from starlette.types import Receive, Scope, Send
 from kombain.server import strict_json
 from kombain.server.auth import require
 from kombain.server.errors import ApiError
+from kombain.server.openapi import AUTH_ERRORS, errors
 from kombain.streaming.encoders import FORMATS, AudioEncoder, PcmEncoder, WavEncoder, make_encoder
 from kombain.streaming.tts import (
     MAX_SPEED,
@@ -28,7 +29,7 @@ from kombain.streaming.tts import (
 )
 
 log = logging.getLogger("kombain.speech")
-router = APIRouter(tags=["speech"], dependencies=[Depends(require("voice"))])
+router = APIRouter(tags=["speech"], dependencies=[Depends(require("voice"))], responses=errors(*AUTH_ERRORS))
 
 SPEECH_MODELS = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts", "piper")
 # OpenAI's voice names: all spoken by the default voice, so OpenAI clients work unchanged.
@@ -64,7 +65,8 @@ def _pool(request: Request) -> VoicePool:
     openapi_extra={
         "requestBody": {"required": True, "content": {"application/json": {"schema": SpeechRequest.model_json_schema()}}}
     },
-    responses={200: {"content": {t: {} for t in ("audio/mpeg", "audio/ogg", "audio/flac", "audio/wav", "audio/pcm")}}},
+    responses={200: {"content": {t: {} for t in ("audio/mpeg", "audio/ogg", "audio/flac", "audio/wav", "audio/pcm")}},
+               **errors(400, 404, 413, 503)},
 )
 async def create_speech(request: Request) -> Response:
     """Speak `input`; audio streams back while the rest is still being synthesised."""
@@ -83,7 +85,7 @@ async def create_speech(request: Request) -> Response:
     return _SpeechResponse(_audio(stream, encoder), stream, encoder.content_type, st.metrics.tts_streams_active)
 
 
-@router.get("/v1/audio/voices")
+@router.get("/v1/audio/voices", responses=errors(503))
 async def list_voices(request: Request) -> JSONResponse:
     """The voices POST /v1/audio/speech speaks with (a kombain extension; OpenAI has no such route).
 

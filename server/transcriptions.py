@@ -13,6 +13,7 @@ from starlette.datastructures import UploadFile
 
 from kombain.server.auth import require
 from kombain.server.errors import ApiError
+from kombain.server.openapi import AUTH_ERRORS, errors
 from kombain.streaming.decode_file import BadAudioFile, decode_audio_file
 from kombain.streaming.whisper_runtime import (
     DecodeOptions,
@@ -22,7 +23,7 @@ from kombain.streaming.whisper_runtime import (
     WhisperRuntime,
 )
 
-router = APIRouter(dependencies=[Depends(require("voice"))], tags=["audio"])
+router = APIRouter(dependencies=[Depends(require("voice"))], tags=["audio"], responses=errors(*AUTH_ERRORS))
 
 STT_ALIASES = ("whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe")
 _FORMATS = ("json", "text", "verbose_json", "srt", "vtt")
@@ -36,7 +37,10 @@ def _runtime(request: Request) -> WhisperRuntime:
     return st.services["whisper"]  # type: ignore[no-any-return]
 
 
-@router.post("/v1/audio/transcriptions", response_model=None)
+@router.post("/v1/audio/transcriptions", response_model=None, responses={
+    200: {"content": {"application/json": {}, "text/plain": {}, "text/event-stream": {}},
+          "description": "The transcript: JSON (json, verbose_json), text (text, srt, vtt) or, with stream, events"},
+    **errors(400, 413, 503)})
 async def transcribe(request: Request) -> Response:
     st = request.app.state.kombain
     limit = st.settings.max_upload_bytes

@@ -22,6 +22,7 @@ from kombain.server.auth import Principal, require
 from kombain.server.errors import ApiError
 from kombain.server.host import CallHost, CallRefused
 from kombain.server.metrics import Metrics
+from kombain.server.openapi import AUTH_ERRORS, errors
 from kombain.server.quotas import OverLimit
 from kombain.server.realtime.protocol import ProtocolError, SessionConfig, apply_session_update
 from kombain.server.settings import Settings
@@ -104,7 +105,8 @@ async def _read_offer(request: Request, max_bytes: int) -> tuple[bytes, dict[str
 _voice = require("voice", realtime=True)  # a client secret from /v1/realtime/client_secrets will do
 
 
-@router.post("/v1/realtime/calls", status_code=201, responses={201: {"content": {"application/sdp": {}}}})
+@router.post("/v1/realtime/calls", status_code=201,
+             responses={201: {"content": {"application/sdp": {}}}, **errors(*AUTH_ERRORS, 400, 503)})
 async def create_call(request: Request, principal: Annotated[Principal, Depends(_voice)]) -> Response:
     """Answer a WebRTC offer; the call runs until either side hangs up."""
     state = request.app.state.kombain
@@ -167,7 +169,8 @@ async def _answer(request: Request, state: Any, settings: Settings, host: CallHo
                     headers={"Location": f"/v1/realtime/calls/{call.id}"})
 
 
-@router.delete("/v1/realtime/calls/{call_id}", status_code=204, dependencies=[Depends(_voice)])
+@router.delete("/v1/realtime/calls/{call_id}", status_code=204, dependencies=[Depends(_voice)],
+                responses=errors(*AUTH_ERRORS, 404))
 async def hang_up(call_id: str, request: Request) -> Response:
     """End a call; returns once its resources are released (at most a few seconds)."""
     manager: CallManager | None = request.app.state.kombain.services.get("webrtc")
@@ -181,7 +184,7 @@ async def hang_up(call_id: str, request: Request) -> Response:
     return Response(status_code=204)
 
 
-@router.get("/v1/realtime/calls/config", dependencies=[Depends(_voice)])
+@router.get("/v1/realtime/calls/config", dependencies=[Depends(_voice)], responses=errors(*AUTH_ERRORS))
 async def call_config(request: Request) -> JSONResponse:
     """What the browser page needs to place a call: the ICE servers to use."""
     manager: CallManager | None = request.app.state.kombain.services.get("webrtc")

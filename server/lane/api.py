@@ -29,13 +29,14 @@ from kombain.server.lane.jobs import (
 )
 from kombain.server.lane.queue import QueueFull
 from kombain.server.lane.service import LaneService
+from kombain.server.openapi import AUTH_ERRORS, errors
 from kombain.server.quotas import OverLimit, Quotas
 
 MAX_BODY_BYTES = 256 * 1024
 _POLL_S = 0.1
 
 
-router = APIRouter(tags=["lane"], dependencies=[Depends(require("lane"))])
+router = APIRouter(tags=["lane"], dependencies=[Depends(require("lane"))], responses=errors(*AUTH_ERRORS))
 
 
 def _lane(request: Request) -> LaneService:
@@ -151,7 +152,7 @@ async def _result(lane: LaneService, job: Job, name: str) -> bytes:
 
 
 # --- images -----------------------------------------------------------------------------------
-@router.post("/v1/images/generations")
+@router.post("/v1/images/generations", responses=errors(400, 409, 413, 500, 503, 504))
 async def create_image(request: Request) -> JSONResponse:
     """Text to image; waits for the job like OpenAI does (up to the configured timeout)."""
     lane = _lane(request)
@@ -182,7 +183,7 @@ async def create_image(request: Request) -> JSONResponse:
 
 
 # --- videos -----------------------------------------------------------------------------------
-@router.post("/v1/videos")
+@router.post("/v1/videos", responses=errors(400, 413, 503))
 async def create_video(request: Request) -> JSONResponse:
     """Queue a text-to-video job; returns OpenAI's video object."""
     lane = _lane(request)
@@ -190,14 +191,15 @@ async def create_video(request: Request) -> JSONResponse:
     return JSONResponse(job.video_object(lane.queue.config.retention_s))
 
 
-@router.get("/v1/videos/{video_id}")
+@router.get("/v1/videos/{video_id}", responses=errors(404, 503))
 async def get_video(request: Request, video_id: str) -> JSONResponse:
     lane = _lane(request)
     job = await _get(lane, video_id, JobKind.VIDEO)
     return JSONResponse(job.video_object(lane.queue.config.retention_s))
 
 
-@router.get("/v1/videos/{video_id}/content")
+@router.get("/v1/videos/{video_id}/content", response_class=Response,
+            responses={200: {"content": {"video/mp4": {}}}, **errors(404, 409, 410, 503)})
 async def get_video_content(request: Request, video_id: str) -> Response:
     lane = _lane(request)
     job = await _get(lane, video_id, JobKind.VIDEO)
@@ -205,7 +207,7 @@ async def get_video_content(request: Request, video_id: str) -> Response:
                     media_type="video/mp4")
 
 
-@router.delete("/v1/videos/{video_id}")
+@router.delete("/v1/videos/{video_id}", responses=errors(404, 409, 503))
 async def cancel_video(request: Request, video_id: str) -> JSONResponse:
     lane = _lane(request)
     job = await _cancel(lane, video_id, JobKind.VIDEO)
@@ -213,17 +215,18 @@ async def cancel_video(request: Request, video_id: str) -> JSONResponse:
 
 
 # --- any job ----------------------------------------------------------------------------------
-@router.get("/v1/jobs/{job_id}")
+@router.get("/v1/jobs/{job_id}", responses=errors(404, 503))
 async def get_job(request: Request, job_id: str) -> JSONResponse:
     return JSONResponse((await _get(_lane(request), job_id)).public())
 
 
-@router.delete("/v1/jobs/{job_id}")
+@router.delete("/v1/jobs/{job_id}", responses=errors(404, 409, 503))
 async def cancel_job(request: Request, job_id: str) -> JSONResponse:
     return JSONResponse((await _cancel(_lane(request), job_id, None)).public())
 
 
-@router.get("/v1/jobs/{job_id}/files/{name}", name="job_file")
+@router.get("/v1/jobs/{job_id}/files/{name}", name="job_file", response_class=Response,
+            responses={200: {"content": {"image/png": {}, "video/mp4": {}}}, **errors(404, 409, 410, 503)})
 async def job_file(request: Request, job_id: str, name: str) -> Response:
     lane = _lane(request)
     job = await _get(lane, job_id)
@@ -231,7 +234,8 @@ async def job_file(request: Request, job_id: str, name: str) -> Response:
     return Response(await _result(lane, job, name), media_type=media)
 
 
-@router.get("/v1/jobs/{job_id}/events")
+@router.get("/v1/jobs/{job_id}/events", response_class=StreamingResponse,
+            responses={200: {"content": {"text/event-stream": {}}}, **errors(404, 503)})
 async def job_events(request: Request, job_id: str) -> StreamingResponse:
     """Server-sent events: `progress` on every change, then one `done` with the final job."""
     lane = _lane(request)

@@ -26,6 +26,7 @@ from kombain.server.auth import require
 from kombain.server.errors import ApiError
 from kombain.server.host import CallHost, CallRefused
 from kombain.server.metrics import Metrics
+from kombain.server.openapi import AUTH_ERRORS, errors
 from kombain.server.peers import PeerAllowList
 from kombain.server.realtime.protocol import new_id
 from kombain.server.settings import Settings
@@ -289,7 +290,8 @@ class AudioSocketConnection:
             self.log.warning("Asterisk reports an error: %s (0x%02x)", ev.name, ev.code)
 
 
-@router.put("/v1/telephony/audiosocket/{call_uuid}", status_code=204, dependencies=[Depends(require("voice"))])
+@router.put("/v1/telephony/audiosocket/{call_uuid}", status_code=204, dependencies=[Depends(require("voice"))],
+             responses=errors(*AUTH_ERRORS, 400, 404))
 async def configure_call(call_uuid: str, options: CallOptions, request: Request) -> Response:
     """Set a call's options before Asterisk connects with this UUID (kept for a bounded time)."""
     try:
@@ -306,7 +308,8 @@ async def configure_call(call_uuid: str, options: CallOptions, request: Request)
     return Response(status_code=204)
 
 
-@router.delete("/v1/telephony/audiosocket/{call_uuid}", status_code=204, dependencies=[Depends(require("voice"))])
+@router.delete("/v1/telephony/audiosocket/{call_uuid}", status_code=204, dependencies=[Depends(require("voice"))],
+                responses=errors(*AUTH_ERRORS, 400, 404))
 async def forget_call(call_uuid: str, request: Request) -> Response:
     """Drop a configuration that will not be used."""
     server: AudioSocketServer | None = request.app.state.kombain.services.get("audiosocket")

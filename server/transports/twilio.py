@@ -22,6 +22,7 @@ from starlette.websockets import WebSocketDisconnect
 from kombain.server.auth import authorize_websocket, deny_websocket
 from kombain.server.errors import ApiError
 from kombain.server.host import CallHost, CallRefused
+from kombain.server.openapi import errors
 from kombain.server.quotas import OverLimit
 from kombain.server.realtime.protocol import new_id
 from kombain.server.settings import Settings
@@ -90,8 +91,11 @@ class TwilioOutput:
             call.playback(rid, int(ms))
 
 
-@router.api_route("/v1/telephony/twilio/twiml", methods=["GET", "POST"],
-                  responses={200: {"content": {"application/xml": {}}}})
+_TWIML_RESPONSES: dict[int | str, dict[str, Any]] = {200: {"content": {"application/xml": {}}}, **errors(400, 403)}
+
+
+@router.get("/v1/telephony/twilio/twiml", responses=_TWIML_RESPONSES)
+@router.post("/v1/telephony/twilio/twiml", responses=_TWIML_RESPONSES)
 async def twiml(request: Request) -> Response:
     """Twilio's voice webhook: TwiML that connects the call to this node's media stream.
 

@@ -21,7 +21,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import response_schema_conformance
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from tests.conftest import LiveServer, start_server, stop_server
 from tests.fuzz.strategies import json_values
@@ -82,9 +86,11 @@ def no_server_error(ctx: Any, response: Any, case: Any) -> bool | None:
 
 def test_openapi_operations(server: LiveServer) -> None:
     """Every operation in /openapi.json, positive and negative cases (schemathesis strategies
-    driven by hypothesis here: its pytest plugin does not load under pytest 9)."""
+    driven by hypothesis here: its pytest plugin does not load under pytest 9). Every answer must be
+    one the document lists for that operation, with the media type and schema it lists."""
     api = schemathesis.openapi.from_url(server.url + "/openapi.json")
-    checks = [no_server_error, response_schema_conformance, openai_error_shape]
+    checks = [no_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
+              openai_error_shape]
     operations = [result.ok() for result in api.get_all_operations()]
     assert len(operations) > 10
     for op in operations:
