@@ -85,6 +85,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
         async with contextlib.AsyncExitStack() as stack:
             from kombain.server import components
 
+            stack.push_async_callback(state.quotas.aclose)  # last: after every call has ended
             loader = asyncio.create_task(components.start_all(state, stack), name="load-models")
             try:
                 yield

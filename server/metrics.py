@@ -93,7 +93,7 @@ class Metrics:
         )
         self.rate_limit_store_errors = Counter(
             "kombain_rate_limit_store_errors_total",
-            "Requests let through unlimited because the shared rate-limit store (Redis) was unreachable", registry=r,
+            "Shared limits store (Redis) unreachable: a request let through unlimited, or a call counted per node", registry=r,
         )
         self.stt_partials_late = Counter(
             "kombain_stt_partials_late_total",

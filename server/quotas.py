@@ -1,16 +1,25 @@
 """Per-key limits: request rate (PyPI `limits`), concurrent calls and unfinished lane jobs.
 
 Every count is keyed by the caller's subject (an API key's fingerprint, a JWT `sub`, or the
-client IP when auth is off). The request rate is kept in this process, or in Redis
-(`rate_limit_storage`) so that it holds across nodes; concurrent calls and jobs are per node.
+client IP when auth is off). The request rate and concurrent calls are kept in this process, or in
+Redis (`rate_limit_storage`) so that they hold across nodes; unfinished lane jobs are per node.
+
+Calls in Redis are leases: one sorted set per subject, a member per live call scored by its expiry
+on Redis's clock. A node renews its calls' leases every third of `_LEASE_TTL_S`; those of a node that
+died lapse after `_LEASE_TTL_S` (30 s), so its callers get their slots back within that. While Redis is
+unreachable each node counts its own calls, as without a store.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import logging
 import math
 import time
+import uuid
 from collections.abc import Callable, Iterable
+from typing import Any, Final
 
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage
@@ -22,6 +31,29 @@ log = logging.getLogger("kombain.quotas")
 _WARN_EVERY_S = 60.0
 
 _MAX_TRACKED_JOBS = 10_000  # owners recorded per node; the oldest are forgotten past it
+_LEASE_TTL_S: Final = 30.0  # a call's lease in Redis lapses this long after its node stops renewing it
+
+# KEYS[1]: the subject's set. ARGV: cap, member, ttl ms. Expired leases go first; 1 if taken.
+_ACQUIRE: Final = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[2])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
+return 1
+"""
+# KEYS[1]: the subject's set. ARGV: member, ttl ms. A live call's lease, renewed (or put back,
+# had it lapsed while Redis was unreachable: the call still runs).
+_RENEW: Final = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
+return 1
+"""
 
 
 class OverLimit(Exception):
@@ -32,12 +64,107 @@ class OverLimit(Exception):
         self.message, self.code, self.retry_after_s = message, code, retry_after_s
 
 
+def _calls_key(subject: str) -> str:
+    tail = subject if len(subject) <= 128 else hashlib.sha256(subject.encode()).hexdigest()
+    return "kombain:calls:" + tail
+
+
+class StoreUnreachable(Exception):
+    """The shared store did not answer."""
+
+
+class SharedCalls:
+    """Concurrent calls counted in Redis as leases (see the module docstring)."""
+
+    def __init__(self, url: str, *, ttl_s: float = _LEASE_TTL_S,
+                 on_error: Callable[[Exception], None] = lambda exc: None) -> None:
+        import redis.asyncio as aioredis
+
+        self._redis: Any = aioredis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        self._acquire = self._redis.register_script(_ACQUIRE)
+        self._renew = self._redis.register_script(_RENEW)
+        self._ttl_ms, self._renew_s = int(ttl_s * 1000), ttl_s / 3
+        self._on_error = on_error
+        self._node = uuid.uuid4().hex[:12]
+        self._leases: dict[str, str] = {}  # member -> the subject's key, for this node's live calls
+        self._renewer: asyncio.Task[None] | None = None
+        self._removals: set[asyncio.Task[None]] = set()
+
+    async def acquire(self, subject: str, cap: int) -> str | None:
+        """A lease for one more call, or None if the subject holds `cap` across all nodes.
+        StoreUnreachable if Redis does not answer."""
+        from redis.exceptions import RedisError
+
+        key, member = _calls_key(subject), f"{self._node}:{uuid.uuid4().hex}"
+        try:
+            taken = await self._acquire(keys=[key], args=[cap, member, self._ttl_ms])
+        except (RedisError, OSError) as exc:
+            raise StoreUnreachable(str(exc)) from exc
+        if not taken:
+            return None
+        self._leases[member] = key
+        if self._renewer is None or self._renewer.done():
+            self._renewer = asyncio.create_task(self._renew_loop(), name="call-leases")
+        return member
+
+    def release(self, member: str) -> None:
+        key = self._leases.pop(member, None)
+        if key is not None:
+            task = asyncio.get_running_loop().create_task(self._remove(key, member))
+            self._removals.add(task)
+            task.add_done_callback(self._removals.discard)
+
+    async def _remove(self, key: str, member: str) -> None:
+        from redis.exceptions import RedisError
+
+        try:
+            await self._redis.zrem(key, member)
+        except (RedisError, OSError) as exc:  # the lease lapses by itself
+            self._on_error(exc)
+
+    async def renew(self) -> None:
+        """Renew every live call's lease now (the renewer does this every third of the TTL)."""
+        from redis.exceptions import RedisError
+
+        leases = list(self._leases.items())
+        if not leases:
+            return
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for member, key in leases:
+                    await self._renew(keys=[key], args=[member, self._ttl_ms], client=pipe)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            self._on_error(exc)
+
+    async def _renew_loop(self) -> None:
+        while self._leases:
+            await asyncio.sleep(self._renew_s)
+            await self.renew()
+
+    def forget(self) -> None:
+        """Stop renewing without releasing (what a node that dies does; for tests)."""
+        self._leases.clear()
+        if self._renewer is not None:
+            self._renewer.cancel()
+
+    async def aclose(self) -> None:
+        if self._renewer is not None:
+            self._renewer.cancel()
+            await asyncio.gather(self._renewer, return_exceptions=True)
+        for member in list(self._leases):
+            self.release(member)
+        if self._removals:
+            await asyncio.wait(self._removals, timeout=2.0)
+        await self._redis.aclose()
+
+
 class Quotas:
     """The node's per-subject limits; each is off at 0 / "" (see Settings.rate_limit and key_max_*)."""
 
     def __init__(self, rate_limit: str = "", max_calls: int = 0, max_queued_jobs: int = 0,
                  clock: Callable[[], float] = time.time, storage: str = "",
-                 on_storage_error: Callable[[], None] | None = None) -> None:
+                 on_storage_error: Callable[[], None] | None = None, lease_ttl_s: float = _LEASE_TTL_S) -> None:
         try:
             self.rate: RateLimitItem | None = parse(rate_limit) if rate_limit.strip() else None
         except ValueError as exc:
@@ -51,6 +178,8 @@ class Quotas:
         self._on_storage_error = on_storage_error or (lambda: None)
         self._warned_at = -_WARN_EVERY_S
         self.max_calls, self.max_queued_jobs = max_calls, max_queued_jobs
+        self._shared_calls = (SharedCalls(storage.strip(), ttl_s=lease_ttl_s, on_error=self._store_failed)
+                              if self.shared and max_calls > 0 else None)
         self._calls: dict[str, int] = {}
         self._jobs: dict[str, str] = {}  # job id -> owner, in submission order
         self._clock = clock
@@ -68,21 +197,34 @@ class Quotas:
                 return
             reset = (await self._limiter.get_window_stats(self.rate, subject)).reset_time
         except StorageError as exc:
-            self._on_storage_error()
-            if time.monotonic() - self._warned_at >= _WARN_EVERY_S:
-                self._warned_at = time.monotonic()
-                log.warning("rate-limit store unreachable, requests are not limited meanwhile: %s", exc)
+            self._store_failed(exc)
             return
         wait = max(1, math.ceil(reset - self._clock()))
         raise OverLimit(f"rate limit of {self.rate} reached; retry in {wait} s", "rate_limit_exceeded", wait)
 
+    def _store_failed(self, exc: Exception) -> None:
+        self._on_storage_error()
+        if time.monotonic() - self._warned_at >= _WARN_EVERY_S:
+            self._warned_at = time.monotonic()
+            log.warning("limits store unreachable; meanwhile requests are not rate-limited and calls "
+                        "are counted per node: %s", exc)
+
     # --- concurrent calls ------------------------------------------------------------------------
 
-    def open_call(self, subject: str) -> Callable[[], None]:
-        """Count a call for the subject; returns its release (idempotent). OverLimit if at the cap."""
+    async def open_call(self, subject: str) -> Callable[[], None]:
+        """Count a call for the subject (across nodes with a shared store); returns its release
+        (idempotent). OverLimit if at the cap."""
         if self.max_calls <= 0:
             return lambda: None
-        if self._calls.get(subject, 0) >= self.max_calls:
+        lease: str | None = None
+        counted = False  # by the shared store, which also holds this node's calls
+        if self._shared_calls is not None:
+            try:
+                lease = await self._shared_calls.acquire(subject, self.max_calls)
+                counted = True
+            except StoreUnreachable as exc:
+                self._store_failed(exc)
+        if (counted and lease is None) or (not counted and self._calls.get(subject, 0) >= self.max_calls):
             raise OverLimit(f"this key already has {self.max_calls} concurrent calls; retry when one ends",
                             "too_many_calls", 5)
         self._calls[subject] = self._calls.get(subject, 0) + 1
@@ -93,6 +235,8 @@ class Quotas:
             if released:
                 return
             released = True
+            if lease is not None and self._shared_calls is not None:
+                self._shared_calls.release(lease)
             left = self._calls.get(subject, 1) - 1
             if left > 0:
                 self._calls[subject] = left
@@ -102,7 +246,19 @@ class Quotas:
         return release
 
     def calls(self, subject: str) -> int:
+        """The subject's calls on this node."""
         return self._calls.get(subject, 0)
+
+    def forget_calls(self) -> None:
+        """Stop renewing this node's leases without releasing them: what a node that dies does
+        (for tests of the lapse)."""
+        if self._shared_calls is not None:
+            self._shared_calls.forget()
+
+    async def aclose(self) -> None:
+        """Release this node's leases in the shared store (a drained node's calls have ended)."""
+        if self._shared_calls is not None:
+            await self._shared_calls.aclose()
 
     # --- lane jobs -------------------------------------------------------------------------------
 

@@ -53,7 +53,7 @@ async def realtime(ws: WebSocket) -> None:
     if principal is None:
         return
     try:
-        release = state.quotas.open_call(principal.subject)
+        release = await state.quotas.open_call(principal.subject)
     except OverLimit as exc:
         await deny_websocket(ws, 429, exc.message, exc.code, {"Retry-After": str(exc.retry_after_s)})
         return

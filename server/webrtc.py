@@ -116,7 +116,7 @@ async def create_call(request: Request, principal: Annotated[Principal, Depends(
         host.admit("webrtc")
     except CallRefused as exc:
         raise ApiError(503, str(exc), exc.code, headers={"Retry-After": str(exc.retry_after_s)}) from None
-    release = _open_call(state, principal)
+    release = await _open_call(state, principal)
     try:
         return await _answer(request, state, settings, host, principal, release)
     except BaseException:
@@ -124,9 +124,9 @@ async def create_call(request: Request, principal: Annotated[Principal, Depends(
         raise
 
 
-def _open_call(state: Any, principal: Principal) -> Callable[[], None]:
+async def _open_call(state: Any, principal: Principal) -> Callable[[], None]:
     try:
-        return state.quotas.open_call(principal.subject)  # type: ignore[no-any-return]
+        return await state.quotas.open_call(principal.subject)  # type: ignore[no-any-return]
     except OverLimit as exc:
         raise ApiError(429, exc.message, exc.code, type_="rate_limit_error",
                        headers={"Retry-After": str(exc.retry_after_s)}) from None

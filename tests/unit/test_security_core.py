@@ -109,14 +109,14 @@ async def test_quotas() -> None:
     with pytest.raises(OverLimit) as err:
         await q.hit("a")
     assert err.value.code == "rate_limit_exceeded" and 1 <= err.value.retry_after_s <= 60
-    release = q.open_call("a")
+    release = await q.open_call("a")
     with pytest.raises(OverLimit):
-        q.open_call("a")
-    q.open_call("b")
+        await q.open_call("a")
+    await q.open_call("b")
     release()
     release()  # idempotent
     assert q.calls("a") == 0
-    q.open_call("a")
+    await q.open_call("a")
     q.record_job("a", "j1")
     q.record_job("a", "j2")
     with pytest.raises(OverLimit):
