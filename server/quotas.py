@@ -1,13 +1,17 @@
 """Per-key limits: request rate (PyPI `limits`), concurrent calls and unfinished lane jobs.
 
 Every count is keyed by the caller's subject (an API key's fingerprint, a JWT `sub`, or the
-client IP when auth is off). The request rate and concurrent calls are kept in this process, or in
-Redis (`rate_limit_storage`) so that they hold across nodes; unfinished lane jobs are per node.
+client IP when auth is off). They are kept in this process, or in Redis (`rate_limit_storage`) so
+that they hold across nodes.
 
 Calls in Redis are leases: one sorted set per subject, a member per live call scored by its expiry
 on Redis's clock. A node renews its calls' leases every third of `_LEASE_TTL_S`; those of a node that
 died lapse after `_LEASE_TTL_S` (30 s), so its callers get their slots back within that. While Redis is
 unreachable each node counts its own calls, as without a store.
+
+Lane jobs in Redis: a set per subject of the jobs it submitted, pruned of finished ones at each
+check (the lane's queue says which are). The check is not a reservation: two submissions racing on
+two nodes may both pass it, so a key can briefly hold one job more per node than its cap.
 """
 
 from __future__ import annotations
@@ -64,9 +68,12 @@ class OverLimit(Exception):
         self.message, self.code, self.retry_after_s = message, code, retry_after_s
 
 
-def _calls_key(subject: str) -> str:
+_JOBS_TTL_S: Final = 7 * 86400  # an owner's job set, idle this long, is dropped (jobs are kept less)
+
+
+def _subject_key(kind: str, subject: str) -> str:
     tail = subject if len(subject) <= 128 else hashlib.sha256(subject.encode()).hexdigest()
-    return "kombain:calls:" + tail
+    return f"kombain:{kind}:{tail}"
 
 
 class StoreUnreachable(Exception):
@@ -76,11 +83,9 @@ class StoreUnreachable(Exception):
 class SharedCalls:
     """Concurrent calls counted in Redis as leases (see the module docstring)."""
 
-    def __init__(self, url: str, *, ttl_s: float = _LEASE_TTL_S,
+    def __init__(self, client: Any, *, ttl_s: float = _LEASE_TTL_S,
                  on_error: Callable[[Exception], None] = lambda exc: None) -> None:
-        import redis.asyncio as aioredis
-
-        self._redis: Any = aioredis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        self._redis = client  # redis.asyncio.Redis
         self._acquire = self._redis.register_script(_ACQUIRE)
         self._renew = self._redis.register_script(_RENEW)
         self._ttl_ms, self._renew_s = int(ttl_s * 1000), ttl_s / 3
@@ -95,7 +100,7 @@ class SharedCalls:
         StoreUnreachable if Redis does not answer."""
         from redis.exceptions import RedisError
 
-        key, member = _calls_key(subject), f"{self._node}:{uuid.uuid4().hex}"
+        key, member = _subject_key("calls", subject), f"{self._node}:{uuid.uuid4().hex}"
         try:
             taken = await self._acquire(keys=[key], args=[cap, member, self._ttl_ms])
         except (RedisError, OSError) as exc:
@@ -156,7 +161,6 @@ class SharedCalls:
             self.release(member)
         if self._removals:
             await asyncio.wait(self._removals, timeout=2.0)
-        await self._redis.aclose()
 
 
 class Quotas:
@@ -178,8 +182,13 @@ class Quotas:
         self._on_storage_error = on_storage_error or (lambda: None)
         self._warned_at = -_WARN_EVERY_S
         self.max_calls, self.max_queued_jobs = max_calls, max_queued_jobs
-        self._shared_calls = (SharedCalls(storage.strip(), ttl_s=lease_ttl_s, on_error=self._store_failed)
-                              if self.shared and max_calls > 0 else None)
+        self._redis: Any = None  # redis.asyncio.Redis for the calls and jobs, when shared
+        if self.shared and (max_calls > 0 or max_queued_jobs > 0):
+            import redis.asyncio as aioredis
+
+            self._redis = aioredis.Redis.from_url(storage.strip(), socket_timeout=1.0, socket_connect_timeout=1.0)
+        self._shared_calls = (SharedCalls(self._redis, ttl_s=lease_ttl_s, on_error=self._store_failed)
+                              if self._redis is not None and max_calls > 0 else None)
         self._calls: dict[str, int] = {}
         self._jobs: dict[str, str] = {}  # job id -> owner, in submission order
         self._clock = clock
@@ -259,23 +268,58 @@ class Quotas:
         """Release this node's leases in the shared store (a drained node's calls have ended)."""
         if self._shared_calls is not None:
             await self._shared_calls.aclose()
+        if self._redis is not None:
+            await self._redis.aclose()
 
     # --- lane jobs -------------------------------------------------------------------------------
 
-    def jobs_of(self, subject: str) -> list[str]:
-        return [job_id for job_id, owner in self._jobs.items() if owner == subject]
+    async def jobs_of(self, subject: str) -> list[str]:
+        """The subject's recorded jobs (finished ones too, until `check_jobs` prunes them): from
+        the shared store, across nodes; this node's own record while there is no store or it is
+        unreachable."""
+        local = [job_id for job_id, owner in self._jobs.items() if owner == subject]
+        if self._redis is None or self.max_queued_jobs <= 0:
+            return local
+        from redis.exceptions import RedisError
 
-    def check_jobs(self, subject: str, unfinished: Iterable[str]) -> None:
-        """`unfinished`: the subject's recorded jobs still queued or running. OverLimit at the cap."""
+        try:
+            shared = await self._redis.smembers(_subject_key("jobs", subject))
+        except (RedisError, OSError) as exc:
+            self._store_failed(exc)
+            return local
+        return sorted(m.decode() if isinstance(m, bytes) else str(m) for m in shared)
+
+    async def check_jobs(self, subject: str, recorded: Iterable[str], unfinished: Iterable[str]) -> None:
+        """`recorded`: what `jobs_of` gave; `unfinished`: those still queued or running. The finished
+        are forgotten; OverLimit at the cap."""
         live = set(unfinished)
-        for job_id in self.jobs_of(subject):
-            if job_id not in live:
-                self._jobs.pop(job_id, None)
+        done = [job_id for job_id in recorded if job_id not in live]
+        for job_id in done:
+            self._jobs.pop(job_id, None)
+        if done and self._redis is not None:
+            from redis.exceptions import RedisError
+
+            try:
+                await self._redis.srem(_subject_key("jobs", subject), *done)
+            except (RedisError, OSError) as exc:
+                self._store_failed(exc)
         if self.max_queued_jobs > 0 and len(live) >= self.max_queued_jobs:
             raise OverLimit(f"this key already has {self.max_queued_jobs} unfinished lane jobs; retry later",
                             "too_many_queued_jobs", 10)
 
-    def record_job(self, subject: str, job_id: str) -> None:
+    async def record_job(self, subject: str, job_id: str) -> None:
         self._jobs[job_id] = subject
         while len(self._jobs) > _MAX_TRACKED_JOBS:
             self._jobs.pop(next(iter(self._jobs)))
+        if self._redis is None or self.max_queued_jobs <= 0:
+            return
+        from redis.exceptions import RedisError
+
+        key = _subject_key("jobs", subject)
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.sadd(key, job_id)
+                pipe.expire(key, _JOBS_TTL_S)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            self._store_failed(exc)

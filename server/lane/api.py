@@ -101,7 +101,7 @@ async def _submit(request: Request, lane: LaneService, kind: JobKind, body: dict
         await _check_owner_jobs(lane, quotas, owner)
     try:
         submitted = await lane.call(lane.queue.submit, job, key)
-        quotas.record_job(owner, submitted.id)
+        await quotas.record_job(owner, submitted.id)
         return submitted  # type: ignore[no-any-return]
     except QueueFull as exc:
         lane.metrics.lane_submissions_rejected.inc()
@@ -112,12 +112,13 @@ async def _submit(request: Request, lane: LaneService, kind: JobKind, body: dict
 async def _check_owner_jobs(lane: LaneService, quotas: Quotas, owner: str) -> None:
     """429 when the owner's jobs submitted here and not yet finished reach KOMBAIN_KEY_MAX_QUEUED_JOBS."""
     unfinished = []
-    for job_id in quotas.jobs_of(owner):
+    recorded = await quotas.jobs_of(owner)
+    for job_id in recorded:
         job = await lane.call(lane.queue.get, job_id)
         if job is not None and not job.status.finished:
             unfinished.append(job_id)
     try:
-        quotas.check_jobs(owner, unfinished)
+        await quotas.check_jobs(owner, recorded, unfinished)
     except OverLimit as exc:
         raise LaneError(429, exc.message, exc.code, type_="rate_limit_error", retry_after_s=exc.retry_after_s) from None
 

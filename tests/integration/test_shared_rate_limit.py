@@ -126,6 +126,27 @@ async def test_calls_are_counted_per_node_while_the_store_is_down(redis_server: 
         await q.aclose()
 
 
+async def test_two_nodes_share_one_job_cap(redis_server: RedisServer) -> None:
+    node_a = Quotas(max_queued_jobs=2, storage=redis_server.url)
+    node_b = Quotas(max_queued_jobs=2, storage=redis_server.url)
+    try:
+        await node_a.record_job("key:1", "job-1")
+        await node_b.record_job("key:1", "job-2")
+        recorded = await node_a.jobs_of("key:1")
+        assert recorded == ["job-1", "job-2"]  # node B's job is seen on node A
+        with pytest.raises(OverLimit) as err:
+            await node_a.check_jobs("key:1", recorded, recorded)
+        assert err.value.code == "too_many_queued_jobs"
+        await node_a.check_jobs("key:1", recorded, ["job-1"])  # job-2 finished: pruned for every node
+        assert await node_b.jobs_of("key:1") == ["job-1"]
+        assert await node_b.jobs_of("key:2") == []
+        redis_server.stop()
+        assert await node_b.jobs_of("key:1") == ["job-2"]  # store down: what node B recorded itself
+    finally:
+        await node_a.aclose()
+        await node_b.aclose()
+
+
 async def test_one_call_cap_across_two_servers(redis_server: RedisServer, tmp_path: Path) -> None:
     """Two real servers on one Redis, one call per key: a key's second call is refused on the
     other node, and gets through there once the first call has ended."""

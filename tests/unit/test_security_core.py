@@ -117,12 +117,12 @@ async def test_quotas() -> None:
     release()  # idempotent
     assert q.calls("a") == 0
     await q.open_call("a")
-    q.record_job("a", "j1")
-    q.record_job("a", "j2")
+    await q.record_job("a", "j1")
+    await q.record_job("a", "j2")
     with pytest.raises(OverLimit):
-        q.check_jobs("a", ["j1", "j2"])
-    q.check_jobs("a", ["j2"])  # j1 finished: forgotten
-    assert q.jobs_of("a") == ["j2"]
+        await q.check_jobs("a", ["j1", "j2"], ["j1", "j2"])
+    await q.check_jobs("a", ["j1", "j2"], ["j2"])  # j1 finished: forgotten
+    assert await q.jobs_of("a") == ["j2"]
     with pytest.raises(ValueError):
         Quotas("lots")
     await Quotas().hit("anyone")  # off by default
