@@ -75,9 +75,18 @@ class PbxSession(PhoneSession):
         to_play = c.playback.play_end - onset  # reply audio the caller still had to play at the onset
         end = onset + min(CLEAR_WITHIN_S, _voiced_span_s(pcm) + STOP_GAP_S)
         await self._until(lambda: time.monotonic() >= end, end - time.monotonic() + 1)
-        arrived = [t for t, _ in c.heard.audio if onset <= t <= end]
-        voiced = [t for t, a in c.heard.audio
-                  if onset <= t <= end and len(a) and int(np.abs(a.astype(np.int32)).max()) > REPLY_PEAK]
+        # The reply playing at the onset ends at its first silence of STOP_GAP_S (the server sends
+        # nothing between replies); packets after that are the next reply, the answer to a short
+        # interruption whose turn ended on the server before the window closed, not this one going on.
+        window = [(t, a) for t, a in c.heard.audio if onset <= t <= end]
+        previous = onset
+        for i, (t, _) in enumerate(window):
+            if t - previous >= STOP_GAP_S:
+                window = window[:i]
+                break
+            previous = t
+        arrived = [t for t, _ in window]
+        voiced = [t for t, a in window if len(a) and int(np.abs(a.astype(np.int32)).max()) > REPLY_PEAK]
         if not arrived and to_play <= 0:  # nothing was playing: the reply was over, or had run dry
             self.counts["barge_ins"] -= 1
             self.counts["reply_over"] += 1
