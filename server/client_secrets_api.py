@@ -11,7 +11,7 @@ from kombain.server import strict_json
 from kombain.server.auth import Principal, require
 from kombain.server.client_secrets import ClientSecrets
 from kombain.server.errors import ApiError
-from kombain.server.openapi import AUTH_ERRORS, errors
+from kombain.server.openapi import AUTH_ERRORS, errors, request_body
 from kombain.server.realtime.protocol import (
     ProtocolError,
     SessionConfig,
@@ -54,7 +54,12 @@ def parse_request(body: Any) -> tuple[int, dict[str, Any] | None, SessionConfig 
     return ttl, session, config
 
 
-@router.post("/v1/realtime/client_secrets", responses=errors(*AUTH_ERRORS, 400, 413))
+@router.post("/v1/realtime/client_secrets", responses=errors(*AUTH_ERRORS, 400, 413),
+             openapi_extra=request_body({"application/json": {"type": "object", "properties": {
+                 "expires_after": {"type": "object", "properties": {
+                     "anchor": {"type": "string", "enum": ["created_at"]},
+                     "seconds": {"type": "integer", "minimum": MIN_TTL_S, "maximum": MAX_TTL_S}}},
+                 "session": {"type": "object", "description": "A realtime session, as in session.update"}}}}))
 async def create_client_secret(request: Request, principal: Annotated[Principal, Depends(require("voice"))],
                                ) -> JSONResponse:
     """An ephemeral secret for a browser or app: voice entries only (realtime WS, WebRTC), until it expires."""

@@ -15,7 +15,7 @@ from typing import Any, Final
 from fastapi import FastAPI
 from pydantic import BaseModel, Field
 
-__all__ = ["AUTH_ERRORS", "Error", "Readiness", "errors", "install"]
+__all__ = ["AUTH_ERRORS", "Error", "Readiness", "errors", "install", "request_body"]
 
 
 class ErrorDetail(BaseModel):
@@ -63,6 +63,14 @@ AUTH_ERRORS: Final = (401, 403, 429)
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     """`responses=` for a route: each code answered with the error object."""
     return {code: {"model": Error, "description": DESCRIPTIONS[code]} for code in codes}
+
+
+def request_body(content: dict[str, type[BaseModel] | dict[str, Any]]) -> dict[str, Any]:
+    """`openapi_extra=` for a route that reads its own body: the media types it takes, each with a
+    flat model (no nested models: their $defs would not resolve inside the document) or a JSON
+    schema, so clients (and the fuzz tests) know what to send."""
+    schemas = {media: spec.model_json_schema() if isinstance(spec, type) else spec for media, spec in content.items()}
+    return {"requestBody": {"required": True, "content": {m: {"schema": s} for m, s in schemas.items()}}}
 
 
 def install(app: FastAPI) -> None:

@@ -13,7 +13,7 @@ from starlette.datastructures import UploadFile
 
 from kombain.server.auth import require
 from kombain.server.errors import ApiError
-from kombain.server.openapi import AUTH_ERRORS, errors
+from kombain.server.openapi import AUTH_ERRORS, errors, request_body
 from kombain.streaming.decode_file import BadAudioFile, decode_audio_file
 from kombain.streaming.whisper_runtime import (
     DecodeOptions,
@@ -40,7 +40,14 @@ def _runtime(request: Request) -> WhisperRuntime:
 @router.post("/v1/audio/transcriptions", response_model=None, responses={
     200: {"content": {"application/json": {}, "text/plain": {}, "text/event-stream": {}},
           "description": "The transcript: JSON (json, verbose_json), text (text, srt, vtt) or, with stream, events"},
-    **errors(400, 413, 503)})
+    **errors(400, 413, 503)}, openapi_extra=request_body({"multipart/form-data": {
+        "type": "object", "required": ["file"], "properties": {
+            "file": {"type": "string", "format": "binary", "description": "Audio: WAV, FLAC, MP3, Ogg, WebM, M4A..."},
+            "model": {"type": "string", "description": "whisper-1 or the served model's name"},
+            "language": {"type": "string", "description": "ISO-639-1, e.g. en"},
+            "prompt": {"type": "string"},
+            "response_format": {"type": "string", "enum": list(_FORMATS)},
+            "stream": {"type": "boolean"}}}}))
 async def transcribe(request: Request) -> Response:
     st = request.app.state.kombain
     limit = st.settings.max_upload_bytes

@@ -22,7 +22,7 @@ from kombain.server.auth import Principal, require
 from kombain.server.errors import ApiError
 from kombain.server.host import CallHost, CallRefused
 from kombain.server.metrics import Metrics
-from kombain.server.openapi import AUTH_ERRORS, errors
+from kombain.server.openapi import AUTH_ERRORS, errors, request_body
 from kombain.server.quotas import OverLimit
 from kombain.server.realtime.protocol import ProtocolError, SessionConfig, apply_session_update
 from kombain.server.settings import Settings
@@ -106,7 +106,11 @@ _voice = require("voice", realtime=True)  # a client secret from /v1/realtime/cl
 
 
 @router.post("/v1/realtime/calls", status_code=201,
-             responses={201: {"content": {"application/sdp": {}}}, **errors(*AUTH_ERRORS, 400, 503)})
+             responses={201: {"content": {"application/sdp": {}}}, **errors(*AUTH_ERRORS, 400, 503)},
+             openapi_extra=request_body({
+                 "application/sdp": {"type": "string", "description": "The SDP offer"},
+                 "multipart/form-data": {"type": "object", "required": ["sdp"], "properties": {
+                     "sdp": {"type": "string"}, "session": {"type": "string", "description": "JSON session"}}}}))
 async def create_call(request: Request, principal: Annotated[Principal, Depends(_voice)]) -> Response:
     """Answer a WebRTC offer; the call runs until either side hangs up."""
     state = request.app.state.kombain

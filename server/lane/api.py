@@ -7,10 +7,11 @@ import base64
 import json
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, Field
 
 from kombain.server import strict_json
 from kombain.server.auth import require
@@ -29,11 +30,34 @@ from kombain.server.lane.jobs import (
 )
 from kombain.server.lane.queue import QueueFull
 from kombain.server.lane.service import LaneService
-from kombain.server.openapi import AUTH_ERRORS, errors
+from kombain.server.openapi import AUTH_ERRORS, errors, request_body
 from kombain.server.quotas import OverLimit, Quotas
 
 MAX_BODY_BYTES = 256 * 1024
 _POLL_S = 0.1
+
+
+class _JobFields(BaseModel):
+    """What both submissions take (the body may also be a form with the same fields)."""
+
+    prompt: str = Field(min_length=1, description="What to draw; at most KOMBAIN_LANE_MAX_PROMPT_CHARS.")
+    model: str | None = Field(None, description="A model id; the configured pipeline serves it.")
+    size: str | None = Field(None, description="WIDTHxHEIGHT, multiples of 8 (default 512x512).",
+                             examples=["512x512"])
+    num_inference_steps: int | None = Field(None, ge=1)
+    negative_prompt: str | None = Field(None, max_length=4000)
+    seed: int | None = Field(None, ge=0, le=2**32 - 1)
+    priority: Literal["high", "normal", "low"] | int | None = Field(None, description="Or 0 (first) to 2.")
+
+
+class ImageRequest(_JobFields):
+    n: int | None = Field(None, ge=1)
+    response_format: Literal["b64_json", "url"] | None = None
+
+
+class VideoRequest(_JobFields):
+    seconds: int | None = Field(None, ge=1)
+    num_frames: int | None = Field(None, ge=1)
 
 
 router = APIRouter(tags=["lane"], dependencies=[Depends(require("lane"))], responses=errors(*AUTH_ERRORS))
@@ -153,7 +177,8 @@ async def _result(lane: LaneService, job: Job, name: str) -> bytes:
 
 
 # --- images -----------------------------------------------------------------------------------
-@router.post("/v1/images/generations", responses=errors(400, 409, 413, 500, 503, 504))
+@router.post("/v1/images/generations", responses=errors(400, 409, 413, 500, 503, 504),
+             openapi_extra=request_body({"application/json": ImageRequest}))
 async def create_image(request: Request) -> JSONResponse:
     """Text to image; waits for the job like OpenAI does (up to the configured timeout)."""
     lane = _lane(request)
@@ -184,7 +209,7 @@ async def create_image(request: Request) -> JSONResponse:
 
 
 # --- videos -----------------------------------------------------------------------------------
-@router.post("/v1/videos", responses=errors(400, 413, 503))
+@router.post("/v1/videos", responses=errors(400, 413, 503), openapi_extra=request_body({"application/json": VideoRequest}))
 async def create_video(request: Request) -> JSONResponse:
     """Queue a text-to-video job; returns OpenAI's video object."""
     lane = _lane(request)

@@ -67,3 +67,16 @@ def test_media_types_are_the_ones_sent(doc: dict[str, Any]) -> None:
     assert types("/v1/jobs/{job_id}/events", "get", "200") == {"text/event-stream"}
     assert types("/v1/videos/{video_id}/content", "get", "200") == {"video/mp4"}
     assert "application/sdp" in types("/v1/realtime/calls", "post", "201")
+
+
+def test_entries_that_read_their_own_body_document_it(doc: dict[str, Any]) -> None:
+    """Clients generate code from these, and schemathesis fuzzes them with bodies of that shape."""
+    def body(path: str) -> dict[str, Any]:
+        return doc["paths"][path]["post"]["requestBody"]["content"]  # type: ignore[no-any-return]
+
+    assert body("/v1/images/generations")["application/json"]["schema"]["required"] == ["prompt"]
+    assert "seconds" in body("/v1/videos")["application/json"]["schema"]["properties"]
+    assert body("/v1/audio/transcriptions")["multipart/form-data"]["schema"]["required"] == ["file"]
+    assert set(body("/v1/realtime/calls")) == {"application/sdp", "multipart/form-data"}
+    assert "expires_after" in body("/v1/realtime/client_secrets")["application/json"]["schema"]["properties"]
+    assert "input" in body("/v1/audio/speech")["application/json"]["schema"]["properties"]
