@@ -25,17 +25,21 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
+import redis.asyncio as aioredis
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
 from limits.storage import storage_from_string
+from redis.exceptions import RedisError
 
 log = logging.getLogger("kombain.quotas")
 _WARN_EVERY_S = 60.0
 
 _MAX_TRACKED_JOBS = 10_000  # owners recorded per node; the oldest are forgotten past it
 _LEASE_TTL_S: Final = 30.0  # a call's lease in Redis lapses this long after its node stops renewing it
+_JOBS_TTL_S: Final = 7 * 86400  # an owner's job set, idle this long, is dropped (jobs are kept less)
+_STORE_ERRORS: Final = (RedisError, OSError)
 
 # KEYS[1]: the subject's set. ARGV: cap, member, ttl ms. Expired leases go first; 1 if taken.
 _ACQUIRE: Final = """
@@ -68,9 +72,6 @@ class OverLimit(Exception):
         self.message, self.code, self.retry_after_s = message, code, retry_after_s
 
 
-_JOBS_TTL_S: Final = 7 * 86400  # an owner's job set, idle this long, is dropped (jobs are kept less)
-
-
 def _subject_key(kind: str, subject: str) -> str:
     tail = subject if len(subject) <= 128 else hashlib.sha256(subject.encode()).hexdigest()
     return f"kombain:{kind}:{tail}"
@@ -98,12 +99,10 @@ class SharedCalls:
     async def acquire(self, subject: str, cap: int) -> str | None:
         """A lease for one more call, or None if the subject holds `cap` across all nodes.
         StoreUnreachable if Redis does not answer."""
-        from redis.exceptions import RedisError
-
         key, member = _subject_key("calls", subject), f"{self._node}:{uuid.uuid4().hex}"
         try:
             taken = await self._acquire(keys=[key], args=[cap, member, self._ttl_ms])
-        except (RedisError, OSError) as exc:
+        except _STORE_ERRORS as exc:
             raise StoreUnreachable(str(exc)) from exc
         if not taken:
             return None
@@ -120,17 +119,13 @@ class SharedCalls:
             task.add_done_callback(self._removals.discard)
 
     async def _remove(self, key: str, member: str) -> None:
-        from redis.exceptions import RedisError
-
         try:
             await self._redis.zrem(key, member)
-        except (RedisError, OSError) as exc:  # the lease lapses by itself
+        except _STORE_ERRORS as exc:  # the lease lapses by itself
             self._on_error(exc)
 
     async def renew(self) -> None:
         """Renew every live call's lease now (the renewer does this every third of the TTL)."""
-        from redis.exceptions import RedisError
-
         leases = list(self._leases.items())
         if not leases:
             return
@@ -139,7 +134,7 @@ class SharedCalls:
                 for member, key in leases:
                     await self._renew(keys=[key], args=[member, self._ttl_ms], client=pipe)
                 await pipe.execute()
-        except (RedisError, OSError) as exc:
+        except _STORE_ERRORS as exc:
             self._on_error(exc)
 
     async def _renew_loop(self) -> None:
@@ -184,8 +179,6 @@ class Quotas:
         self.max_calls, self.max_queued_jobs = max_calls, max_queued_jobs
         self._redis: Any = None  # redis.asyncio.Redis for the calls and jobs, when shared
         if self.shared and (max_calls > 0 or max_queued_jobs > 0):
-            import redis.asyncio as aioredis
-
             self._redis = aioredis.Redis.from_url(storage.strip(), socket_timeout=1.0, socket_connect_timeout=1.0)
         self._shared_calls = (SharedCalls(self._redis, ttl_s=lease_ttl_s, on_error=self._store_failed)
                               if self._redis is not None and max_calls > 0 else None)
@@ -226,14 +219,14 @@ class Quotas:
         if self.max_calls <= 0:
             return lambda: None
         lease: str | None = None
-        counted = False  # by the shared store, which also holds this node's calls
+        full = self._calls.get(subject, 0) >= self.max_calls  # by this node's own count
         if self._shared_calls is not None:
             try:
                 lease = await self._shared_calls.acquire(subject, self.max_calls)
-                counted = True
+                full = lease is None  # the store counts every node's calls, this one's too
             except StoreUnreachable as exc:
                 self._store_failed(exc)
-        if (counted and lease is None) or (not counted and self._calls.get(subject, 0) >= self.max_calls):
+        if full:
             raise OverLimit(f"this key already has {self.max_calls} concurrent calls; retry when one ends",
                             "too_many_calls", 5)
         self._calls[subject] = self._calls.get(subject, 0) + 1
@@ -277,17 +270,13 @@ class Quotas:
         """The subject's recorded jobs (finished ones too, until `check_jobs` prunes them): from
         the shared store, across nodes; this node's own record while there is no store or it is
         unreachable."""
-        local = [job_id for job_id, owner in self._jobs.items() if owner == subject]
-        if self._redis is None or self.max_queued_jobs <= 0:
-            return local
-        from redis.exceptions import RedisError
-
-        try:
-            shared = await self._redis.smembers(_subject_key("jobs", subject))
-        except (RedisError, OSError) as exc:
-            self._store_failed(exc)
-            return local
-        return sorted(m.decode() if isinstance(m, bytes) else str(m) for m in shared)
+        if self._redis is not None and self.max_queued_jobs > 0:
+            try:
+                shared = await self._redis.smembers(_subject_key("jobs", subject))
+                return sorted(m.decode() if isinstance(m, bytes) else str(m) for m in shared)
+            except _STORE_ERRORS as exc:
+                self._store_failed(exc)
+        return [job_id for job_id, owner in self._jobs.items() if owner == subject]
 
     async def check_jobs(self, subject: str, recorded: Iterable[str], unfinished: Iterable[str]) -> None:
         """`recorded`: what `jobs_of` gave; `unfinished`: those still queued or running. The finished
@@ -297,11 +286,9 @@ class Quotas:
         for job_id in done:
             self._jobs.pop(job_id, None)
         if done and self._redis is not None:
-            from redis.exceptions import RedisError
-
             try:
                 await self._redis.srem(_subject_key("jobs", subject), *done)
-            except (RedisError, OSError) as exc:
+            except _STORE_ERRORS as exc:
                 self._store_failed(exc)
         if self.max_queued_jobs > 0 and len(live) >= self.max_queued_jobs:
             raise OverLimit(f"this key already has {self.max_queued_jobs} unfinished lane jobs; retry later",
@@ -313,13 +300,11 @@ class Quotas:
             self._jobs.pop(next(iter(self._jobs)))
         if self._redis is None or self.max_queued_jobs <= 0:
             return
-        from redis.exceptions import RedisError
-
         key = _subject_key("jobs", subject)
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.sadd(key, job_id)
                 pipe.expire(key, _JOBS_TTL_S)
                 await pipe.execute()
-        except (RedisError, OSError) as exc:
+        except _STORE_ERRORS as exc:
             self._store_failed(exc)

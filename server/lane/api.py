@@ -134,7 +134,8 @@ async def _submit(request: Request, lane: LaneService, kind: JobKind, body: dict
 
 
 async def _check_owner_jobs(lane: LaneService, quotas: Quotas, owner: str) -> None:
-    """429 when the owner's jobs submitted here and not yet finished reach KOMBAIN_KEY_MAX_QUEUED_JOBS."""
+    """429 when the owner's unfinished jobs (submitted here, or anywhere with the shared limits
+    store) reach KOMBAIN_KEY_MAX_QUEUED_JOBS."""
     unfinished = []
     recorded = await quotas.jobs_of(owner)
     for job_id in recorded:
