@@ -18,6 +18,7 @@ from kombain.server import strict_json
 from kombain.server.auth import require
 from kombain.server.errors import ApiError
 from kombain.server.openapi import AUTH_ERRORS, errors
+from kombain.streaming.chunker import speakable
 from kombain.streaming.encoders import FORMATS, AudioEncoder, PcmEncoder, WavEncoder, make_encoder
 from kombain.streaming.tts import (
     MAX_SPEED,
@@ -149,8 +150,8 @@ async def _parse(request: Request, max_chars: int) -> SpeechRequest:
         raise ApiError(400, f"{param}: {err['msg']}", "invalid_value", param) from None
     if body.model not in SPEECH_MODELS:
         raise ApiError(404, f"model {body.model!r} does not exist; use one of {', '.join(SPEECH_MODELS)}", "model_not_found", "model")
-    if not body.input.strip():
-        raise ApiError(400, "input is empty", "string_too_short", "input")
+    if not speakable(body.input).strip():
+        raise ApiError(400, "input is empty (or only control characters)", "string_too_short", "input")
     if len(body.input) > max_chars:
         raise ApiError(400, f"input is {len(body.input)} characters; the limit is {max_chars}", "string_above_max_length", "input")
     if body.response_format not in FORMATS:

@@ -26,6 +26,14 @@ _CLAUSE_END = ",;:"
 _DASHES = "—–"  # em and en dash: a clause boundary even without spaces around them
 _CLOSERS = "\"')]}”’»"
 _SPACE_RE = re.compile(r"\s+")
+# What the synthesiser cannot take: C0/C1 control characters other than tab and line ends (a NUL
+# ends espeak's phonemizer with "embedded null character"), and lone surrogates (not UTF-8).
+_UNSPEAKABLE_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def speakable(text: str) -> str:
+    """`text` with every character the synthesiser cannot take replaced by a space."""
+    return _UNSPEAKABLE_RE.sub(" ", text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +61,11 @@ class TextChunker:
         return self._buf
 
     def push(self, text: str) -> list[str]:
-        """Add text; return every chunk that is now complete (possibly none)."""
-        self._buf += text
+        """Add text; return every chunk that is now complete (possibly none).
+
+        Every text the synthesiser gets passes here, so it is cleaned here, once (`speakable`).
+        """
+        self._buf += speakable(text)
         out: list[str] = []
         while True:
             cut = self._next_cut(final=False)

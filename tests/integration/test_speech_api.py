@@ -163,3 +163,21 @@ def test_server_still_serves_after_errors(server: LiveServer, client: openai.Ope
     assert httpx.get(server.url + "/healthz").status_code == 200
     response = client.audio.speech.create(model="tts-1", voice="echo", input="Still here.", response_format="wav")
     assert decode_seconds(response.content, "wav") > 0.3
+
+
+@pytest.mark.parametrize("text", ["hello\u0000world", "hello\u001eworld\u0085"])
+def test_control_characters_are_spoken_around_not_cut(server: LiveServer, text: str) -> None:
+    """A NUL (or another control character) once cut the body after a 200 header."""
+    ok = httpx.post(server.url + "/v1/audio/speech", timeout=30,
+                    json={"model": "tts-1", "voice": "alloy", "input": "hello world", "response_format": "wav"})
+    r = httpx.post(server.url + "/v1/audio/speech", timeout=30,
+                   json={"model": "tts-1", "voice": "alloy", "input": text, "response_format": "wav"})
+    assert r.status_code == 200, r.text
+    assert decode_seconds(r.content, "wav") == pytest.approx(decode_seconds(ok.content, "wav"), rel=0.35)
+
+
+def test_input_of_only_control_characters_is_refused(server: LiveServer) -> None:
+    r = httpx.post(server.url + "/v1/audio/speech", timeout=10,
+                   json={"model": "tts-1", "voice": "alloy", "input": "\u0000\u0001\u001e"})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == "input"

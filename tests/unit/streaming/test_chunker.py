@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from kombain.streaming.chunker import ChunkerConfig, TextChunker
+from kombain.streaming.chunker import ChunkerConfig, TextChunker, speakable
 
 
 def chunk_all(text: str, piece: int | None = None, config: ChunkerConfig | None = None) -> list[str]:
@@ -133,3 +133,10 @@ def test_flush_and_reset() -> None:
 @pytest.mark.parametrize("text", ["", "   ", "\n\n"])
 def test_empty_input(text: str) -> None:
     assert chunk_all(text) == []
+
+
+def test_text_is_cleaned_of_what_the_synthesiser_cannot_take() -> None:
+    # A NUL ended the phonemizer ("embedded null character") and a lone surrogate is not UTF-8.
+    assert speakable("hello\x00world\x1e\x7f\x85!\ud800") == "hello world   !" + " "
+    assert speakable("tab\tand\nlines\r stay") == "tab\tand\nlines\r stay"
+    assert chunk_all("Say hello\x00world, then stop\x01.") == ["Say hello world,", "then stop ."]
