@@ -6,6 +6,11 @@ shut down, so live calls would be cut mid-sentence. Here the first signal starts
 they end or `KOMBAIN_DRAIN_SECONDS` passes; the rest are told in their own protocol (an error
 event and close 1001, or a spoken goodbye on a phone call); then uvicorn shuts down and the
 process exits 0. A second signal skips what is left of the drain.
+
+One stop is often delivered twice: Ctrl-C or `kill -TERM -PGID` reaches every process of the group,
+and `make serve` forwards a SIGTERM it gets to the server as well. A signal within
+`REPEAT_WINDOW_S` of the first is that same stop (no second log line, the drain goes on); a person
+who means "now" presses Ctrl-C again later than that.
 """
 
 from __future__ import annotations
@@ -13,12 +18,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from types import FrameType
 from typing import Any
 
 import uvicorn
 
 log = logging.getLogger("kombain.drain")
+
+REPEAT_WINDOW_S = 1.0  # a signal this soon after the first is the same stop delivered twice
 
 
 class DrainingServer(uvicorn.Server):
@@ -29,6 +37,7 @@ class DrainingServer(uvicorn.Server):
         self._state = state
         self._loop: asyncio.AbstractEventLoop | None = None
         self._drain: asyncio.Task[None] | None = None
+        self._first_signal: float | None = None  # time.monotonic() of the signal that began the stop
 
     async def startup(self, sockets: Any = None) -> None:
         self._loop = asyncio.get_running_loop()
@@ -37,14 +46,20 @@ class DrainingServer(uvicorn.Server):
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # Not recorded in _captured_signals: uvicorn would re-raise it after shutdown, and the
         # process would die of it instead of exiting 0 once the drain is done.
-        if self._drain is not None or self._loop is None or self.should_exit:
-            log.info("signal %s again: shutting down now", signal.Signals(sig).name)
+        now = time.monotonic()
+        name = signal.Signals(sig).name
+        if self._first_signal is not None and now - self._first_signal < REPEAT_WINDOW_S:
+            log.debug("signal %s again within %.1f s: the same stop", name, REPEAT_WINDOW_S)
+            return
+        if self._first_signal is not None or self._loop is None or self.should_exit:
+            log.info("signal %s again: shutting down now", name)
             if self.should_exit and sig == signal.SIGINT:
                 self.force_exit = True
             self.should_exit = True
             return
-        log.info("signal %s: draining live calls (up to %.0f s)", signal.Signals(sig).name,
-                 self._state.settings.drain_seconds)
+        self._first_signal = now
+        # The host logs the drain itself (live calls, deadline, drained); this line says why.
+        log.info("signal %s: refusing new calls (send it again to stop without waiting for calls)", name)
         self._state.draining = True  # /readyz says 503 from this instant
         self._loop.call_soon_threadsafe(self._start_drain)
 

@@ -1,5 +1,5 @@
-"""SIGTERM during live calls of every WebSocket transport: refuse new calls at once, let live ones
-go on, then tell each in its own protocol (error + close 1001; a spoken goodbye and a hang-up on
+"""SIGTERM during live calls of every WebSocket transport (delivered twice, as a process group
+and `make serve` deliver it): refuse new calls at once, let live ones go on, then tell each in its own protocol (error + close 1001; a spoken goodbye and a hang-up on
 phone calls), and exit 0. WebRTC's drain is tested in tests/webrtc/inner/test_drain.py."""
 
 from __future__ import annotations
@@ -37,6 +37,10 @@ async def test_sigterm_drains_live_calls_of_every_transport(tmp_path):
             await asyncio.sleep(0.5)
             signalled = time.monotonic()
             server.proc.send_signal(signal.SIGTERM)
+            # The same stop delivered again at once (Ctrl-C reaches the whole process group, and
+            # `make serve` forwards a SIGTERM): it must not cut the drain short.
+            await asyncio.sleep(0.05)
+            server.proc.send_signal(signal.SIGINT)
             async with asyncio.timeout(2):  # /readyz turns 503 at once
                 while (await http.get(server.url + "/readyz")).status_code != 503:
                     await asyncio.sleep(0.05)
@@ -83,3 +87,4 @@ async def test_sigterm_drains_live_calls_of_every_transport(tmp_path):
     log = server.log()
     assert "Traceback" not in log, log[-5000:]
     assert "draining" in log and "drained" in log
+    assert log.count("kombain.drain: signal") == 1, log[-3000:]  # one line for the stop
