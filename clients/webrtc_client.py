@@ -31,10 +31,10 @@ from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 from kombain.clients.realtime_client import TimedEvent, read_wav
-from kombain.server.webrtc_ice import restrict_host_addresses
-from kombain.server.webrtc_media import FRAME_SAMPLES as FRAME
-from kombain.server.webrtc_media import TRACK_RATE as RATE
-from kombain.server.webrtc_media import PacedAudioTrack
+from kombain.server.transports.webrtc.ice import restrict_host_addresses
+from kombain.server.transports.webrtc.media import FRAME_SAMPLES as FRAME
+from kombain.server.transports.webrtc.media import TRACK_RATE as RATE
+from kombain.server.transports.webrtc.media import PacedAudioTrack
 
 
 class FileMicrophone(PacedAudioTrack):

@@ -91,7 +91,7 @@ async def _one(url: str, clips: list[tuple[np.ndarray, int]], interrupt_every: i
 
 async def run_conversation_webrtc(url: str, sessions: int, audio_dir: Path, interrupt_every: int = 3,
                                   sampler: Any = None) -> dict[str, Any]:
-    from kombain.server.webrtc_ice import restrict_host_addresses
+    from kombain.server.transports.webrtc.ice import restrict_host_addresses
 
     rows = (audio_dir / "transcripts.tsv").read_text().strip().splitlines()[1:]
     clips = [read_wav(audio_dir / r.split("\t", 1)[0]) for r in rows]

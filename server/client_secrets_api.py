@@ -12,7 +12,7 @@ from kombain.server.auth import Principal, require
 from kombain.server.client_secrets import ClientSecrets
 from kombain.server.errors import ApiError
 from kombain.server.openapi import AUTH_ERRORS, errors, request_body
-from kombain.server.realtime.protocol import (
+from kombain.server.transports.openai_realtime.protocol import (
     ProtocolError,
     SessionConfig,
     apply_session_update,

@@ -7,15 +7,21 @@ import contextlib
 import logging
 from pathlib import Path
 
-from kombain.server.app import AppState
+from kombain.server.state import AppState
+from kombain.server.transports.spec import Starter, TransportSpec
 
 log = logging.getLogger("kombain.components")
 
 
-async def start_all(state: AppState, stack: contextlib.AsyncExitStack) -> None:
-    """Load every shared service, then mark the app ready. Failures show on /readyz."""
+async def start_all(state: AppState, stack: contextlib.AsyncExitStack,
+                    transports: tuple[TransportSpec, ...] = ()) -> None:
+    """Load every shared service, then start the transports and the lane, then mark the app ready.
+    Failures show on /readyz."""
+    starters: list[tuple[str, Starter]] = [*_MODELS]
+    starters += [(t.name, t.start) for t in transports if t.start is not None]
+    starters.append(("lane", _start_lane))
     try:
-        for name, starter in _STARTERS:
+        for name, starter in starters:
             if name in state.settings.disabled_components:
                 log.info("skipping %s (disabled)", name)
                 continue
@@ -103,39 +109,6 @@ async def _start_tts(state: AppState, stack: contextlib.AsyncExitStack) -> None:
     state.services["tts"] = pool
     state.services.setdefault("model_names", []).append(f"piper:{pool.default_voice}")
 
-async def _start_webrtc(state: AppState, stack: contextlib.AsyncExitStack) -> None:
-    from kombain.server.webrtc import CallManager
-    from kombain.server.webrtc_ice import parse_hosts, restrict_host_addresses
-
-    # Entered here, left at shutdown: aioice gathers on KOMBAIN_WEBRTC_HOSTS while the server runs.
-    stack.enter_context(restrict_host_addresses(parse_hosts(state.settings.webrtc_hosts)))
-    manager = CallManager(state.settings, state.metrics)
-    stack.push_async_callback(manager.aclose)
-    state.services["webrtc"] = manager
-
-
-async def _start_audiosocket(state: AppState, stack: contextlib.AsyncExitStack) -> None:
-    if not state.settings.audiosocket_listen:
-        return
-    from kombain.server.transports.audiosocket import AudioSocketServer
-
-    server = AudioSocketServer(state.settings, state.metrics, state.host, state.services)
-    await server.start()
-    stack.push_async_callback(server.aclose)
-    state.services["audiosocket"] = server
-
-
-async def _start_sip(state: AppState, stack: contextlib.AsyncExitStack) -> None:
-    if not state.settings.sip_listen:
-        return
-    from kombain.server.transports.sip import SipServer
-
-    server = SipServer(state.settings, state.metrics, state.host, state.services)
-    await server.start()
-    stack.push_async_callback(server.aclose)
-    state.services["sip"] = server
-
-
 async def _start_lane(state: AppState, stack: contextlib.AsyncExitStack) -> None:
     # The lane module imports no torch: generation runs in worker subprocesses.
     from kombain.server.lane.service import LaneService
@@ -146,13 +119,10 @@ async def _start_lane(state: AppState, stack: contextlib.AsyncExitStack) -> None
     state.services["lane"] = lane
 
 
-# Order matters: voice first, so a node can serve calls before optional lanes come up.
-# Speech synthesis needs nothing else, so it comes up first and /v1/audio/speech serves early.
-_STARTERS = [
+# Order matters: voice first (the models, then the transports), so a node can serve calls before
+# optional lanes come up. Speech synthesis needs nothing else, so it comes up first and
+# /v1/audio/speech serves early.
+_MODELS: list[tuple[str, Starter]] = [
     ("text-to-speech", _start_tts),
     ("speech-to-text", _start_stt),
-    ("webrtc", _start_webrtc),
-    ("audiosocket", _start_audiosocket),
-    ("sip", _start_sip),
-    ("lane", _start_lane),
 ]

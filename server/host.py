@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from kombain.server.metrics import TRANSPORTS, Metrics
+from kombain.server.metrics import Metrics
 from kombain.server.responders import build_responder
 from kombain.server.settings import Settings
 from kombain.streaming.call import AudioOutput, Call, CallConfig, CallEvent, CallHooks
@@ -31,7 +31,7 @@ from kombain.streaming.responders import Responder
 from kombain.streaming.transcriber import SttConfig
 
 log = logging.getLogger("kombain.host")
-__all__ = ["TRANSPORTS", "CallHost", "CallRefused", "LiveCall"]
+__all__ = ["CallHost", "CallRefused", "LiveCall"]
 
 
 class CallRefused(Exception):

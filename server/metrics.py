@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-# Every transport a call can arrive on (label values of the per-transport series).
-TRANSPORTS = ("websocket", "webrtc", "twilio", "asterisk", "audiosocket", "sip")
-
 # Sub-second stages: dense buckets under 200 ms, where the latency goals sit.
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0)
 
@@ -178,12 +175,14 @@ class Metrics:
         for kind in ("final", "partial", "offline"):
             self.stt_inference_seconds.labels(kind)
             self.stt_batch_size.labels(kind)
-        for transport in TRANSPORTS:
-            self.sessions_active.labels(transport)
-            self.sessions_total.labels(transport)
-            for hist in (self.stt_final_seconds, self.partial_lag_seconds, self.turn_seconds,
-                         self.barge_in_seconds):
-                hist.labels(transport)
+
+    def add_transport(self, transport: str) -> None:
+        """Create a transport's label values up front, so dashboards see zeros, not gaps."""
+        self.sessions_active.labels(transport)
+        self.sessions_total.labels(transport)
+        for hist in (self.stt_final_seconds, self.partial_lag_seconds, self.turn_seconds,
+                     self.barge_in_seconds):
+            hist.labels(transport)
 
     def observe_lane_job(self, kind: str, status: str, steps: list[float], paused: float) -> None:
         """Record one job's report from a worker."""

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kombain.server import strict_json
-from kombain.server.realtime.protocol import (
+from kombain.server.transports.openai_realtime.protocol import (
     ProtocolError,
     SessionConfig,
     apply_session_update,

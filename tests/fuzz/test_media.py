@@ -13,8 +13,8 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kombain.server.transports.asterisk_ws_protocol import AsteriskProtocolError, AsteriskWsProtocol
-from kombain.server.transports.audiosocket_protocol import (
+from kombain.server.transports.asterisk_ws.protocol import AsteriskProtocolError, AsteriskWsProtocol
+from kombain.server.transports.audiosocket.protocol import (
     Audio,
     AudioSocketError,
     AudioSocketProtocol,
@@ -24,8 +24,8 @@ from kombain.server.transports.audiosocket_protocol import (
     hangup_frame,
     uuid_frame,
 )
-from kombain.server.transports.jitter import JitterBuffer
-from kombain.server.transports.rtp import (
+from kombain.server.transports.sip.jitter import JitterBuffer
+from kombain.server.transports.sip.rtp import (
     DtmfReceiver,
     RtpError,
     RtpPacket,
@@ -33,7 +33,7 @@ from kombain.server.transports.rtp import (
     parse_rtp,
     parse_telephone_event,
 )
-from kombain.server.transports.twilio_protocol import TwilioProtocolError, TwilioStreamProtocol
+from kombain.server.transports.twilio.protocol import TwilioProtocolError, TwilioStreamProtocol
 from kombain.streaming.audio import AudioFormat, AudioFormatError, alaw_decode, decode, mulaw_decode
 from kombain.streaming.decode_file import BadAudioFile, decode_audio_file
 from tests.fuzz.strategies import KIB64, fuzz, mutated, timed

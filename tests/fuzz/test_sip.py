@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kombain.server.transports.sip_auth import DigestAuth, parse_auth_params
-from kombain.server.transports.sip_message import (
+from kombain.server.transports.sip.auth import DigestAuth, parse_auth_params
+from kombain.server.transports.sip.message import (
     LIST_HEADERS,
     SipError,
     parse_message,
@@ -21,7 +21,7 @@ from kombain.server.transports.sip_message import (
     split_list,
     stamp_via,
 )
-from kombain.server.transports.sip_protocol import (
+from kombain.server.transports.sip.protocol import (
     CallEnded,
     CallEstablished,
     IncomingCall,
@@ -29,7 +29,7 @@ from kombain.server.transports.sip_protocol import (
     Reoffer,
     Send,
 )
-from kombain.server.transports.sip_sdp import SdpError, build_answer, choose_codec, parse_offer
+from kombain.server.transports.sip.sdp import SdpError, build_answer, choose_codec, parse_offer
 from tests.fuzz.strategies import KIB64, fuzz, mutated, timed
 from tests.unit.transports.test_sip_protocol import (
     NAT,

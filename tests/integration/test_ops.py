@@ -30,7 +30,7 @@ def test_cli_transcribe_streams_and_prints_final(live_server):
 
 
 def test_voice_path_imports_no_torch():
-    code = ("import sys, server.app, server.components, server.realtime_ws, server.transcriptions, "
+    code = ("import sys, server.app, server.components, server.transports.openai_realtime.connection, server.transcriptions, "
             "streaming.transcriber, streaming.whisper_runtime, streaming.vad; "
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)

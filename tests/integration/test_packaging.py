@@ -19,7 +19,7 @@ def test_wheel_installs_only_the_kombain_namespace(tmp_path: Path) -> None:
     assert tops == {"kombain", next(t for t in tops if t.endswith(".dist-info"))}, tops
     for pkg in ("server", "streaming", "clients", "loadtest"):
         assert f"kombain/{pkg}/__init__.py" in names
-    assert "kombain/server/transports/twilio.py" in names
+    assert "kombain/server/transports/twilio/connection.py" in names
     assert "kombain/clients/web/index.html" in names  # the call page ships with the package
     entry = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "kombain = kombain.server.cli:main" in entry

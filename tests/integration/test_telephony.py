@@ -18,7 +18,7 @@ import websockets
 
 from kombain.clients.phone_callers import AsteriskCaller, PhoneCaller, TwilioCaller
 from kombain.clients.realtime_client import read_wav
-from kombain.server.transports.twilio_protocol import twilio_signature
+from kombain.server.transports.twilio.protocol import twilio_signature
 from tests.conftest import SPEECH_DIR, start_server, stop_server
 
 pytestmark = pytest.mark.asyncio

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from kombain.server.realtime.protocol import (
+from kombain.server.transports.openai_realtime.protocol import (
     ProtocolError,
     SessionConfig,
     apply_session_update,

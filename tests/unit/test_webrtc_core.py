@@ -7,9 +7,9 @@ import asyncio
 import numpy as np
 import pytest
 
-from kombain.server.webrtc_ice import ice_servers_json, parse_hosts, parse_ice_servers
-from kombain.server.webrtc_media import FRAME_SAMPLES, ReplyAudioTrack, frame_to_mono
-from kombain.server.webrtc_sdp import SdpError, check_offer
+from kombain.server.transports.webrtc.ice import ice_servers_json, parse_hosts, parse_ice_servers
+from kombain.server.transports.webrtc.media import FRAME_SAMPLES, ReplyAudioTrack, frame_to_mono
+from kombain.server.transports.webrtc.sdp import SdpError, check_offer
 
 OFFER = """v=0
 o=- 1 1 IN IP4 0.0.0.0

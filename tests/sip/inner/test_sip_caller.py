@@ -89,7 +89,7 @@ async def test_lossy_line_is_understood_about_as_well(sip_server, recogniser):  
 
 
 async def test_key_press_walks_the_ivr_and_the_server_hangs_up(sip_server, recogniser):  # noqa: F811
-    from kombain.server.transports import sip_protocol
+    from kombain.server.transports.sip import protocol as sip_protocol
 
     if not hasattr(sip_protocol, "call_options"):
         pytest.skip("this server does not read X-Kombain-* INVITE headers")

@@ -1,4 +1,4 @@
-"""server.transports.asterisk_ws_protocol: chan_websocket control messages, media, commands."""
+"""server.transports.asterisk_ws.protocol: chan_websocket control messages, media, commands."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from kombain.server.transports.asterisk_ws_protocol import (
+from kombain.server.transports.asterisk_ws.protocol import (
     ERROR_CODES,
     FORMATS,
     AsteriskProtocolError,

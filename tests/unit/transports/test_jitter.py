@@ -8,8 +8,8 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from kombain.server.transports.jitter import JitterBuffer, JitterStats, conceal
-from kombain.server.transports.rtp import RtpPacket
+from kombain.server.transports.sip.jitter import JitterBuffer, JitterStats, conceal
+from kombain.server.transports.sip.rtp import RtpPacket
 from kombain.streaming.audio import alaw_decode, alaw_encode, mulaw_decode, mulaw_encode
 
 FRAME = 160

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from kombain.server.transports.rtp import (
+from kombain.server.transports.sip.rtp import (
     DtmfReceiver,
     RtpError,
     RtpPacket,

@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from kombain.server.transports.sip_auth import DigestAuth, digest_response, parse_auth_params
+from kombain.server.transports.sip.auth import DigestAuth, digest_response, parse_auth_params
 
 URI = "sip:kombain@192.0.2.10:5060"
 

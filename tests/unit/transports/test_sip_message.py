@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kombain.server.transports.sip_message import (
+from kombain.server.transports.sip.message import (
     SipError,
     SipMessage,
     canonical_name,

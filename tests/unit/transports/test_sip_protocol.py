@@ -1,4 +1,4 @@
-"""server.transports.sip_protocol: the UAS state machine, driven with datagrams and a fake clock."""
+"""server.transports.sip.protocol: the UAS state machine, driven with datagrams and a fake clock."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from collections.abc import Iterable
 
 import pytest
 
-from kombain.server.transports.sip_auth import DigestAuth, parse_auth_params
-from kombain.server.transports.sip_message import (
+from kombain.server.transports.sip.auth import DigestAuth, parse_auth_params
+from kombain.server.transports.sip.message import (
     SipMessage,
     parse_message,
     parse_name_addr,
@@ -18,7 +18,7 @@ from kombain.server.transports.sip_message import (
     response_for,
     serialize,
 )
-from kombain.server.transports.sip_protocol import (
+from kombain.server.transports.sip.protocol import (
     Action,
     CallEnded,
     CallEstablished,
@@ -28,7 +28,7 @@ from kombain.server.transports.sip_protocol import (
     Send,
     SipServerProtocol,
 )
-from kombain.server.transports.sip_sdp import build_answer, choose_codec
+from kombain.server.transports.sip.sdp import build_answer, choose_codec
 
 LOCAL = ("192.0.2.10", 5060)
 NAT = ("203.0.113.7", 51847)  # where baresip's datagrams appear to come from

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kombain.server.host import CallRefused
-from kombain.server.transports.sip import _refusal
+from kombain.server.transports.sip.connection import _refusal
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kombain.server.transports.sip_sdp import (
+from kombain.server.transports.sip.sdp import (
     SdpError,
     answer_direction,
     build_answer,

@@ -1,4 +1,4 @@
-"""server.transports.twilio_protocol: Twilio Media Streams messages, signatures and TwiML."""
+"""server.transports.twilio.protocol: Twilio Media Streams messages, signatures and TwiML."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from kombain.server.transports.twilio_protocol import (
+from kombain.server.transports.twilio.protocol import (
     TwilioConnected,
     TwilioDtmf,
     TwilioMark,

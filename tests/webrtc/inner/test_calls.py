@@ -89,7 +89,7 @@ async def _offer(audio: bool = True, channel: bool = True) -> str:
         pc.addTransceiver("audio", direction="sendrecv")
     if channel:
         pc.createDataChannel("oai-events")
-    from kombain.server.webrtc_ice import restrict_host_addresses
+    from kombain.server.transports.webrtc.ice import restrict_host_addresses
 
     with restrict_host_addresses(HOSTS):
         await pc.setLocalDescription(await pc.createOffer())

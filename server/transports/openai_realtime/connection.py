@@ -21,13 +21,13 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from kombain.server.auth import Principal, authorize_websocket, deny_websocket
 from kombain.server.host import CallHost, CallRefused
 from kombain.server.quotas import OverLimit
-from kombain.server.realtime.protocol import (
+from kombain.server.transports.openai_realtime.protocol import (
     ProtocolError,
     apply_session_update,
     error_event,
     parse_event,
 )
-from kombain.server.realtime.session import RealtimeSession
+from kombain.server.transports.openai_realtime.session import RealtimeSession
 
 router = APIRouter()
 log = logging.getLogger("kombain.ws")

@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TypeAlias
 
-from .sip_auth import DigestAuth
-from .sip_message import (
+from kombain.server.transports.sip.auth import DigestAuth
+from kombain.server.transports.sip.message import (
     SipError,
     SipMessage,
     Via,
@@ -33,7 +33,7 @@ from .sip_message import (
     stamp_via,
     uri_scheme,
 )
-from .sip_sdp import SdpError, SdpOffer, choose_codec, parse_offer
+from kombain.server.transports.sip.sdp import SdpError, SdpOffer, choose_codec, parse_offer
 
 log = logging.getLogger(__name__)
 

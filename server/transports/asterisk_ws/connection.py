@@ -6,7 +6,7 @@ same format in frames of its optimal size, honour MEDIA_XOFF/MEDIA_XON, PAUSE_ME
 possible interruption is confirmed, FLUSH_MEDIA on barge-in, MARK_MEDIA after each chunk (the
 MEDIA_MARK_PROCESSED echoes are the playback reports) and HANGUP when the IVR hangs up. Query
 parameters `responder`, `voice`, `language`, `prompt` choose per-call options. The protocol is in
-`asterisk_ws_protocol.py` (sans I/O).
+`protocol.py` (sans I/O).
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from starlette.websockets import WebSocketDisconnect
 
 from kombain.server.auth import authorize_websocket, deny_websocket
 from kombain.server.host import CallHost, CallRefused
+from kombain.server.ids import new_id
 from kombain.server.quotas import OverLimit
-from kombain.server.realtime.protocol import new_id
 from kombain.server.settings import Settings
-from kombain.server.transports.asterisk_ws_protocol import (
+from kombain.server.transports.asterisk_ws.protocol import (
     AsteriskProtocolError,
     AsteriskWsProtocol,
     DtmfEnd,

@@ -20,7 +20,7 @@ from typing import Final
 
 import numpy as np
 
-from kombain.server.transports.rtp import RtpPacket
+from kombain.server.transports.sip.rtp import RtpPacket
 from kombain.streaming.audio import alaw_decode, alaw_encode, mulaw_decode, mulaw_encode
 
 __all__ = ["JitterBuffer", "JitterStats", "conceal"]

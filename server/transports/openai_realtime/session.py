@@ -2,8 +2,8 @@
 
 A thin adapter: it parses nothing from a socket and runs no models. Client events become calls
 on a `Call` (streaming/call.py); the call's typed events become OpenAI server events, in the GA
-or beta dialect the client speaks. The WebSocket (server/realtime_ws.py) and WebRTC
-(server/webrtc_call.py) transports both use it; the call host opens the call.
+or beta dialect the client speaks. The WebSocket (server/transports/openai_realtime/connection.py) and WebRTC
+(server/transports/webrtc/call.py) transports both use it; the call host opens the call.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import numpy as np
 
 from kombain.server.host import default_turn_detection
 from kombain.server.metrics import Metrics
-from kombain.server.realtime.protocol import (
+from kombain.server.settings import Settings
+from kombain.server.transports.openai_realtime.protocol import (
     ProtocolError,
     SessionConfig,
     apply_session_update,
@@ -29,8 +30,7 @@ from kombain.server.realtime.protocol import (
     server_event,
     session_object,
 )
-from kombain.server.realtime.responses import render as render_response
-from kombain.server.settings import Settings
+from kombain.server.transports.openai_realtime.responses import render as render_response
 from kombain.streaming.audio import AudioFormatError, decode
 from kombain.streaming.call import (
     AudioOutput,

@@ -5,7 +5,7 @@ sends the call's UUID, then 20 ms frames of 16-bit linear audio and DTMF digits;
 in the caller's own rate, paced in 20 ms frames, and stop at once on barge-in. A call can be set
 up before Asterisk connects: `PUT /v1/telephony/audiosocket/{uuid}` with responder/voice/
 language/prompt, kept for `KOMBAIN_AUDIOSOCKET_CONFIG_TTL_S`. The protocol is in
-`audiosocket_protocol.py` (sans I/O).
+`protocol.py` (sans I/O).
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from kombain.server.auth import require
 from kombain.server.errors import ApiError
 from kombain.server.host import CallHost, CallRefused
+from kombain.server.ids import new_id
 from kombain.server.metrics import Metrics
 from kombain.server.openapi import AUTH_ERRORS, errors
 from kombain.server.peers import PeerAllowList
-from kombain.server.realtime.protocol import new_id
 from kombain.server.settings import Settings
-from kombain.server.transports.audiosocket_protocol import (
+from kombain.server.transports.audiosocket.protocol import (
     Audio,
     AudioSocketError,
     AudioSocketProtocol,
@@ -320,3 +320,13 @@ async def forget_call(call_uuid: str, request: Request) -> Response:
     if server is None or not server.pending.discard(key):
         raise ApiError(404, "no configuration for that call", "not_found", "call_uuid")
     return Response(status_code=204)
+
+
+async def start(state: Any, stack: contextlib.AsyncExitStack) -> None:
+    """Bring the transport up in the app's lifespan; what it opens is closed at shutdown."""
+    if not state.settings.audiosocket_listen:
+        return
+    server = AudioSocketServer(state.settings, state.metrics, state.host, state.services)
+    await server.start()
+    stack.push_async_callback(server.aclose)
+    state.services["audiosocket"] = server

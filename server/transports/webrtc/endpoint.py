@@ -24,11 +24,20 @@ from kombain.server.host import CallHost, CallRefused
 from kombain.server.metrics import Metrics
 from kombain.server.openapi import AUTH_ERRORS, errors, request_body
 from kombain.server.quotas import OverLimit
-from kombain.server.realtime.protocol import ProtocolError, SessionConfig, apply_session_update
 from kombain.server.settings import Settings
-from kombain.server.webrtc_call import WebRTCCall
-from kombain.server.webrtc_ice import ice_servers_json, parse_ice_servers
-from kombain.server.webrtc_sdp import SdpError, check_offer
+from kombain.server.transports.openai_realtime.protocol import (
+    ProtocolError,
+    SessionConfig,
+    apply_session_update,
+)
+from kombain.server.transports.webrtc.call import WebRTCCall
+from kombain.server.transports.webrtc.ice import (
+    ice_servers_json,
+    parse_hosts,
+    parse_ice_servers,
+    restrict_host_addresses,
+)
+from kombain.server.transports.webrtc.sdp import SdpError, check_offer
 
 router = APIRouter(tags=["webrtc"])
 log = logging.getLogger("kombain.webrtc")
@@ -194,3 +203,12 @@ async def call_config(request: Request) -> JSONResponse:
     manager: CallManager | None = request.app.state.kombain.services.get("webrtc")
     servers = ice_servers_json(manager.ice_servers) if manager is not None else []
     return JSONResponse({"ice_servers": servers, "data_channel": "oai-events"})
+
+
+async def start(state: Any, stack: contextlib.AsyncExitStack) -> None:
+    """Bring the transport up in the app's lifespan; what it opens is closed at shutdown."""
+    # Entered here, left at shutdown: aioice gathers on KOMBAIN_WEBRTC_HOSTS while the server runs.
+    stack.enter_context(restrict_host_addresses(parse_hosts(state.settings.webrtc_hosts)))
+    manager = CallManager(state.settings, state.metrics)
+    stack.push_async_callback(manager.aclose)
+    state.services["webrtc"] = manager

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from kombain.server.realtime.protocol import SessionConfig, server_event
+from kombain.server.transports.openai_realtime.protocol import SessionConfig, server_event
 from kombain.streaming.audio import alaw_encode, mulaw_encode
 from kombain.streaming.conversation import (
     ConversationEvent,

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kombain.server import strict_json
+from kombain.server.ids import new_id
 from kombain.streaming.audio import AudioFormat, AudioFormatError
 from kombain.streaming.endpointer import EAGERNESS_MAX_MS, TurnDetection
 
@@ -41,10 +41,6 @@ _BETA_FORMATS = {
     "pcm16_48000": AudioFormat("pcm16", 48000),
 }
 _GA_TYPES = {"audio/pcm": "pcm16", "audio/pcmu": "mulaw", "audio/pcma": "alaw"}
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}_{secrets.token_hex(10)}"
 
 
 @dataclass(frozen=True, slots=True)

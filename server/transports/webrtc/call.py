@@ -30,12 +30,17 @@ from aiortc import exceptions as aiortc_exceptions
 from aiortc.mediastreams import MediaStreamError
 
 from kombain.server.host import CallHost, CallRefused
+from kombain.server.ids import new_id
 from kombain.server.metrics import Metrics
-from kombain.server.realtime.protocol import ProtocolError, error_event, new_id, parse_event
-from kombain.server.realtime.session import RealtimeSession
 from kombain.server.settings import Settings
-from kombain.server.webrtc_media import ReplyAudioTrack, frame_to_mono
-from kombain.server.webrtc_sdp import SdpError
+from kombain.server.transports.openai_realtime.protocol import (
+    ProtocolError,
+    error_event,
+    parse_event,
+)
+from kombain.server.transports.openai_realtime.session import RealtimeSession
+from kombain.server.transports.webrtc.media import ReplyAudioTrack, frame_to_mono
+from kombain.server.transports.webrtc.sdp import SdpError
 
 log = logging.getLogger("kombain.webrtc")
 

@@ -1,7 +1,7 @@
 """SIP over UDP with G.711 RTP: a PBX or a SIP trunk calls kombain directly.
 
-The signalling state machine is `sip_protocol.py` (sans I/O; messages in `sip_message.py`, SDP
-in `sip_sdp.py`, digest auth in `sip_auth.py`); media is `rtp.py` and `jitter.py`. This module is
+The signalling state machine is `protocol.py` (sans I/O; messages in `message.py`, SDP
+in `sdp.py`, digest auth in `auth.py`); media is `rtp.py` and `jitter.py`. This module is
 the I/O around them: one UDP socket for SIP on `KOMBAIN_SIP_LISTEN` (default 127.0.0.1:5060; empty
 turns it off), one UDP socket per call for RTP from `KOMBAIN_RTP_PORTS` (default 40000-40999).
 
@@ -29,14 +29,13 @@ from kombain.server.host import CallHost, CallRefused
 from kombain.server.metrics import Metrics
 from kombain.server.peers import PeerAllowList
 from kombain.server.settings import Settings
-from kombain.server.transports.jitter import JitterBuffer, conceal
 from kombain.server.transports.options import apply_options
 from kombain.server.transports.paced import MAX_QUEUED_S, PacedOutput
 from kombain.server.transports.phone import call_logger, say_goodbye
-from kombain.server.transports.rtp import DtmfReceiver, RtpError, RtpStream, parse_rtp
-from kombain.server.transports.sip_auth import DigestAuth
-from kombain.server.transports.sip_message import SipError, parse_message, response_for, serialize
-from kombain.server.transports.sip_protocol import (
+from kombain.server.transports.sip.auth import DigestAuth
+from kombain.server.transports.sip.jitter import JitterBuffer, conceal
+from kombain.server.transports.sip.message import SipError, parse_message, response_for, serialize
+from kombain.server.transports.sip.protocol import (
     Action,
     CallEnded,
     CallEstablished,
@@ -46,7 +45,8 @@ from kombain.server.transports.sip_protocol import (
     Send,
     SipServerProtocol,
 )
-from kombain.server.transports.sip_sdp import (
+from kombain.server.transports.sip.rtp import DtmfReceiver, RtpError, RtpStream, parse_rtp
+from kombain.server.transports.sip.sdp import (
     SdpError,
     SdpOffer,
     answer_direction,
@@ -470,3 +470,13 @@ class SipCall:
 def _refusal(exc: CallRefused) -> tuple[int, str]:
     """The SIP answer to a refused call: 486 when the node is full, 503 while draining or loading."""
     return (486, "Busy Here") if exc.code == "server_full" else (503, "Service Unavailable")
+
+
+async def start(state: Any, stack: contextlib.AsyncExitStack) -> None:
+    """Bring the transport up in the app's lifespan; what it opens is closed at shutdown."""
+    if not state.settings.sip_listen:
+        return
+    server = SipServer(state.settings, state.metrics, state.host, state.services)
+    await server.start()
+    stack.push_async_callback(server.aclose)
+    state.services["sip"] = server

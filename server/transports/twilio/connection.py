@@ -3,7 +3,7 @@
 `WS /v1/telephony/twilio` carries the call (mu-law 8 kHz both ways, marks as playback reports,
 `clear` on barge-in, digits); `GET|POST /v1/telephony/twilio/twiml` is the voice webhook that
 points a Twilio number at it. With `KOMBAIN_TWILIO_AUTH_TOKEN` set, both check
-`X-Twilio-Signature`. The protocol itself is in `twilio_protocol.py` (sans I/O).
+`X-Twilio-Signature`. The protocol itself is in `protocol.py` (sans I/O).
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from starlette.websockets import WebSocketDisconnect
 from kombain.server.auth import authorize_websocket, deny_websocket
 from kombain.server.errors import ApiError
 from kombain.server.host import CallHost, CallRefused
+from kombain.server.ids import new_id
 from kombain.server.openapi import errors
 from kombain.server.quotas import OverLimit
-from kombain.server.realtime.protocol import new_id
 from kombain.server.settings import Settings
 from kombain.server.transports.options import apply_options
 from kombain.server.transports.phone import (
@@ -35,7 +35,7 @@ from kombain.server.transports.phone import (
     call_logger,
     close,
 )
-from kombain.server.transports.twilio_protocol import (
+from kombain.server.transports.twilio.protocol import (
     TwilioDtmf,
     TwilioMark,
     TwilioMedia,

@@ -1,1 +1,0 @@
-"""The OpenAI-Realtime-style session: protocol parsing (pure), the session, and its transports."""
