@@ -2,8 +2,11 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-HOST   ?= 127.0.0.1
-PORT   ?= 8000
+# `make serve HOST=0.0.0.0 PORT=8080`; without them the server reads KOMBAIN_HOST / KOMBAIN_PORT
+# (default 127.0.0.1:8000). HOST and PORT are taken from the command line only: shells and CI
+# often export HOST as the machine's name, which is no address to listen on.
+SERVE_ARGS := $(if $(filter command line,$(origin HOST)),--host $(HOST)) \
+              $(if $(filter command line,$(origin PORT)),--port $(PORT))
 STAMP  := $(VENV)/.installed
 
 .PHONY: serve test setup lint loadtest clean
@@ -26,7 +29,7 @@ $(STAMP): $(PY) pyproject.toml
 setup: $(STAMP)
 
 serve: setup
-	$(VENV)/bin/kombain serve --host $(HOST) --port $(PORT)
+	$(VENV)/bin/kombain serve $(SERVE_ARGS)
 
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)

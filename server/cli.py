@@ -1,53 +1,95 @@
-"""`kombain` command line: serve, worker (GPU lane), transcribe (client)."""
+"""`kombain` command line: serve, settings, worker (GPU lane), transcribe (client)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+
+SERVE_EPILOG = """\
+Every server setting is an environment variable KOMBAIN_<NAME> (KOMBAIN_PORT, KOMBAIN_STT_MODEL,
+KOMBAIN_RESPONDER, KOMBAIN_API_KEYS, ...); a flag overrides its variable. `kombain settings`
+lists them all with their defaults; README.md and server/settings.py say what each does.
+"""
 
 
 def main(argv: list[str] | None = None) -> int:
+    from kombain.clients.server_url import DEFAULT_URL
+    from kombain.server.settings import Settings
+
+    d = Settings()  # the defaults, shown in --help
     parser = argparse.ArgumentParser(prog="kombain", description="Self-hosted real-time AI media server")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run the server")
-    serve.add_argument("--host", default=None)
-    serve.add_argument("--port", type=int, default=None)
-    serve.add_argument("--stt-model", default=None, help="tiny.en, base, or a CTranslate2 model dir")
-    serve.add_argument("--data-dir", default=None)
-    serve.add_argument("--log-level", default=None)
-    serve.add_argument("--ssl-certfile", default=None, help="TLS certificate chain (PEM); serves https/wss")
-    serve.add_argument("--ssl-keyfile", default=None, help="TLS private key (PEM)")
+    serve = sub.add_parser("serve", help="run the server", epilog=SERVE_EPILOG,
+                           description="Run the server: HTTP, WebSocket and WebRTC on one port, "
+                                       "plus the AudioSocket and SIP listeners.",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    serve.add_argument("--host", default=None, help=f"address to listen on (KOMBAIN_HOST; default {d.host}; "
+                                                    "0.0.0.0 for every interface)")
+    serve.add_argument("--port", type=int, default=None, help=f"HTTP/WebSocket port (KOMBAIN_PORT; default {d.port})")
+    serve.add_argument("--stt-model", default=None, help="speech-to-text model: tiny.en, base, or a CTranslate2 "
+                                                         f"model dir (KOMBAIN_STT_MODEL; default {d.stt_model})")
+    serve.add_argument("--data-dir", default=None, help="assembled models, lane queue and results "
+                                                        f"(KOMBAIN_DATA_DIR; default {d.data_dir})")
+    serve.add_argument("--log-level", default=None, help="critical, error, warning, info or debug "
+                                                         f"(KOMBAIN_LOG_LEVEL; default {d.log_level})")
+    serve.add_argument("--ssl-certfile", default=None, help="TLS certificate chain (PEM); serves https/wss "
+                                                            "(KOMBAIN_SSL_CERTFILE; default none)")
+    serve.add_argument("--ssl-keyfile", default=None, help="TLS private key (PEM) (KOMBAIN_SSL_KEYFILE; default none)")
+
+    sub.add_parser("settings", help="list every KOMBAIN_* setting with its default",
+                   description="List every KOMBAIN_* environment setting with its default; "
+                               "those set in this environment are marked (values not shown).")
 
     wk = sub.add_parser("worker", help="run a GPU-lane worker (image/video jobs)")
-    wk.add_argument("--queue", default=None, help="'embedded' or redis://host:port/db")
-    wk.add_argument("--data-dir", default=None)
-    wk.add_argument("--image-model", default=None, help="local diffusers text-to-image pipeline dir")
-    wk.add_argument("--video-model", default=None, help="local diffusers text-to-video pipeline dir")
-    wk.add_argument("--threads", type=int, default=None, help="torch threads (default 1)")
-    wk.add_argument("--worker-id", default=None)
+    wk.add_argument("--queue", default=None, help=f"'embedded' or redis://host:port/db (KOMBAIN_QUEUE; default {d.queue})")
+    wk.add_argument("--data-dir", default=None, help=f"(KOMBAIN_DATA_DIR; default {d.data_dir})")
+    wk.add_argument("--image-model", default=None, help="local diffusers text-to-image pipeline dir (KOMBAIN_IMAGE_MODEL)")
+    wk.add_argument("--video-model", default=None, help="local diffusers text-to-video pipeline dir (KOMBAIN_VIDEO_MODEL)")
+    wk.add_argument("--threads", type=int, default=None, help=f"torch threads (KOMBAIN_LANE_THREADS; default {d.lane_threads})")
+    wk.add_argument("--worker-id", default=None, help="name in the queue's records (default: host and pid)")
     wk.add_argument("--parent-pid", type=int, default=None, help="exit when this process is gone")
-    wk.add_argument("--log-level", default=None)
+    wk.add_argument("--log-level", default=None, help=f"(KOMBAIN_LOG_LEVEL; default {d.log_level})")
 
     tr = sub.add_parser("transcribe", help="stream an audio file to a server and print transcripts")
     tr.add_argument("file")
-    tr.add_argument("--url", default="http://127.0.0.1:8000")
+    tr.add_argument("--url", default=None, help="the server (default: KOMBAIN_URL, else http://KOMBAIN_HOST:"
+                                                f"KOMBAIN_PORT, else {DEFAULT_URL})")
     tr.add_argument("--realtime", action="store_true", help="stream at 1x over /v1/realtime (default)")
     tr.add_argument("--rest", action="store_true", help="upload to /v1/audio/transcriptions instead")
-    tr.add_argument("--speed", type=float, default=1.0, help="playback speed for --realtime")
-    tr.add_argument("--api-key", default=None)
+    tr.add_argument("--speed", type=float, default=1.0, help="playback speed for --realtime (default 1.0)")
+    tr.add_argument("--api-key", default=None, help="bearer token, if the server has keys (default none)")
 
     args = parser.parse_args(argv)
     if args.command == "serve":
         return _serve(args)
     if args.command == "worker":
         return _worker(args)
+    if args.command == "settings":
+        return _settings()
     if args.command == "transcribe":
+        from kombain.clients.server_url import default_server_url
         from kombain.clients.transcribe_cli import run
 
+        args.url = args.url or default_server_url()
         return run(args)
     return 2
+
+
+def _settings() -> int:
+    import dataclasses
+
+    from kombain.server.settings import Settings
+
+    defaults = Settings()
+    for f in dataclasses.fields(Settings):
+        name = "KOMBAIN_" + f.name.upper()
+        value = getattr(defaults, f.name)
+        shown = "(none)" if value == "" else str(value).lower() if isinstance(value, bool) else str(value)
+        print(f"{name:<36} {shown}{'   [set here]' if name in os.environ else ''}")
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:
