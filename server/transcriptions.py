@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from starlette.datastructures import UploadFile
 
 from kombain.server.auth import require
 from kombain.server.errors import ApiError
 from kombain.server.openapi import AUTH_ERRORS, errors, request_body
+from kombain.server.transcript_render import FORMATS, GRANULARITIES, render
 from kombain.streaming.decode_file import BadAudioFile, decode_audio_file
+from kombain.streaming.speech_regions import refine_word_times
 from kombain.streaming.whisper_runtime import (
     DecodeOptions,
-    DecodeResult,
     RuntimeBusy,
     Segment,
     WhisperRuntime,
@@ -26,8 +28,6 @@ from kombain.streaming.whisper_runtime import (
 router = APIRouter(dependencies=[Depends(require("voice"))], tags=["audio"], responses=errors(*AUTH_ERRORS))
 
 STT_ALIASES = ("whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe")
-_FORMATS = ("json", "text", "verbose_json", "srt", "vtt")
-
 
 def _runtime(request: Request) -> WhisperRuntime:
     st = request.app.state.kombain
@@ -46,7 +46,9 @@ def _runtime(request: Request) -> WhisperRuntime:
             "model": {"type": "string", "description": "whisper-1 or the served model's name"},
             "language": {"type": "string", "description": "ISO-639-1, e.g. en"},
             "prompt": {"type": "string"},
-            "response_format": {"type": "string", "enum": list(_FORMATS)},
+            "response_format": {"type": "string", "enum": list(FORMATS)},
+            "timestamp_granularities[]": {"type": "array", "items": {"type": "string", "enum": list(GRANULARITIES)},
+                                          "description": "verbose_json: words[] with `word`; srt/vtt: word cues"},
             "stream": {"type": "boolean"}}}}))
 async def transcribe(request: Request) -> Response:
     st = request.app.state.kombain
@@ -69,13 +71,14 @@ async def transcribe(request: Request) -> Response:
     if model not in (*STT_ALIASES, runtime.name):
         raise ApiError(400, f"model {model!r} is not served here; use {runtime.name!r} or whisper-1", "model_not_found", "model")
     fmt = str(form.get("response_format") or "json")
-    if fmt not in _FORMATS:
-        raise ApiError(400, f"response_format must be one of {', '.join(_FORMATS)}", "invalid_value", "response_format")
+    if fmt not in FORMATS:
+        raise ApiError(400, f"response_format must be one of {', '.join(FORMATS)}", "invalid_value", "response_format")
     language = str(form.get("language") or "") or None
     if language is not None and (len(language) > 8 or not language.isascii()
                                  or not language.replace("-", "").isalpha()):
         raise ApiError(400, "language must be an ISO-639-1 code such as 'en'", "invalid_value", "language")
     prompt = str(form.get("prompt") or "")[:2000] or None
+    granularities = _granularities(form, fmt)
     stream = str(form.get("stream") or "false").lower() == "true"
     try:
         audio = await asyncio.to_thread(decode_audio_file, data)
@@ -83,7 +86,8 @@ async def transcribe(request: Request) -> Response:
         st.metrics.transcriptions_total.labels("bad_audio").inc()
         raise ApiError(400, str(exc), "invalid_audio", "file") from None
     options = DecodeOptions(language=language, prompt=prompt, beam_size=5,
-                            timestamps=fmt in ("verbose_json", "srt", "vtt"), vad_filter=True)
+                            timestamps=fmt in ("verbose_json", "srt", "vtt"), vad_filter=True,
+                            word_timestamps="word" in granularities)
     if stream:
         return StreamingResponse(_sse(runtime, audio, options), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache"})
@@ -91,8 +95,28 @@ async def transcribe(request: Request) -> Response:
         result = await runtime.transcribe(audio, "offline", options)
     except RuntimeBusy as exc:
         raise ApiError(503, str(exc), "server_busy", headers={"Retry-After": "1"}) from None
+    if options.word_timestamps and "vad" in st.services:
+        segments = await asyncio.to_thread(refine_word_times, st.services["vad"], audio, result.segments)
+        result = dataclasses.replace(result, segments=segments)
     st.metrics.transcriptions_total.labels("ok").inc()
-    return _render(result, fmt)
+    return render(result, fmt, granularities)
+
+
+def _granularities(form: Any, fmt: str) -> tuple[str, ...]:
+    """`timestamp_granularities[]` (the SDK's spelling) or `timestamp_granularities`; as OpenAI,
+    `word` needs a format with times (400 with json or text)."""
+    values: list[str] = []
+    for key in ("timestamp_granularities[]", "timestamp_granularities"):
+        for v in form.getlist(key):
+            values.extend(p.strip() for p in str(v).split(",") if p.strip())
+    for v in values:
+        if v not in GRANULARITIES:
+            raise ApiError(400, f"timestamp_granularities: {v[:40]!r} is not one of {', '.join(GRANULARITIES)}",
+                           "invalid_value", "timestamp_granularities")
+    if "word" in values and fmt in ("json", "text"):
+        raise ApiError(400, "timestamp_granularities 'word' needs response_format verbose_json, srt or vtt",
+                       "invalid_value", "timestamp_granularities")
+    return tuple(dict.fromkeys(values))
 
 
 async def _sse(runtime: WhisperRuntime, audio: Any, options: DecodeOptions) -> AsyncIterator[bytes]:
@@ -123,34 +147,3 @@ async def _sse(runtime: WhisperRuntime, audio: Any, options: DecodeOptions) -> A
 
 def _event(obj: dict[str, Any]) -> bytes:
     return f"data: {json.dumps(obj)}\n\n".encode()
-
-
-def _render(result: DecodeResult, fmt: str) -> Response:
-    if fmt == "json":
-        return JSONResponse({"text": result.text, "usage": {"type": "duration", "seconds": round(result.duration, 3)}})
-    if fmt == "text":
-        return PlainTextResponse(result.text + "\n")
-    if fmt == "verbose_json":
-        return JSONResponse({
-            "task": "transcribe", "language": result.language, "duration": round(result.duration, 3),
-            "text": result.text,
-            "segments": [
-                {"id": i, "seek": 0, "start": round(s.start, 3), "end": round(s.end, 3), "text": s.text, "tokens": [],
-                 "temperature": 0.0, "avg_logprob": s.avg_logprob, "compression_ratio": s.compression_ratio,
-                 "no_speech_prob": s.no_speech_prob}
-                for i, s in enumerate(result.segments)
-            ],
-        })
-    if fmt == "srt":
-        blocks = [f"{i}\n{_ts(s.start, ',')} --> {_ts(s.end, ',')}\n{s.text}\n" for i, s in enumerate(result.segments, 1)]
-        return PlainTextResponse("\n".join(blocks), media_type="application/x-subrip")
-    blocks = [f"{_ts(s.start, '.')} --> {_ts(s.end, '.')}\n{s.text}\n" for s in result.segments]
-    return PlainTextResponse("WEBVTT\n\n" + "\n".join(blocks), media_type="text/vtt")
-
-
-def _ts(seconds: float, sep: str) -> str:
-    ms = int(round(seconds * 1000))
-    h, ms = divmod(ms, 3_600_000)
-    m, ms = divmod(ms, 60_000)
-    s, ms = divmod(ms, 1000)
-    return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"

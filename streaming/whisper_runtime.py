@@ -11,6 +11,7 @@ cannot be interrupted, so partials never hold every worker: a final always finds
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import heapq
 import itertools
 import logging
@@ -25,7 +26,12 @@ from typing import Any, Literal
 
 import numpy as np
 
-from kombain.streaming.hallucination import cut_repetition_loops, keep_segment
+from kombain.streaming.hallucination import (
+    cut_repetition_loops,
+    looks_like_loop,
+    quiet_split,
+    speech_like,
+)
 from kombain.streaming.models import resolve_stt_model
 
 log = logging.getLogger("kombain.stt")
@@ -33,6 +39,10 @@ log = logging.getLogger("kombain.stt")
 Kind = Literal["final", "partial", "offline"]
 _PRIORITY: dict[str, int] = {"final": 0, "partial": 1, "offline": 2}
 _MAX_WINDOW = 30.0
+_RATE = 16000
+# A window whose transcript looks like a repetition loop is decoded again in halves, down to
+# pieces this long (30 s -> 15 -> 7.5: at most six more decodes of a 30 s window).
+_MIN_PIECE = 4 * _RATE
 
 
 class RuntimeBusy(RuntimeError):
@@ -51,6 +61,18 @@ class DecodeOptions:
     min_window: float = 10.0
     timestamps: bool = False
     vad_filter: bool = False
+    # Offline (file) decodes only: per-word times from the cross-attention alignment
+    # (faster-whisper's word_timestamps, same decode), and Whisper's task.
+    word_timestamps: bool = False
+    task: Literal["transcribe", "translate"] = "transcribe"
+
+
+@dataclass(frozen=True, slots=True)
+class Word:
+    word: str  # as decoded, with its leading space
+    start: float
+    end: float
+    probability: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +83,7 @@ class Segment:
     avg_logprob: float
     no_speech_prob: float
     compression_ratio: float
+    words: tuple[Word, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,8 +318,8 @@ class WhisperRuntime:
     def _serve(self, batch: list[_Request]) -> None:
         try:
             t0 = time.perf_counter()
-            results = (self._decode_batch([r.audio for r in batch], batch[0].options) if len(batch) > 1
-                       else [self._decode(batch[0])])
+            results = (self._decode_batch([r.audio for r in batch], batch[0].options, batch[0].kind != "partial")
+                       if len(batch) > 1 else [self._decode(batch[0])])
             took = time.perf_counter() - t0
             self._on_batch(batch[0].kind, len(batch))
             for req, result in zip(batch, results, strict=True):
@@ -314,21 +337,20 @@ class WhisperRuntime:
                     self._cond.notify_all()  # a worker may be waiting for a partial slot
 
     def _decode(self, req: _Request) -> DecodeResult:
-        if req.kind != "offline" and _windowed(req):
-            return self._decode_batch([req.audio], req.options)[0]
+        if req.kind != "offline" and _windowed(req) and not req.options.word_timestamps:
+            return self._decode_batch([req.audio], req.options, req.kind != "partial")[0]
         t0 = time.perf_counter()
         segments, info = self._segments(req.audio, req.options)
         kept: list[Segment] = []
+        o = req.options
+        redecode = None if req.kind == "partial" else (lambda piece: self._file_segments(piece, o))
         for seg in segments:
             if req.cancelled:
                 break
-            if keep_segment(seg.text, seg.no_speech_prob, seg.avg_logprob, seg.compression_ratio):
-                kept.append(
-                    Segment(seg.start, seg.end, cut_repetition_loops(seg.text.strip()),
-                            seg.avg_logprob, seg.no_speech_prob, seg.compression_ratio)
-                )
+            for judged in self._judge(req.audio, _segment(seg), redecode):
+                kept.append(judged)
                 if req.on_segment is not None:
-                    req.loop.call_soon_threadsafe(req.on_segment, kept[-1])
+                    req.loop.call_soon_threadsafe(req.on_segment, judged)
             if req.kind == "offline":
                 # Let live work overtake a long file between its segments.
                 while (urgent := self._next(below=req.priority)) is not None:
@@ -336,11 +358,44 @@ class WhisperRuntime:
         text = " ".join(s.text for s in kept).strip()
         return DecodeResult(text, tuple(kept), info.language, info.duration, time.perf_counter() - t0)
 
-    def _decode_batch(self, batch: list[np.ndarray], o: DecodeOptions) -> list[DecodeResult]:
+    def _file_segments(self, audio: np.ndarray, o: DecodeOptions) -> list[Segment]:
+        """`audio` decoded through faster-whisper's segments, each judged (`_judge`)."""
+        segments, _ = self._segments(audio, o)
+        return [judged for seg in segments
+                for judged in self._judge(audio, _segment(seg), lambda piece: self._file_segments(piece, o))]
+
+    def _judge(self, audio: np.ndarray, seg: Segment,
+               redecode: Callable[[np.ndarray], list[Segment]] | None) -> list[Segment]:
+        """What is kept of a decoded segment of `audio`: nothing if it is no speech; if its text
+        looks like a repetition loop, the audio under it decoded again in two pieces by `redecode`
+        (each judged the same way), so speech that really repeats is kept and a decoder loop is
+        not; a piece too short to split keeps its text once the loop is cut out of it, if that
+        no longer looks like one. Whisper's own fallback (temperatures) stalls the live path for
+        seconds; shorter windows are as good at telling the two apart and cost what they decode."""
+        from faster_whisper.transcribe import get_compression_ratio
+
+        if not speech_like(seg.text, seg.no_speech_prob, seg.avg_logprob):
+            return []
+        text = cut_repetition_loops(seg.text.strip())
+        if not looks_like_loop(seg.compression_ratio):
+            return [dataclasses.replace(seg, text=text)]
+        a, b = max(0, int(seg.start * _RATE)), min(len(audio), math.ceil(seg.end * _RATE))
+        if redecode is not None and b - a >= 2 * _MIN_PIECE:
+            piece = audio[a:b]
+            cut = quiet_split(piece, _RATE)
+            log.debug("a %.1f s window decoded as a loop (ratio %.2f): decoding it again in two",
+                      (b - a) / _RATE, seg.compression_ratio)
+            return [_shifted(s, (a + lo) / _RATE) for lo, hi in ((0, cut), (cut, len(piece)))
+                    for s in redecode(piece[lo:hi])]
+        ratio = get_compression_ratio(text)
+        return [] if looks_like_loop(ratio) else [dataclasses.replace(seg, text=text, compression_ratio=ratio)]
+
+    def _decode_batch(self, batch: list[np.ndarray], o: DecodeOptions, rescue: bool = False) -> list[DecodeResult]:
         """Live decodes of one window size and one set of options: one encoder pass over a window
         just longer than the audio (in groups of `encode_batch`), then one greedy/beam decoding of
         the whole batch. faster-whisper pads every input to 30 s (its `chunk_length` does not change
-        that), so the live path calls CTranslate2 directly with a shorter mel window."""
+        that), so the live path calls CTranslate2 directly with a shorter mel window. `rescue`:
+        a window that decodes as a loop is decoded again in pieces (`_judge`; not for partials)."""
         import ctranslate2
         from faster_whisper.tokenizer import Tokenizer
         from faster_whisper.transcribe import get_compression_ratio, get_suppressed_tokens
@@ -384,10 +439,10 @@ class WhisperRuntime:
             avg_logprob = res.scores[0] * len(tokens) / (len(tokens) + 1) if tokens else -10.0
             duration = len(audio) / 16000
             ratio = get_compression_ratio(text) if text else 0.0
-            kept: tuple[Segment, ...] = ()
-            if keep_segment(text, res.no_speech_prob, avg_logprob, ratio):
-                kept = (Segment(0.0, duration, cut_repetition_loops(text), avg_logprob, res.no_speech_prob, ratio),)
-            results.append(DecodeResult(kept[0].text if kept else "", kept, lang, duration, took))
+            redecode = (lambda piece: list(self._decode_batch([piece], o, True)[0].segments)) if rescue else None
+            kept = tuple(self._judge(audio, Segment(0.0, duration, text, avg_logprob, res.no_speech_prob, ratio),
+                                     redecode))
+            results.append(DecodeResult(" ".join(s.text for s in kept), kept, lang, duration, took))
         return results
 
     def _segments(self, audio: np.ndarray, o: DecodeOptions) -> tuple[Iterator[Any], Any]:
@@ -397,9 +452,14 @@ class WhisperRuntime:
             beam_size=o.beam_size,
             temperature=0.0,  # fallback re-decodes stall for seconds on the live path
             condition_on_previous_text=False,
-            without_timestamps=not o.timestamps,
+            # Past one window, timestamps always: Whisper then seeks to the end of the last whole
+            # segment it decoded; without them it jumps 30 s on, and a window whose decode stopped
+            # early (after one sentence of many) lost the rest (REST dropped 57 of 135 words).
+            without_timestamps=not o.timestamps and len(audio) <= _MAX_WINDOW * _RATE,
             vad_filter=o.vad_filter,
             initial_prompt=o.prompt or None,
+            word_timestamps=o.word_timestamps,
+            task=o.task if self.multilingual else "transcribe",
         )
         return self.model.transcribe(audio, **kwargs)  # type: ignore[no-any-return]
 
@@ -410,6 +470,20 @@ class WhisperRuntime:
         self._decode_batch([silence], DecodeOptions())
         if self._batch > 1:
             self._decode_batch([silence] * min(self._batch, 2 * self._encode_batch), DecodeOptions())
+
+
+def _segment(seg: Any) -> Segment:
+    """One of faster-whisper's segments as ours."""
+    words = tuple(Word(w.word, float(w.start), float(w.end), float(w.probability)) for w in (seg.words or ()))
+    return Segment(seg.start, seg.end, seg.text, seg.avg_logprob, seg.no_speech_prob, seg.compression_ratio, words)
+
+
+def _shifted(seg: Segment, by: float) -> Segment:
+    """`seg` (and its words) `by` seconds later: a piece's times on its whole audio's clock."""
+    if not by:
+        return seg
+    words = tuple(dataclasses.replace(w, start=w.start + by, end=w.end + by) for w in seg.words)
+    return dataclasses.replace(seg, start=seg.start + by, end=seg.end + by, words=words)
 
 
 def _windowed(req: _Request) -> bool:
