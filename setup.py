@@ -7,5 +7,6 @@ ROOTS = ("server", "streaming", "clients", "loadtest")
 
 setup(
     package_dir={f"kombain.{root}": root for root in ROOTS},
-    packages=[f"kombain.{p}" for p in find_packages(include=[f"{r}{s}" for r in ROOTS for s in ("", ".*")])],
+    packages=[f"kombain.{p}" for p in find_packages(include=[f"{r}{s}" for r in ROOTS for s in ("", ".*")])]
+    + ["kombain.clients.web"],  # the call page: files only, no __init__.py (package-data in pyproject)
 )
