@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from kombain.streaming.hallucination import cut_repetition_loops, keep_segment
+from kombain.streaming.hallucination import (
+    LOW_LOGPROB,
+    NO_SPEECH_PROB,
+    cut_repetition_loops,
+    keep_segment,
+    looks_like_loop,
+    quiet_split,
+    speech_like,
+)
 
 # --- cut_repetition_loops -------------------------------------------------------------------------
 
@@ -99,3 +108,46 @@ def test_drops_high_compression_ratio() -> None:
     assert keep_segment("la la la la la la la", no_speech_prob=0.0, avg_logprob=-0.1, compression_ratio=3.0) is False
     assert keep_segment("normal words", no_speech_prob=0.0, avg_logprob=-0.1, compression_ratio=2.4) is True
     assert keep_segment("normal words", no_speech_prob=0.0, avg_logprob=-0.1, compression_ratio=2.41) is False
+
+
+# --- telling a decoder loop from speech that repeats ----------------------------------------------
+
+def test_loop_judged_on_compression_ratio_alone() -> None:
+    assert looks_like_loop(2.81) and not looks_like_loop(2.4) and not looks_like_loop(1.2)
+    # speech_like says nothing of the ratio: repeated speech is still speech-like
+    assert speech_like("ten of clubs ten of clubs", 0.1, -0.3)
+    assert keep_segment("ten of clubs ten of clubs", 0.1, -0.3, 2.81) is False
+
+
+@pytest.mark.parametrize("text", ["", "...", "[Music]", "(silence)", "♪ ♪"])
+def test_non_speech_text_is_not_speech_like(text: str) -> None:
+    assert not speech_like(text, 0.0, -0.1)
+
+
+def test_unsure_silence_is_not_speech_like() -> None:
+    assert not speech_like("thank you", NO_SPEECH_PROB + 0.1, LOW_LOGPROB - 0.1)
+    assert speech_like("thank you", NO_SPEECH_PROB + 0.1, LOW_LOGPROB + 0.5)
+
+
+def test_quiet_split_cuts_in_the_pause_between_words() -> None:
+    rng = np.random.default_rng(0)
+    rate = 16000
+    word = rng.normal(0, 0.2, rate).astype(np.float32)
+    pause = np.zeros(rate // 5, np.float32)
+    audio = np.concatenate([word, word, pause, word])  # pause at 2.0-2.2 s, in the middle half
+    cut = quiet_split(audio, rate)
+    assert 2 * rate <= cut < 2 * rate + len(pause)
+
+
+def test_quiet_split_without_a_pause_stays_in_the_middle_half() -> None:
+    audio = np.random.default_rng(1).normal(0, 0.2, 16000 * 8).astype(np.float32)
+    cut = quiet_split(audio)
+    assert len(audio) // 4 - 800 <= cut <= 3 * len(audio) // 4
+    assert quiet_split(np.ones(10, np.float32)) == 5
+
+
+def test_unfinished_last_repeat_of_a_loop_is_dropped() -> None:
+    # A decoder loop ends where the length cap cuts it, often mid-repeat.
+    assert cut_repetition_loops("10 of clubs 10 of clubs 10 of clubs 10 of clubs 10 of") == "10 of clubs"
+    assert cut_repetition_loops("10 of clubs 10 of clubs 10 of clubs 10 of clubs 10 of hearts") == (
+        "10 of clubs 10 of hearts")
