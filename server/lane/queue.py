@@ -122,18 +122,5 @@ class JobQueue(abc.ABC):
         """Release connections."""
 
 
-def open_queue(url: str, config: QueueConfig) -> JobQueue:
-    """'embedded' (or '') -> SQLite in the data dir; 'redis://...' -> Redis Streams."""
-    if url in ("", "embedded"):
-        from kombain.server.lane.sqlite_queue import SqliteQueue
-
-        return SqliteQueue(config)
-    if url.startswith(("redis://", "rediss://", "unix://")):
-        from kombain.server.lane.redis_queue import RedisQueue
-
-        return RedisQueue(url, config)
-    raise ValueError(f"queue must be 'embedded' or a redis:// URL, got {url!r}")
-
-
 def result_name(index: int, ext: str) -> str:
     return f"{index}.{ext}"

@@ -15,9 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any, TypeVar
 
+from kombain.server.lane.backends import open_queue
 from kombain.server.lane.gate import measure_pressure
 from kombain.server.lane.jobs import LaneError, Limits
-from kombain.server.lane.queue import JobQueue, open_queue
+from kombain.server.lane.queue import JobQueue
 from kombain.server.lane.worker import queue_config
 from kombain.server.metrics import Metrics
 from kombain.server.settings import Settings

@@ -16,9 +16,10 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from kombain.server.lane.backends import open_queue
 from kombain.server.lane.gate import GatePolicy, wait_for_voice
 from kombain.server.lane.jobs import Job, JobStatus, LaneError
-from kombain.server.lane.queue import JobLost, JobQueue, QueueConfig, open_queue
+from kombain.server.lane.queue import JobLost, JobQueue, QueueConfig
 from kombain.server.settings import Settings
 
 log = logging.getLogger("kombain.lane.worker")

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from kombain.server.lane.backends import open_queue
 from kombain.server.lane.jobs import InvalidTransition, Job, JobKind, JobStatus
-from kombain.server.lane.queue import JobLost, JobQueue, QueueConfig, QueueFull, open_queue
+from kombain.server.lane.queue import JobLost, JobQueue, QueueConfig, QueueFull
 
 
 def _job(i: int, priority: int = 1) -> Job:
