@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from kombain.server import components
+from kombain.server.body_limit import FORM_OVERHEAD, BodyLimit
 from kombain.server.metrics import Metrics
 from kombain.server.settings import Settings
 from kombain.server.state import AppState
@@ -66,4 +67,6 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
     web_page.install(app)
     errors.install(app)
     openapi.install(app)
+    # Every HTTP body is counted as it arrives: a chunked upload is refused at the limit, not read whole.
+    app.add_middleware(BodyLimit, limit=settings.max_upload_bytes + FORM_OVERHEAD)
     return app
