@@ -21,8 +21,9 @@ $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install -q -e '.[models,test,loadtest,lane]'
 	# silero-vad declares torch; we only use its bundled ONNX file, so skip its dependencies.
 	$(PY) -m pip install -q --no-deps 'silero-vad==6.2.3'
-	# Smart Turn v3.2 (end-of-turn model for semantic_vad) ships inside this wheel; we use only its
-	# ONNX file and never import pipecat, so its dependencies are skipped too.
+	# Smart Turn v3.2 (end-of-turn model for semantic_vad) ships inside this wheel; the server uses
+	# only its ONNX file. The test extra already installs it with its dependencies (the pipecat
+	# tests); this keeps the file there for an install without that extra. Keep the versions equal.
 	$(PY) -m pip install -q --no-deps 'pipecat-ai==1.14.0'
 	touch $(STAMP)
 

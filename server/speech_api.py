@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import logging
+import math
 import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -14,7 +17,7 @@ from prometheus_client import Gauge
 from pydantic import BaseModel, Field, ValidationError
 from starlette.types import Receive, Scope, Send
 
-from kombain.server import strict_json
+from kombain.server import model_aliases, strict_json
 from kombain.server.auth import require
 from kombain.server.errors import ApiError
 from kombain.server.openapi import AUTH_ERRORS, errors
@@ -32,7 +35,6 @@ from kombain.streaming.tts import (
 log = logging.getLogger("kombain.speech")
 router = APIRouter(tags=["speech"], dependencies=[Depends(require("voice"))], responses=errors(*AUTH_ERRORS))
 
-SPEECH_MODELS = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts", "piper")
 # OpenAI's voice names: all spoken by the default voice, so OpenAI clients work unchanged.
 OPENAI_VOICES = (
     "alloy", "ash", "ballad", "cedar", "coral", "echo", "fable", "marin", "nova", "onyx", "sage",
@@ -40,18 +42,25 @@ OPENAI_VOICES = (
 )
 OUTPUT_RATE = 24000  # what OpenAI sends for every format ("pcm" is raw 24 kHz 16-bit mono)
 _JSON_OVERHEAD = 16 * 1024  # body bytes allowed beyond the text itself
+STREAM_FORMATS = ("audio", "sse")
+SSE_DELTA_BYTES = 12 * 1024  # encoded audio per speech.audio.delta: 16 KiB of base64, a short line
+# speech.audio.done usage is an estimate (Piper counts no tokens): text at 4 characters a token,
+# audio at 20 tokens a second (what OpenAI documents for the audio its models speak).
+CHARS_PER_TOKEN = 4
+AUDIO_TOKENS_PER_SECOND = 20
 
 
 class SpeechRequest(BaseModel):
     """Body of POST /v1/audio/speech, as OpenAI defines it."""
 
-    model: str = Field("tts-1", description=f"any of {', '.join(SPEECH_MODELS)}: all use Piper")
+    model: str = Field("tts-1", description=f"any name (such as {', '.join(model_aliases.TTS_ALIASES)}): all use Piper")
     input: str = Field(..., description="text to speak (at most KOMBAIN_TTS_MAX_CHARS characters)")
-    voice: str = Field(..., description="a voice id from GET /v1/audio/voices, or an OpenAI voice name")
+    voice: str = Field(..., description='a voice id from GET /v1/audio/voices, or an OpenAI voice name (also as {"id": ...})')
     response_format: str = Field("mp3", description=f"one of {', '.join(FORMATS)}")
     speed: float = Field(1.0, description=f"{MIN_SPEED} to {MAX_SPEED}")
     instructions: str | None = Field(None, description="accepted for compatibility; ignored")
-    stream_format: str = Field("audio", description="only 'audio' (a streamed body) is supported")
+    stream_format: str = Field("audio", description="'audio' (the encoded audio as the body) or 'sse' "
+                               "(speech.audio.delta events with base64 audio, then speech.audio.done)")
 
 
 def _pool(request: Request) -> VoicePool:
@@ -66,7 +75,8 @@ def _pool(request: Request) -> VoicePool:
     openapi_extra={
         "requestBody": {"required": True, "content": {"application/json": {"schema": SpeechRequest.model_json_schema()}}}
     },
-    responses={200: {"content": {t: {} for t in ("audio/mpeg", "audio/ogg", "audio/flac", "audio/wav", "audio/pcm")}},
+    responses={200: {"content": {t: {} for t in ("audio/mpeg", "audio/ogg", "audio/flac", "audio/wav", "audio/pcm",
+                                                 "text/event-stream")}},
                **errors(400, 404, 413, 503)},
 )
 async def create_speech(request: Request) -> Response:
@@ -83,7 +93,12 @@ async def create_speech(request: Request) -> Response:
     stream.push_text(body.input)
     stream.end_input()
     st.metrics.speech_requests_total.labels("200").inc()
-    return _SpeechResponse(_audio(stream, encoder), stream, encoder.content_type, st.metrics.tts_streams_active)
+    progress = _Progress()
+    audio = _audio(stream, encoder, progress)
+    if body.stream_format == "sse":
+        return _SpeechResponse(_sse(audio, body.input, progress), stream, "text/event-stream",
+                               st.metrics.tts_streams_active)
+    return _SpeechResponse(audio, stream, encoder.content_type, st.metrics.tts_streams_active)
 
 
 @router.get("/v1/audio/voices", responses=errors(503))
@@ -112,15 +127,6 @@ def voice_entries(pool: VoicePool) -> list[dict[str, Any]]:
     ]
 
 
-def model_entries(pool: VoicePool | None) -> list[dict[str, Any]]:
-    """Entries for GET /v1/models: the accepted speech model names and each voice."""
-    if pool is None:
-        return []
-    models = [{"id": m, "object": "model", "owned_by": "kombain", "kind": "speech"} for m in SPEECH_MODELS]
-    voices = [{"id": f"piper/{v.id}", "object": "model", "owned_by": "kombain", "kind": "voice"} for v in pool.voices()]
-    return models + voices
-
-
 # --- request parsing ------------------------------------------------------------------------
 
 
@@ -142,14 +148,18 @@ async def _parse(request: Request, max_chars: int) -> SpeechRequest:
         raise ApiError(400, "request body must be a JSON object", "invalid_json")
     if isinstance(data.get("speed"), bool):  # pydantic's lax mode would read true as 1.0
         raise ApiError(400, "speed must be a number", "invalid_value", "speed")
+    voice = data.get("voice")
+    if isinstance(voice, dict) and isinstance(voice.get("id"), str):  # the SDK's custom-voice shape
+        data["voice"] = voice["id"]
+    if data.get("model") is None:  # absent and null both mean the default
+        data.pop("model", None)
     try:
         body = SpeechRequest.model_validate(data, strict=False)
     except ValidationError as exc:
         err = exc.errors()[0]
         param = ".".join(str(p) for p in err["loc"]) or None
         raise ApiError(400, f"{param}: {err['msg']}", "invalid_value", param) from None
-    if body.model not in SPEECH_MODELS:
-        raise ApiError(404, f"model {body.model!r} does not exist; use one of {', '.join(SPEECH_MODELS)}", "model_not_found", "model")
+    model_aliases.check_name(body.model, "tts-1")  # any name: all are Piper
     if not speakable(body.input).strip():
         raise ApiError(400, "input is empty (or only control characters)", "string_too_short", "input")
     if len(body.input) > max_chars:
@@ -158,8 +168,8 @@ async def _parse(request: Request, max_chars: int) -> SpeechRequest:
         raise ApiError(400, f"unsupported response_format {body.response_format!r}; use one of {', '.join(FORMATS)}", "invalid_value", "response_format")
     if not MIN_SPEED <= body.speed <= MAX_SPEED:
         raise ApiError(400, f"speed must be between {MIN_SPEED} and {MAX_SPEED}", "invalid_value", "speed")
-    if body.stream_format != "audio":
-        raise ApiError(400, "only stream_format 'audio' is supported", "invalid_value", "stream_format")
+    if body.stream_format not in STREAM_FORMATS:
+        raise ApiError(400, f"stream_format must be one of {', '.join(STREAM_FORMATS)}", "invalid_value", "stream_format")
     return body
 
 
@@ -175,7 +185,17 @@ def _voice_id(pool: VoicePool, voice: str) -> str:
 # --- streaming the audio --------------------------------------------------------------------
 
 
-async def _audio(stream: SpeechStream, encoder: AudioEncoder) -> AsyncIterator[bytes]:
+class _Progress:
+    """What a response has spoken so far: seconds of audio, and whether all of it was spoken."""
+
+    __slots__ = ("complete", "seconds")
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.complete = False
+
+
+async def _audio(stream: SpeechStream, encoder: AudioEncoder, progress: _Progress) -> AsyncIterator[bytes]:
     """Encoded audio as it is synthesised; FFmpeg encoders run off the event loop."""
     inline = isinstance(encoder, PcmEncoder | WavEncoder)
     # FFmpeg encoders are not thread-safe: a client that disconnects mid-encode must not have the
@@ -189,6 +209,7 @@ async def _audio(stream: SpeechStream, encoder: AudioEncoder) -> AsyncIterator[b
     finished = False
     try:
         async for chunk in stream:
+            progress.seconds += chunk.duration
             data = encoder.encode(chunk.pcm) if inline else await asyncio.to_thread(locked, encoder.encode, chunk.pcm)
             if data:
                 yield data
@@ -196,12 +217,40 @@ async def _audio(stream: SpeechStream, encoder: AudioEncoder) -> AsyncIterator[b
         finished = True
         if tail:
             yield tail
+        progress.complete = True
     except Overloaded:
         log.warning("speech synthesis overloaded; response cut short")
     finally:
         await stream.aclose()
         if not finished and hasattr(encoder, "close"):
             await asyncio.to_thread(locked, encoder.close)
+
+
+async def _sse(audio: AsyncIterator[bytes], text: str, progress: _Progress) -> AsyncIterator[bytes]:
+    """`stream_format: "sse"`: the same encoded audio as base64 `speech.audio.delta` events, then
+    `speech.audio.done` with (estimated) usage. A response cut short ends without the done event."""
+    try:
+        async for data in audio:
+            for i in range(0, len(data), SSE_DELTA_BYTES):
+                piece = base64.b64encode(data[i:i + SSE_DELTA_BYTES]).decode("ascii")
+                yield _event({"type": "speech.audio.delta", "audio": piece})
+        if progress.complete:
+            yield _event({"type": "speech.audio.done", "usage": usage(text, progress.seconds)})
+    finally:
+        aclose = getattr(audio, "aclose", None)
+        if aclose is not None:  # stop synthesis and encoding now, not when the generator is collected
+            await aclose()
+
+
+def usage(text: str, seconds: float) -> dict[str, int]:
+    """Token usage as OpenAI reports it, estimated: Piper counts no tokens (see AUDIO_TOKENS_PER_SECOND)."""
+    input_tokens = max(1, math.ceil(len(text) / CHARS_PER_TOKEN))
+    output_tokens = math.ceil(seconds * AUDIO_TOKENS_PER_SECOND)
+    return {"input_tokens": input_tokens, "output_tokens": output_tokens, "total_tokens": input_tokens + output_tokens}
+
+
+def _event(obj: dict[str, Any]) -> bytes:
+    return f"data: {json.dumps(obj)}\n\n".encode()
 
 
 class _SpeechResponse(StreamingResponse):

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.datastructures import UploadFile
 
+from kombain.server import model_aliases
 from kombain.server.auth import require
 from kombain.server.errors import ApiError
 from kombain.server.openapi import AUTH_ERRORS, errors, request_body
@@ -27,7 +28,6 @@ from kombain.streaming.whisper_runtime import (
 
 router = APIRouter(dependencies=[Depends(require("voice"))], tags=["audio"], responses=errors(*AUTH_ERRORS))
 
-STT_ALIASES = ("whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe")
 
 def _runtime(request: Request) -> WhisperRuntime:
     st = request.app.state.kombain
@@ -43,7 +43,8 @@ def _runtime(request: Request) -> WhisperRuntime:
     **errors(400, 413, 503)}, openapi_extra=request_body({"multipart/form-data": {
         "type": "object", "required": ["file"], "properties": {
             "file": {"type": "string", "format": "binary", "description": "Audio: WAV, FLAC, MP3, Ogg, WebM, M4A..."},
-            "model": {"type": "string", "description": "whisper-1 or the served model's name"},
+            "model": {"type": "string", "description": "any name (GET /v1/models lists the usual ones): "
+                      "the served Whisper model transcribes"},
             "language": {"type": "string", "description": "ISO-639-1, e.g. en"},
             "prompt": {"type": "string"},
             "response_format": {"type": "string", "enum": list(FORMATS)},
@@ -67,9 +68,7 @@ async def transcribe(request: Request) -> Response:
     data = await upload.read()
     if len(data) > limit:
         raise ApiError(413, f"file exceeds the limit of {limit} bytes", "file_too_large", "file")
-    model = str(form.get("model") or "whisper-1")
-    if model not in (*STT_ALIASES, runtime.name):
-        raise ApiError(400, f"model {model!r} is not served here; use {runtime.name!r} or whisper-1", "model_not_found", "model")
+    model_aliases.check_name(form.get("model"), "whisper-1")  # any name: the served model
     fmt = str(form.get("response_format") or "json")
     if fmt not in FORMATS:
         raise ApiError(400, f"response_format must be one of {', '.join(FORMATS)}", "invalid_value", "response_format")

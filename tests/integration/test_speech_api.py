@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import io
+import json
 import time
 
 import av
@@ -107,7 +109,10 @@ def test_voices_are_listed(server: LiveServer) -> None:
         ({"model": "tts-1", "voice": "alloy", "input": "hi", "speed": 0.1}, 400, "invalid_value", "speed"),
         ({"model": "tts-1", "voice": "alloy", "input": "hi", "speed": 4.5}, 400, "invalid_value", "speed"),
         ({"model": "tts-1", "voice": "alloy", "input": "hi", "speed": "fast"}, 400, "invalid_value", "speed"),
-        ({"model": "whisper-1", "voice": "alloy", "input": "hi"}, 404, "model_not_found", "model"),
+        ({"model": "m" * 300, "voice": "alloy", "input": "hi"}, 400, "invalid_value", "model"),
+        ({"model": "tts\n1", "voice": "alloy", "input": "hi"}, 400, "invalid_value", "model"),
+        ({"model": 1, "voice": "alloy", "input": "hi"}, 400, "invalid_value", "model"),
+        ({"model": "tts-1", "voice": "alloy", "input": "hi", "stream_format": "ws"}, 400, "invalid_value", "stream_format"),
     ],
 )
 def test_bad_requests_get_openai_style_errors(server: LiveServer, body: dict[str, object], status: int, code: str, param: str) -> None:
@@ -181,3 +186,45 @@ def test_input_of_only_control_characters_is_refused(server: LiveServer) -> None
                    json={"model": "tts-1", "voice": "alloy", "input": "\u0000\u0001\u001e"})
     assert r.status_code == 400, r.text
     assert r.json()["error"]["param"] == "input"
+
+
+def _sse_events(r: httpx.Response) -> list[dict[str, object]]:
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].split(";")[0] == "text/event-stream"
+    lines = [line for line in r.text.split("\n") if line]
+    assert all(line.startswith("data: ") for line in lines), lines[:3]
+    return [json.loads(line[6:]) for line in lines]
+
+
+@pytest.mark.parametrize("fmt", ["pcm", "mp3"])
+def test_sse_stream_format_sends_base64_deltas_then_done_with_usage(server: LiveServer, fmt: str) -> None:
+    """stream_format "sse" as OpenAI documents it (livekit's default TTS model always asks for it)."""
+    body = {"model": "gpt-4o-mini-tts", "voice": "ash", "input": SHORT_TEXT, "response_format": fmt,
+            "stream_format": "sse"}
+    events = _sse_events(httpx.post(server.url + "/v1/audio/speech", json=body, timeout=30))
+    deltas, done = events[:-1], events[-1]
+    assert len(deltas) >= 2 and all(e["type"] == "speech.audio.delta" and set(e) == {"type", "audio"} for e in deltas)
+    assert done["type"] == "speech.audio.done"
+    usage = done["usage"]
+    assert isinstance(usage, dict) and set(usage) == {"input_tokens", "output_tokens", "total_tokens"}
+    audio = b"".join(base64.b64decode(str(e["audio"])) for e in deltas)
+    seconds = decode_seconds(audio, fmt)
+    assert 2.0 < seconds < 8.0
+    assert usage["input_tokens"] == -(-len(SHORT_TEXT) // 4)  # 4 characters a token, rounded up
+    assert usage["output_tokens"] == pytest.approx(20 * seconds, abs=3)  # 20 tokens a second
+    assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
+
+
+@pytest.mark.parametrize("model", ["gpt-4o-mini-tts-2025-12-15", "kokoro", "piper/en_US-joe-medium", "whisper-1"])
+def test_any_model_name_is_spoken_by_piper(client: openai.OpenAI, model: str) -> None:
+    response = client.audio.speech.create(model=model, voice="coral", input="Any name will do.", response_format="wav")
+    assert decode_seconds(response.content, "wav") > 0.5
+
+
+def test_voice_as_an_object_with_an_id(server: LiveServer) -> None:
+    """The SDK's custom-voice shape, {"id": ...}."""
+    r = httpx.post(server.url + "/v1/audio/speech", timeout=30, json={
+        "model": "gpt-4o-mini-tts", "voice": {"id": "en_US-joe-medium"}, "input": "An object voice.",
+        "response_format": "wav"})
+    assert r.status_code == 200, r.text
+    assert decode_seconds(r.content, "wav") > 0.5

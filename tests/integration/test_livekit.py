@@ -1,0 +1,59 @@
+"""livekit-agents' OpenAI plugin, as an agent builds it, against a live kombain server.
+
+The plugin's STT and TTS are built with their defaults (STT `gpt-4o-mini-transcribe` over REST,
+TTS `gpt-4o-mini-tts`, voice `ash`, which always asks for `stream_format: "sse"`) and only
+`base_url` pointing at kombain. They run without a LiveKit room: an `AgentSession` would call the
+same `recognize()` and `synthesize()`; the room only carries the audio. Only loopback is used.
+"""
+
+from __future__ import annotations
+
+import io
+import wave
+
+import httpx
+import pytest
+from livekit import rtc
+from livekit.agents.metrics import TTSMetrics
+from livekit.plugins import openai as lk_openai
+
+from tests.conftest import SPEECH_DIR, LiveServer
+
+pytestmark = pytest.mark.asyncio
+
+
+async def test_stt_plugin_with_its_defaults(live_server: LiveServer) -> None:
+    stt = lk_openai.STT(base_url=live_server.url + "/v1", api_key="unused")
+    assert stt.model == "gpt-4o-mini-transcribe" and not stt.capabilities.streaming
+    with wave.open(str(SPEECH_DIR / "arctic_a0009.wav")) as w:
+        pcm = w.readframes(w.getnframes())
+        rate = w.getframerate()
+    frame = rtc.AudioFrame(pcm, rate, 1, len(pcm) // 2)
+    event = await stt.recognize(buffer=frame)
+    assert "faced gregson" in event.alternatives[0].text.lower()
+    await stt.aclose()
+
+
+async def test_tts_plugin_with_its_defaults_streams_sse(live_server: LiveServer) -> None:
+    tts = lk_openai.TTS(base_url=live_server.url + "/v1", api_key="unused")
+    assert tts.model == "gpt-4o-mini-tts"  # the model that makes the plugin ask for SSE
+    metrics: list[TTSMetrics] = []
+    tts.on("metrics_collected", metrics.append)
+    async with tts.synthesize("The blue boat sails at noon.") as stream:
+        frames = [ev.frame async for ev in stream]
+    assert frames and all(f.sample_rate == 24000 and f.num_channels == 1 for f in frames)
+    pcm = b"".join(bytes(f.data) for f in frames)
+    assert 1.0 < len(pcm) / 2 / 24000 < 6.0
+    # speech.audio.done's usage reached the plugin's metrics.
+    assert metrics and metrics[-1].input_tokens > 0 and metrics[-1].output_tokens > 0
+    # The SSE deltas carried mp3 the plugin decoded: the audio says the sentence.
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(24000)
+        w.writeframes(pcm)
+    heard = httpx.post(live_server.url + "/v1/audio/transcriptions", timeout=60,
+                       files={"file": ("tts.wav", buf.getvalue(), "audio/wav")}).json()["text"]
+    assert "blue boat" in heard.lower()
+    await tts.aclose()

@@ -1,0 +1,91 @@
+"""pipecat's OpenAI services, as a pipecat app builds them, against a live kombain server.
+
+Each service is built with pipecat's defaults (STT model `gpt-transcribe`, TTS model
+`gpt-4o-mini-tts` with voice `alloy`) and only `base_url` pointing at kombain, and runs inside a
+real pipecat pipeline (pipecat's own test runner: the pipeline, its worker and runner, frames
+in, frames out). Only loopback is used.
+"""
+
+from __future__ import annotations
+
+import wave
+
+import httpx
+import pytest
+from pipecat.frames.frames import (
+    ErrorFrame,
+    InputAudioRawFrame,
+    TranscriptionFrame,
+    TTSAudioRawFrame,
+    TTSSpeakFrame,
+    VADUserStartedSpeakingFrame,
+    VADUserStoppedSpeakingFrame,
+)
+from pipecat.pipeline.worker import PipelineParams
+from pipecat.services.openai.stt import OpenAISTTService
+from pipecat.services.openai.tts import OpenAITTSService
+from pipecat.tests.utils import run_test
+
+from tests.conftest import SPEECH_DIR, LiveServer
+
+pytestmark = pytest.mark.asyncio
+
+FRAME_MS = 20
+
+
+def _pcm16(path: str, rate: int) -> bytes:
+    with wave.open(str(SPEECH_DIR / path)) as w:
+        assert w.getframerate() == rate and w.getnchannels() == 1 and w.getsampwidth() == 2
+        return w.readframes(w.getnframes())
+
+
+async def test_openai_stt_service_with_its_default_model(live_server: LiveServer) -> None:
+    stt = OpenAISTTService(api_key="unused", base_url=live_server.url + "/v1")
+    assert stt._settings.model == "gpt-transcribe"  # the default this test is about
+    pcm = _pcm16("goforward.wav", 16000)
+    step = 16000 * 2 * FRAME_MS // 1000
+    audio = [InputAudioRawFrame(audio=pcm[i:i + step], sample_rate=16000, num_channels=1)
+             for i in range(0, len(pcm), step)]
+    # What a VAD in front of the service does: speech starts, the audio, speech stops.
+    down, up = await run_test(
+        stt,
+        frames_to_send=[VADUserStartedSpeakingFrame(), *audio, VADUserStoppedSpeakingFrame()],
+        pipeline_params=PipelineParams(audio_in_sample_rate=16000),
+        start_timeout=15,
+    )
+    assert not [f for f in (*down, *up) if isinstance(f, ErrorFrame)], up
+    texts = [f.text for f in down if isinstance(f, TranscriptionFrame)]
+    assert len(texts) == 1, down
+    assert "go forward" in texts[0].lower() and "meters" in texts[0].lower()
+
+
+async def test_openai_tts_service_with_its_default_model(live_server: LiveServer) -> None:
+    tts = OpenAITTSService(api_key="unused", base_url=live_server.url + "/v1")
+    assert tts._settings.model == "gpt-4o-mini-tts" and tts._settings.voice == "alloy"
+    down, up = await run_test(
+        tts,
+        frames_to_send=[TTSSpeakFrame("Turn left at the third light.")],
+        pipeline_params=PipelineParams(audio_out_sample_rate=24000),
+        start_timeout=15,
+    )
+    assert not [f for f in (*down, *up) if isinstance(f, ErrorFrame)], up
+    chunks = [f for f in down if isinstance(f, TTSAudioRawFrame)]
+    assert chunks and all(f.sample_rate == 24000 and f.num_channels == 1 for f in chunks)
+    pcm = b"".join(f.audio for f in chunks)
+    assert 1.0 < len(pcm) / 2 / 24000 < 6.0
+    # What pipecat played is the sentence: kombain's own transcription hears it back.
+    heard = httpx.post(live_server.url + "/v1/audio/transcriptions", timeout=60,
+                       files={"file": ("tts.wav", _wav(pcm, 24000), "audio/wav")}).json()["text"]
+    assert "third light" in heard.lower()
+
+
+def _wav(pcm: bytes, rate: int) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm)
+    return buf.getvalue()
