@@ -4,14 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from kombain.server.llm import OpenAIResponder
 from kombain.server.settings import Settings
-from kombain.streaming.responders import (
-    EchoResponder,
-    IvrScript,
-    OpenAIResponder,
-    Responder,
-    ScriptResponder,
-)
+from kombain.streaming.responders import EchoResponder, IvrScript, Responder, ScriptResponder
 
 KINDS = ("echo", "script", "openai")
 

@@ -26,13 +26,16 @@ from kombain.streaming.conversation import (
     ConversationEvent,
     ResponseAudio,
     ResponseFinished,
+    ResponseOptions,
     TurnTiming,
 )
 from kombain.streaming.end_of_turn import TurnPredictor
 from kombain.streaming.endpointer import TurnDetection
 from kombain.streaming.ingest import IngestPacer
-from kombain.streaming.responders import Reply, Responder
+from kombain.streaming.items import Item
+from kombain.streaming.responders import Reply, Responder, Tool
 from kombain.streaming.stt_events import (
+    CommittedEvent,
     SpeechStartedEvent,
     SpeechStoppedEvent,
     SttEvent,
@@ -76,6 +79,11 @@ class CallConfig:
     interruptible: bool = True  # the caller's speech cancels the reply (barge-in)
     interrupt_min_speech_ms: int = 0  # shorter speech only pauses the reply, which then resumes
     interrupt_min_words: int = 0  # words (not backchannels) the interruption must contain
+    modalities: tuple[str, ...] = ("audio",)  # ("text",): replies are text only, never synthesised
+    tools: tuple[Tool, ...] = ()  # functions the responder may call (the client runs them)
+    tool_choice: str = "auto"  # auto | none | required | function (then tool_name)
+    tool_name: str | None = None
+    max_output_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,10 +284,9 @@ class Call:
         now = self._clock()
         self._hooks.dtmf()
         self._emit(DtmfEvent(digit, now))
-        handler = getattr(self.responder, "dtmf", None)
-        if self.conversation is None or handler is None:
+        if self.conversation is None or self.responder is None:
             return
-        replies = handler(digit, now)
+        replies = self.responder.dtmf(digit, now)
         self._timer_kick.set()
         if replies is not None:
             self.conversation.say_replies(list(replies))
@@ -292,12 +299,32 @@ class Call:
     def clear(self) -> None:
         self.transcriber.clear()
 
-    def respond(self, instructions: str | None = None, say: str | None = None, hangup: bool = False) -> str:
+    def respond(self, instructions: str | None = None, say: str | None = None, hangup: bool = False,
+                options: ResponseOptions | None = None) -> str:
         """Start a reply: `say` verbatim, or ask the responder. Returns the response id."""
+        return self._conversation().create_response(instructions=instructions, say=say, hangup=hangup,
+                                                    options=options)
+
+    # --- the conversation's items ----------------------------------------------------------------
+
+    def _conversation(self) -> Conversation:
         if self.conversation is None or not self.config.conversation:
             raise CallError("this call does not speak (transcription only, or no voice loaded)",
                             "responses_unavailable")
-        return self.conversation.create_response(instructions=instructions, say=say, hangup=hangup)
+        return self.conversation
+
+    def add_item(self, item: Item, previous_item_id: str | None = None) -> None:
+        """Add a client's item (typed text, a function's output); `ItemError` if it cannot be."""
+        self._conversation().add_item(item, previous_item_id)
+
+    def item(self, item_id: str) -> Item:
+        return self._conversation().items.get(item_id)
+
+    def delete_item(self, item_id: str) -> None:
+        self._conversation().items.delete(item_id)
+
+    def truncate_item(self, item_id: str, content_index: int, audio_end_ms: int) -> Item:
+        return self._conversation().truncate(item_id, content_index, audio_end_ms)
 
     def cancel(self, reason: str = "client_cancelled") -> bool:
         return self.conversation is not None and self.conversation.cancel(reason)
@@ -340,10 +367,9 @@ class Call:
             if ev.status == "cancelled" and self._output is not None:
                 self._output.clear()  # barge-in: drop what the transport still holds
             self._hooks.response(ev.status)
-            restart = getattr(self.responder, "prompt_finished", None)
-            if restart is not None and ev.status == "completed" and self.conversation is not None:
+            if self.responder is not None and ev.status == "completed" and self.conversation is not None:
                 # Digit timeouts count from when the prompt was heard, not from when it was sent.
-                restart(self.conversation.played_until)
+                self.responder.prompt_finished(self.conversation.played_until)
                 self._timer_kick.set()
         self._emit(ev)
         if isinstance(ev, ResponseFinished) and ev.hangup:
@@ -382,13 +408,15 @@ class Call:
         elif isinstance(ev, TranscriptCompletedEvent):
             self._hooks.stt_final(ev.latency_s)
         self._emit(ev)
+        if isinstance(ev, CommittedEvent) and conv is not None and self.config.conversation:
+            conv.audio_committed(ev.item_id)  # the turn is an item now; its transcript follows
         if isinstance(ev, TranscriptCompletedEvent) and conv is not None and self.config.conversation:
+            auto = self.config.turn_detection is not None and self.config.auto_respond
             if ev.item_id in self._ignored_items:
                 self._ignored_items.discard(ev.item_id)  # the reply went on; this needs no answer
-                return
-            auto = self.config.turn_detection is not None and self.config.auto_respond
+                auto = False
             conv.user_turn(ev.item_id, ev.transcript, TurnTiming(ev.speech_end_at, ev.decided_at, self._clock()),
-                           respond=auto)
+                           audio_ms=max(0, ev.audio_end_ms - ev.audio_start_ms), respond=auto)
 
     def _check_interruption(self) -> None:
         """Cancel the reply once the caller's speech is long enough and has enough words."""
@@ -412,10 +440,10 @@ class Call:
 
     async def _digit_timer(self) -> None:
         """Calls the responder's `poll` at its digit-collection deadline (an IVR timeout)."""
-        deadline_of = getattr(self.responder, "dtmf_deadline", None)
-        poll = getattr(self.responder, "poll", None)
-        if deadline_of is None or poll is None or self.conversation is None:
+        responder = self.responder
+        if responder is None or self.conversation is None:
             return
+        deadline_of, poll = responder.dtmf_deadline, responder.poll
         while True:
             self._timer_kick.clear()
             deadline = deadline_of()
@@ -443,6 +471,9 @@ class Call:
         conv.voice = c.voice if c.voice in conv.pool.catalog else None
         conv.instructions = c.instructions
         conv.interrupt = c.interruptible
+        conv.modalities = c.modalities
+        conv.tools, conv.tool_choice, conv.tool_name = c.tools, c.tool_choice, c.tool_name
+        conv.max_output_tokens = c.max_output_tokens
 
     def _stt_config(self) -> SttConfig:
         c = self.config

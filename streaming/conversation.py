@@ -1,9 +1,10 @@
-"""Turn-taking: after each user turn a responder's reply is synthesised and sent, paced to real
-time, and stopped at once when the caller barges in. Transport-agnostic: events go to `emit`.
+"""Turn-taking: the conversation's items, and after each turn (or on request) a response from the
+responder, synthesised and sent paced to real time, stopped at once when the caller barges in.
+Transport-agnostic: events go to `emit`.
 
 Pacing keeps at most `lead_s` of audio ahead of the caller's (estimated) playhead, so the server
 knows what was heard. Barge-in is two-step: at the first voiced frame (`voice_onset`) sending is
-held; if the endpointer confirms speech (`speech_started`) the reply is cancelled and the record
+held; if the endpointer confirms speech (`speech_started`) the reply is cancelled and its item
 truncated to what was heard; if it was a blip (`voice_onset_cleared`) sending resumes.
 """
 
@@ -14,92 +15,53 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 
-from kombain.streaming.responders import Message, Reply, Responder, ResponderError
+from kombain.streaming.aio import either, until
+from kombain.streaming.conversation_events import (
+    ArgumentsDelta,
+    ConversationEvent,
+    ItemAdded,
+    ItemDone,
+    ResponseAudio,
+    ResponseFailed,
+    ResponseFinished,
+    ResponseNotice,
+    ResponseOptions,
+    ResponseStarted,
+    ResponseText,
+    TurnTiming,
+)
+from kombain.streaming.items import Item, ItemError, Items, Part, heard_text, new_item_id
+from kombain.streaming.responders import (
+    Message,
+    Notice,
+    Reply,
+    ReplyEnd,
+    ReplyPiece,
+    Responder,
+    ResponderError,
+    ResponseRequest,
+    Tool,
+    ToolCall,
+)
+from kombain.streaming.response_state import CHARS_PER_TOKEN, Response, heard_ms, timings, usage
 from kombain.streaming.tts import SpeechStream, VoicePool
+
+__all__ = [
+    "APOLOGY", "ArgumentsDelta", "Conversation", "ConversationEvent", "ItemAdded", "ItemDone", "ResponseAudio",
+    "ResponseFailed", "ResponseFinished", "ResponseNotice", "ResponseOptions", "ResponseStarted", "ResponseText",
+    "TurnTiming",
+]
 
 log = logging.getLogger("kombain.conversation")
 
 APOLOGY = "Sorry, I can't answer that right now."
 
 
-@dataclass(frozen=True, slots=True)
-class TurnTiming:
-    """Clock times of one user turn, for the `turn` latency and its parts."""
-
-    speech_end_at: float  # the last voiced sample arrived
-    decided_at: float  # the endpointer ended the turn
-    final_at: float  # the final transcript was sent
-
-
-@dataclass(frozen=True, slots=True)
-class ResponseStarted:
-    response_id: str
-    item_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class ResponseAudio:
-    response_id: str
-    item_id: str
-    pcm: bytes  # PCM16 LE mono at the conversation's rate
-    end_ms: int = 0  # position in the response at the end of this chunk (for playback reports)
-
-
-@dataclass(frozen=True, slots=True)
-class ResponseText:
-    response_id: str
-    item_id: str
-    text: str  # the clause whose audio starts now
-
-
-@dataclass(frozen=True, slots=True)
-class ResponseFinished:
-    response_id: str
-    item_id: str
-    status: str  # completed | cancelled | failed
-    reason: str | None  # turn_detected | client_cancelled | error
-    transcript: str  # what the caller heard (all of it when completed)
-    audio_sent_ms: int
-    audio_heard_ms: int
-    timings_ms: dict[str, float]
-    hangup: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class ResponseFailed:
-    response_id: str
-    code: str
-    message: str
-
-
-ConversationEvent = ResponseStarted | ResponseAudio | ResponseText | ResponseFinished | ResponseFailed
-
-
-@dataclass
-class _Response:
-    id: str
-    item_id: str
-    source: AsyncIterator[Reply]
-    timing: TurnTiming | None
-    cancel_reason: str | None = None
-    cancelled: asyncio.Event = field(default_factory=asyncio.Event)
-    chunks: list[tuple[str, int, int]] = field(default_factory=list)  # (text, start_ms, end_ms)
-    sent_ms: int = 0
-    play_end: float = 0.0  # estimated clock time the caller finishes playing what was sent
-    first_text_at: float | None = None
-    first_audio_at: float | None = None
-    hangup: bool = False
-    error: str | None = None
-    barge_in_s: float | None = None  # interruption's first voiced sample -> output held
-    played: tuple[int, float] | None = None  # the transport's last playback report: (ms heard, clock)
-
-
 class Conversation:
-    """One caller's dialogue: history, the active response, barge-in."""
+    """One caller's dialogue: its items, the active response, barge-in."""
 
     def __init__(
         self,
@@ -121,13 +83,18 @@ class Conversation:
         self.voice, self.rate, self.lead_s, self.frame_ms = voice, rate, lead_s, frame_ms
         self.instructions = instructions
         self.interrupt = True
+        # Session defaults a response may override.
+        self.modalities: tuple[str, ...] = ("audio",)
+        self.tools: tuple[Tool, ...] = ()
+        self.tool_choice, self.tool_name = "auto", None
+        self.max_output_tokens: int | None = None
         self._clock = clock
         self._on_turn = on_turn or (lambda s: None)
         self._on_barge_in = on_barge_in or (lambda s: None)
         # Media transports pause what they already buffered while an interruption is confirmed.
         self._on_hold = on_hold or (lambda held: None)
-        self.history: list[Message] = []
-        self._active: _Response | None = None
+        self.items = Items()
+        self._active: Response | None = None
         self._task: asyncio.Task[None] | None = None
         self._hold: asyncio.Event = asyncio.Event()
         self._hold.set()  # set = sending allowed
@@ -135,17 +102,22 @@ class Conversation:
         self._tg: asyncio.TaskGroup | None = None
         self._stop = asyncio.Event()
         self._final = False  # a goodbye is being said: nothing may supersede it
+        self._noticed: set[str] = set()  # notices already given (each once per conversation)
         self.played_until = 0.0  # clock time the caller finishes hearing the last reply (estimate)
 
     async def run(self) -> None:
-        async with asyncio.TaskGroup() as tg:
-            self._tg = tg
-            greeting = list(self.responder.start())  # e.g. an IVR welcome, and the nodes it leads to
-            if greeting:
-                self._start(_replies(greeting), None)
-            await self._stop.wait()
-            self.cancel("session_closed")
-        self._tg = None
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                greeting = list(self.responder.start())  # e.g. an IVR welcome, and the nodes it leads to
+                if greeting:
+                    self._start(_replies(greeting), None)
+                await self._stop.wait()
+                self.cancel("session_closed")
+        finally:
+            self._tg = None
+            with contextlib.suppress(Exception):
+                await self.responder.aclose()
 
     def close(self) -> None:
         self._stop.set()
@@ -154,24 +126,62 @@ class Conversation:
     def speaking(self) -> bool:
         return self._active is not None
 
+    @property
+    def history(self) -> list[Message]:
+        """The messages so far as plain text (what was heard of each reply)."""
+        return [Message(i.role or "user", i.text) for i in self.items if i.type == "message" and i.text]
+
+    # --- items -----------------------------------------------------------------------------------
+
+    def add_item(self, item: Item, previous_item_id: str | None = None) -> None:
+        """A client's item (typed text, a function's output, a system note): added and done."""
+        if item.type == "function_call_output" and self.items.function_call(item.call_id or "") is None:
+            raise ItemError(f"no function_call with call_id {item.call_id!r} in the conversation",
+                            "invalid_value", "item.call_id")
+        previous = self.items.add(item, previous_item_id)
+        self._emit(ItemAdded(item.copy(), previous))
+        self._emit(ItemDone(item.copy(), previous))
+
+    def audio_committed(self, item_id: str) -> None:
+        """The caller's audio turn became an item (its transcript follows)."""
+        if item_id in self.items:
+            return
+        item = Item(item_id, "message", "user", [Part("input_audio", transcript=None)])
+        previous = self.items.add(item)
+        self._emit(ItemAdded(item.copy(), previous))
+        self._emit(ItemDone(item.copy(), previous))
+
+    def truncate(self, item_id: str, content_index: int, audio_end_ms: int) -> Item:
+        item = self.items.truncate(item_id, content_index, audio_end_ms)
+        resp = self._active
+        if resp is not None and resp.message is item:  # still playing: the record stops here
+            resp.client_heard_ms = audio_end_ms
+        return item
+
     # --- inputs ----------------------------------------------------------------------------------
 
-    def user_turn(self, item_id: str, transcript: str, timing: TurnTiming, respond: bool = True) -> None:
-        if transcript.strip():
-            self.history.append(Message("user", transcript.strip()))
-        if respond and transcript.strip():
-            source = self.responder.respond(transcript, self.history[:-1], self.instructions)
-            self._start(source, timing)
+    def user_turn(self, item_id: str, transcript: str, timing: TurnTiming, respond: bool = True,
+                  audio_ms: int = 0) -> None:
+        said = transcript.strip()
+        if item_id not in self.items and said:
+            self.audio_committed(item_id)
+        if item_id in self.items:
+            item = self.items.get(item_id)
+            for part in item.content:
+                if part.type == "input_audio":
+                    part.transcript, part.audio_ms = said, audio_ms
+        if respond and said:
+            self._start(None, timing)
 
     def create_response(self, instructions: str | None = None, say: str | None = None,
-                        hangup: bool = False) -> str:
-        """Client-initiated response: speak `say` verbatim, or ask the responder (last user turn)."""
-        if say is not None:
-            source: AsyncIterator[Reply] = _once(Reply(say, hangup=hangup))
-        else:
-            last = next((m.content for m in reversed(self.history) if m.role == "user"), "")
-            source = self.responder.respond(last, self.history[:-1], instructions or self.instructions)
-        return self._start(source, None)
+                        hangup: bool = False, options: ResponseOptions | None = None) -> str:
+        """Client-initiated response: speak `say` verbatim, or ask the responder."""
+        opts = options or ResponseOptions()
+        if instructions is not None or say is not None or hangup:
+            opts = replace(opts, instructions=instructions if instructions is not None else opts.instructions,
+                           say=say if say is not None else opts.say, hangup=hangup or opts.hangup)
+        source = _once(Reply(opts.say, hangup=opts.hangup)) if opts.say is not None else None
+        return self._start(source, None, options=opts)
 
     def say_replies(self, replies: list[Reply], reason: str = "superseded", *, final: bool = False) -> str | None:
         """Speak these replies now (an IVR answering a key press), cutting off the current one.
@@ -242,65 +252,165 @@ class Conversation:
 
     # --- the response ----------------------------------------------------------------------------
 
-    def _start(self, source: AsyncIterator[Reply], timing: TurnTiming | None, force: bool = False) -> str:
+    def _request(self, opts: ResponseOptions) -> ResponseRequest:
+        context = opts.input if opts.input is not None else tuple(i.copy() for i in self.items)
+        tools = self.tools if opts.tools is None else opts.tools
+        choice = opts.tool_choice or self.tool_choice
+        return ResponseRequest(context, opts.instructions or self.instructions, tools, choice,
+                               opts.tool_name if opts.tool_choice else self.tool_name,
+                               opts.max_output_tokens or self.max_output_tokens)
+
+    def _start(self, source: AsyncIterator[ReplyPiece] | None, timing: TurnTiming | None, force: bool = False,
+               options: ResponseOptions | None = None) -> str:
         if self._tg is None:
             raise RuntimeError("Conversation.run() is not running")
         if self._final and not force:
             return ""  # saying goodbye: the call is ending
+        opts = options or ResponseOptions()
+        modalities = opts.modalities or self.modalities
+        request = self._request(opts)
+        if source is None:
+            source = self.responder.respond(request)
+        resp = Response("resp_" + secrets.token_hex(10), new_item_id(), source, timing, opts, modalities, request)
+        if not opts.in_conversation and "audio" not in modalities:
+            resp.side = True  # text out of band (a summary, a classification): the reply goes on
+            self._tg.create_task(self._respond(resp, None))
+            return resp.id
         self.cancel("superseded")
-        resp = _Response("resp_" + secrets.token_hex(10), "item_" + secrets.token_hex(10), source, timing)
         previous = self._task
         self._task = self._tg.create_task(self._respond(resp, previous))
         return resp.id
 
-    async def _respond(self, resp: _Response, previous: asyncio.Task[None] | None) -> None:
+    async def _respond(self, resp: Response, previous: asyncio.Task[None] | None) -> None:
         if previous is not None:
             await asyncio.wait({previous})  # one response at a time, in order
         if resp.cancel_reason is not None:
             return
-        self._active = resp
-        self._set_hold(False)
-        self._emit(ResponseStarted(resp.id, resp.item_id))
+        if not resp.side:
+            self._active = resp
+            self._set_hold(False)
+        self._emit(ResponseStarted(resp.id, resp.item_id, resp.options, resp.modalities))
+        try:
+            if resp.audio:
+                await self._speak(resp)
+            else:
+                await self._write(resp)
+            if resp.cancel_reason is None:
+                self._call_tools(resp)
+        except Exception as exc:  # synthesis failure: report, keep the session
+            log.warning("response %s failed: %r", resp.id, exc)
+            resp.error = resp.error or f"{type(exc).__name__}: {exc}"
+        finally:
+            self._finish(resp)
+
+    async def _speak(self, resp: Response) -> None:
         stream = self.pool.stream(self.voice, self.rate)
         feeder = asyncio.ensure_future(self._feed(resp, stream))
         try:
-            async for chunk in _until(stream, resp.cancelled):
+            async for chunk in until(stream, resp.cancelled):
                 await self._play(resp, chunk.text, chunk.pcm)
                 if resp.cancel_reason is not None:
                     break
             if resp.cancel_reason is None:
                 await feeder  # surfaces responder errors (already spoken as an apology)
-        except Exception as exc:  # synthesis failure: report, keep the session
-            log.warning("response %s failed: %r", resp.id, exc)
-            resp.error = resp.error or f"{type(exc).__name__}: {exc}"
         finally:
             stream.cancel()
             feeder.cancel()
-            self._finish(resp)
 
-    async def _feed(self, resp: _Response, stream: SpeechStream) -> None:
+    async def _write(self, resp: Response) -> None:
+        """A text-only response: the responder's text goes out as it comes, no synthesis."""
         try:
-            async for reply in resp.source:
-                if resp.first_text_at is None and reply.text.strip():
-                    resp.first_text_at = self._clock()
-                if reply.text:
-                    stream.push_text(reply.text)
-                if reply.hangup:
-                    resp.hangup = True
+            async for piece in until(resp.source, resp.cancelled):
+                text = self._take(resp, piece)
+                if text:
+                    if resp.first_text_at is None:
+                        resp.first_text_at = self._clock()
+                    message = self._open_message(resp, "output_text")
+                    message.content[0].text = (message.content[0].text or "") + text
+                    self._emit(ResponseText(resp.id, message.id, text, audio=False,
+                                            output_index=resp.output.index(message)))
+                if resp.incomplete:
                     break
         except ResponderError as exc:
             resp.error = str(exc)
+        finally:
+            await _aclose(resp.source)
+
+    def _take(self, resp: Response, piece: ReplyPiece) -> str:
+        """One piece from the responder: its text (cut at max_output_tokens), or "" once noted."""
+        if isinstance(piece, ToolCall):
+            resp.tool_calls.append(piece)
+        elif isinstance(piece, ReplyEnd):
+            resp.usage = piece.usage or resp.usage
+            resp.incomplete = piece.incomplete or resp.incomplete
+        elif isinstance(piece, Notice):
+            if piece.code not in self._noticed:
+                self._noticed.add(piece.code)
+                self._emit(ResponseNotice(resp.id, piece.code, piece.message))
+        elif isinstance(piece, Reply):
+            if piece.hangup:
+                resp.hangup = True
+            limit = resp.request.max_output_tokens if resp.request is not None else None
+            text = piece.text
+            if limit is not None and resp.text_chars + len(text) > limit * CHARS_PER_TOKEN:
+                text = text[: max(0, limit * CHARS_PER_TOKEN - resp.text_chars)]
+                resp.incomplete = "max_output_tokens"
+            resp.text_chars += len(text)
+            return text
+        return ""
+
+    def _open_message(self, resp: Response, kind: str) -> Item:
+        """The response's assistant message, made when its first words go out."""
+        if resp.message is None:
+            part = Part(kind, text="" if kind == "output_text" else None,
+                        transcript="" if kind == "output_audio" else None)
+            resp.message = Item(resp.item_id, "message", "assistant", [part], status="in_progress")
+            self._output_item(resp, resp.message)
+        return resp.message
+
+    def _output_item(self, resp: Response, item: Item) -> None:
+        previous = None
+        if resp.options.in_conversation:
+            previous = self.items.add(item)
+        resp.output.append(item)
+        self._emit(ItemAdded(item.copy(), previous, resp.id, len(resp.output) - 1, resp.options.in_conversation))
+
+    def _call_tools(self, resp: Response) -> None:
+        """The function calls the responder made, each an output item after the spoken part."""
+        for call in resp.tool_calls:
+            item = Item(new_item_id(), "function_call", call_id=call.call_id or "call_" + secrets.token_hex(8),
+                        name=call.name, arguments="", status="in_progress")
+            self._output_item(resp, item)
+            index = len(resp.output) - 1
+            item.arguments = call.arguments
+            self._emit(ArgumentsDelta(resp.id, item.id, item.call_id or "", call.arguments, index))
+            item.status = "completed"
+            self._emit(ItemDone(item.copy(), self._previous(resp, item), resp.id, index, resp.options.in_conversation))
+
+    def _previous(self, resp: Response, item: Item) -> str | None:
+        return self.items.previous_id(item.id) if resp.options.in_conversation else None
+
+    async def _feed(self, resp: Response, stream: SpeechStream) -> None:
+        try:
+            async for piece in resp.source:
+                text = self._take(resp, piece)
+                if resp.first_text_at is None and text.strip():
+                    resp.first_text_at = self._clock()
+                if text:
+                    stream.push_text(text)
+                if resp.hangup or resp.incomplete:
+                    break
+        except ResponderError as exc:
+            resp.error = str(exc)
+            log.info("response %s: responder failed: %s", resp.id, exc)
             self._emit(ResponseFailed(resp.id, "responder_failed", str(exc)))
             stream.push_text(("" if resp.first_text_at is None else " ") + APOLOGY)
         finally:
             if not stream.closed:
                 stream.end_input()
-            aclose = getattr(resp.source, "aclose", None)
-            if aclose is not None:  # e.g. an LLM stream cut by barge-in: release its connection now
-                with contextlib.suppress(Exception):
-                    await aclose()
+            await _aclose(resp.source)  # e.g. an LLM stream cut by barge-in: release its connection now
 
-    async def _play(self, resp: _Response, text: str, pcm: bytes) -> None:
+    async def _play(self, resp: Response, text: str, pcm: bytes) -> None:
         frame = self.rate * self.frame_ms // 1000 * 2
         start_ms = resp.sent_ms
         first = True
@@ -310,19 +420,20 @@ class Conversation:
                 if resp.cancel_reason is not None:
                     if not first:  # cut mid-clause: keep its whole length, so heard words scale
                         full_ms = round(len(pcm) / 2 / self.rate * 1000)
-                        resp.chunks.append((text, start_ms, start_ms + full_ms))
+                        self._clause(resp, (text, start_ms, start_ms + full_ms))
                     return
                 if not self._hold.is_set():
-                    await _either(self._hold.wait(), resp.cancelled.wait())
+                    await either(self._hold.wait(), resp.cancelled.wait())
                     continue
                 ahead = resp.play_end - self._clock()
                 if ahead <= self.lead_s:
                     break
-                await _either(asyncio.sleep(ahead - self.lead_s), resp.cancelled.wait())
+                await either(asyncio.sleep(ahead - self.lead_s), resp.cancelled.wait())
             piece = pcm[i : i + frame]
             now = self._clock()
             if first:
-                self._emit(ResponseText(resp.id, resp.item_id, text if not resp.chunks else " " + text))
+                message = self._open_message(resp, "output_audio")
+                self._emit(ResponseText(resp.id, message.id, text if not resp.chunks else " " + text))
                 first = False
             if resp.first_audio_at is None:
                 resp.first_audio_at = now
@@ -331,25 +442,56 @@ class Conversation:
             dur = len(piece) / 2 / self.rate
             resp.play_end = max(resp.play_end, now) + dur
             resp.sent_ms += round(dur * 1000)
+            if resp.message is not None:
+                resp.message.content[0].audio_ms = resp.sent_ms
             self._emit(ResponseAudio(resp.id, resp.item_id, piece, resp.sent_ms))
-        resp.chunks.append((text, start_ms, resp.sent_ms))
+        self._clause(resp, (text, start_ms, resp.sent_ms))
 
-    def _finish(self, resp: _Response) -> None:
+    def _clause(self, resp: Response, clause: tuple[str, int, int]) -> None:
+        resp.chunks.append(clause)
+        if resp.message is not None:
+            part = resp.message.content[0]
+            part.clauses.append(clause)
+            part.transcript = " ".join(c[0].strip() for c in part.clauses if c[0].strip())
+
+    def _finish(self, resp: Response) -> None:
         now = self._clock()
-        self.played_until = now if resp.cancel_reason is not None else max(now, resp.play_end)
-        heard_ms = _heard_ms(resp, now)
         cancelled = resp.cancel_reason is not None
-        heard = _heard_text(resp.chunks, heard_ms if cancelled else resp.sent_ms)
-        if heard:
-            self.history.append(Message("assistant", heard))
-        status = "cancelled" if cancelled else ("failed" if resp.error and not resp.chunks else "completed")
+        heard = resp.sent_ms
+        if resp.audio and not resp.side:
+            self.played_until = now if cancelled else max(now, resp.play_end)
+            heard = heard_ms(resp, now) if cancelled or resp.client_heard_ms is not None else resp.sent_ms
+        transcript = heard_text(resp.chunks, heard) if resp.audio else ""
+        message = resp.message
+        if message is not None:
+            part = message.content[0]
+            if resp.audio:
+                part.transcript, part.audio_ms = transcript, resp.sent_ms
+            else:
+                transcript = part.text or ""
+            message.status = "incomplete" if cancelled or resp.incomplete else "completed"
+            self._emit(ItemDone(message.copy(), self._previous(resp, message), resp.id,
+                                resp.output.index(message), resp.options.in_conversation))
+        if cancelled:
+            status = "cancelled"
+        elif resp.error and (not resp.chunks or not resp.audio or resp.message is None):
+            status = "failed"
+        elif resp.error:
+            status = "failed"  # the apology was spoken; the response still failed
+        elif resp.incomplete:
+            status = "incomplete"
+        else:
+            status = "completed"
+        reason = resp.cancel_reason or ("error" if resp.error else resp.incomplete)
         self._emit(ResponseFinished(
-            resp.id, resp.item_id, status, resp.cancel_reason or ("error" if resp.error else None), heard,
-            resp.sent_ms, heard_ms if cancelled else resp.sent_ms, _timings(resp), resp.hangup and not cancelled,
+            resp.id, resp.item_id, status, reason, transcript, resp.sent_ms, heard, timings(resp),
+            resp.hangup and not cancelled, tuple(i.copy() for i in resp.output), usage(resp), resp.error,
+            resp.options, resp.modalities, truncated=cancelled and message is not None and resp.audio,
         ))
         if self._active is resp:
             self._active = None
-        self._set_hold(False)
+        if not resp.side:
+            self._set_hold(False)
 
     def _set_hold(self, held: bool) -> None:
         if held == (not self._hold.is_set()):
@@ -361,41 +503,11 @@ class Conversation:
         self._on_hold(held)
 
 
-def _heard_ms(resp: _Response, now: float) -> int:
-    """How much of a response the caller heard. A transport's playback report is the truth as of
-    when it came (plus the time since, while audio was still queued); without one, the estimate
-    from pacing (sent minus what is still ahead of the caller's playhead)."""
-    estimate = max(0, resp.sent_ms - round(max(0.0, resp.play_end - now) * 1000))
-    if resp.played is None:
-        return estimate
-    pos, at = resp.played
-    return min(resp.sent_ms, pos + round((now - at) * 1000), max(pos, estimate))
-
-
-def _heard_text(chunks: Iterable[tuple[str, int, int]], heard_ms: int) -> str:
-    words: list[str] = []
-    for text, start, end in chunks:
-        if end <= heard_ms:
-            words += text.split()
-        elif start < heard_ms:
-            part = text.split()
-            words += part[: int(len(part) * (heard_ms - start) / max(1, end - start))]
-            break
-    return " ".join(words)
-
-
-def _timings(resp: _Response) -> dict[str, float]:
-    t = resp.timing
-    out: dict[str, float] = {}
-    if t is not None and resp.first_audio_at is not None:
-        out = {"silence_wait": t.decided_at - t.speech_end_at, "stt": t.final_at - t.decided_at,
-               "turn": resp.first_audio_at - t.speech_end_at}
-        if resp.first_text_at is not None:
-            out["responder"] = resp.first_text_at - t.final_at
-            out["tts"] = resp.first_audio_at - resp.first_text_at
-    if resp.cancel_reason == "turn_detected" and resp.barge_in_s is not None:
-        out["barge_in"] = resp.barge_in_s
-    return {k: round(v * 1000, 1) for k, v in out.items()}
+async def _aclose(source: object) -> None:
+    aclose = getattr(source, "aclose", None)  # an async generator's; a plain iterator has none
+    if aclose is not None:
+        with contextlib.suppress(Exception):
+            await aclose()
 
 
 async def _once(reply: Reply) -> AsyncIterator[Reply]:
@@ -405,42 +517,3 @@ async def _once(reply: Reply) -> AsyncIterator[Reply]:
 async def _replies(replies: list[Reply]) -> AsyncIterator[Reply]:
     for i, reply in enumerate(replies):
         yield Reply(("" if i == 0 else " ") + reply.text, reply.hangup)
-
-
-async def _either(a: Awaitable[object], b: Awaitable[object]) -> None:
-    """Wait for whichever of two awaitables finishes first; cancel the other."""
-    tasks = {asyncio.ensure_future(a), asyncio.ensure_future(b)}
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for t in tasks:
-            t.cancel()
-
-
-def _retrieve(task: asyncio.Future[Any]) -> None:
-    if not task.cancelled():
-        task.exception()
-
-
-async def _until(stream: SpeechStream, stop: asyncio.Event) -> AsyncIterator:  # type: ignore[type-arg]
-    """Iterate a speech stream, ending early once `stop` is set."""
-    it = stream.__aiter__()
-    while not stop.is_set():
-        nxt = asyncio.ensure_future(it.__anext__())
-        stopper = asyncio.ensure_future(stop.wait())
-        try:
-            await asyncio.wait({nxt, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopper.cancel()
-            # Cancelled while waiting (barge-in cancels the response): `nxt` must not outlive us,
-            # or its StopAsyncIteration, once the stream closes, is logged as never retrieved.
-            nxt.add_done_callback(_retrieve)
-            if not nxt.done():
-                nxt.cancel()
-        if not nxt.done():
-            nxt.cancel()
-            return
-        try:
-            yield nxt.result()
-        except StopAsyncIteration:
-            return

@@ -182,16 +182,18 @@ async def test_openai_responder_and_endpoint_down(tmp_path):
             await s.close()
         finally:
             await asyncio.to_thread(stop_server, server)
-    # Same server config, endpoint now gone: a spoken apology and an error event, no hang.
+    # Same server config, endpoint now gone: a spoken apology and a failed response, no hang.
     server = await asyncio.to_thread(start_server, tmp_path / "down", {
         "KOMBAIN_RESPONDER": "openai", "KOMBAIN_RESPONDER_URL": url, "KOMBAIN_RESPONDER_TIMEOUT_S": "3"})
     try:
         s = await open_session(server.ws_url)
         await s.append(clip_pcm16(SPEECH_DIR / "goforward.wav", 24000), 4800, speed=4.0, rate=24000)
         done = await s.wait_for("response.done", timeout=30)
-        err = [e for e in s.of("error") if e["error"]["code"] == "responder_failed"]
-        assert err and "failed" in err[0]["error"]["message"]
-        assert "sorry" in done[0]["response"]["output"][0]["content"][0]["transcript"].lower()
+        resp = done[0]["response"]
+        assert resp["status"] == "failed" and resp["status_details"]["error"]["code"] == "responder_failed"
+        assert "failed" in resp["status_details"]["error"]["message"]
+        assert "sorry" in resp["output"][0]["content"][0]["transcript"].lower()
+        assert not s.of("error")
         await s.close()
     finally:
         await asyncio.to_thread(stop_server, server)

@@ -8,11 +8,12 @@ from collections.abc import Sequence
 
 import pytest
 
+from kombain.server.llm import OpenAIResponder
 from kombain.streaming.responders import (
     EchoResponder,
     IvrScript,
-    OpenAIResponder,
     Reply,
+    ResponseRequest,
     ScriptResponder,
     fill_prompt,
 )
@@ -36,7 +37,7 @@ MENU = {
 
 def said(responder: ScriptResponder, text: str) -> list[Reply]:
     async def collect() -> list[Reply]:
-        return [r async for r in responder.respond(text, [], "")]
+        return [r async for r in responder.respond(ResponseRequest.of_text(text))]
 
     return asyncio.run(collect())
 
@@ -76,7 +77,7 @@ def test_example_menu_loads() -> None:
 
 def test_echo() -> None:
     async def collect(text: str) -> list[Reply]:
-        return [r async for r in EchoResponder().respond(text, [], "")]
+        return [r async for r in EchoResponder().respond(ResponseRequest.of_text(text))]
 
     assert asyncio.run(collect("hello there")) == [Reply("You said: hello there")]
     assert asyncio.run(collect("   ")) == []

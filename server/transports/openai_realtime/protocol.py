@@ -16,6 +16,7 @@ from kombain.server import strict_json
 from kombain.server.ids import new_id
 from kombain.streaming.audio import AudioFormat, AudioFormatError
 from kombain.streaming.endpointer import EAGERNESS_MAX_MS, TurnDetection
+from kombain.streaming.responders import Tool
 
 
 class ProtocolError(ValueError):
@@ -61,6 +62,11 @@ class SessionConfig:
     interrupt_min_speech_ms: int = 0  # extension: speech shorter than this only pauses the reply
     interrupt_min_words: int = 0  # extension: words (not backchannels) needed before a cancel
     beta_names: bool = False  # the client spoke the beta dialect; answer in it
+    modalities: tuple[str, ...] = ("audio",)  # output_modalities: ("audio",) or ("text",)
+    tools: tuple[Tool, ...] = ()
+    tool_choice: str = "auto"  # auto | none | required | function (then tool_name)
+    tool_name: str | None = None
+    max_output_tokens: int | None = None  # None: "inf"
 
 
 def parse_event(raw: str | bytes, max_bytes: int) -> dict[str, Any]:
@@ -275,7 +281,38 @@ def apply_session_update(cfg: SessionConfig, session: Any, event_type: str) -> S
     for setting, where, key, param in places:
         if key in where:
             cfg = _APPLY[setting](cfg, where[key], param)
+    return _apply_response_settings(cfg, session)
+
+
+def _apply_response_settings(cfg: SessionConfig, session: dict[str, Any]) -> SessionConfig:
+    """Tools, tool_choice, output modalities and the token limit of the session's responses."""
+    from kombain.server.transports.openai_realtime import items  # items imports this module
+
+    if session.get("tools") is not None:
+        cfg = replace(cfg, tools=items.parse_tools(session["tools"], "session.tools"))
+        if cfg.tool_name is not None and not any(t.name == cfg.tool_name for t in cfg.tools):
+            cfg = replace(cfg, tool_choice="auto", tool_name=None)
+    if session.get("tool_choice") is not None:
+        choice, name = items.parse_tool_choice(session["tool_choice"], "session.tool_choice", cfg.tools)
+        cfg = replace(cfg, tool_choice=choice, tool_name=name)
+    modalities = session.get("output_modalities", session.get("modalities"))
+    if modalities is not None:
+        if isinstance(modalities, list) and set(modalities) == {"audio", "text"}:
+            modalities = ["audio"]  # the beta pair means speech with its transcript
+        cfg = replace(cfg, modalities=items.parse_modalities(modalities, "session.output_modalities"))
+    limit = session.get("max_output_tokens", session.get("max_response_output_tokens"))
+    if limit is not None:
+        cfg = replace(cfg, max_output_tokens=items.parse_max_tokens(limit, "session.max_output_tokens"))
     return cfg
+
+
+def _tools_out(cfg: SessionConfig) -> dict[str, Any]:
+    choice: Any = cfg.tool_choice if cfg.tool_name is None else {"type": "function", "name": cfg.tool_name}
+    return {"tools": [{"type": "function", "name": t.name, "description": t.description, "parameters": t.parameters}
+                      for t in cfg.tools],
+            "tool_choice": choice,
+            "max_output_tokens" if not cfg.beta_names else "max_response_output_tokens":
+                cfg.max_output_tokens if cfg.max_output_tokens is not None else "inf"}
 
 
 def _format_out(fmt: AudioFormat, beta: bool) -> Any:
@@ -314,15 +351,18 @@ def session_object(session_id: str, cfg: SessionConfig, model: str) -> dict[str,
             "input_audio_format": _format_out(cfg.input_format, True),
             "output_audio_format": _format_out(cfg.output_format, True),
             "input_audio_transcription": transcription, "turn_detection": _turn_out(cfg),
-            "instructions": cfg.instructions, "voice": cfg.voice,
+            "instructions": cfg.instructions, "voice": cfg.voice, **_tools_out(cfg),
         }
     audio: dict[str, Any] = {"input": {"format": _format_out(cfg.input_format, False), "transcription": transcription,
                                        "turn_detection": _turn_out(cfg), "noise_reduction": None}}
     if cfg.kind == "realtime":
         audio["output"] = {"format": _format_out(cfg.output_format, False), "voice": cfg.voice, "speed": 1.0}
-    return {"type": cfg.kind, "object": "realtime.session", "id": session_id, "model": model,
-            "output_modalities": ["audio"] if cfg.kind == "realtime" else ["text"],
-            "instructions": cfg.instructions, "audio": audio}
+    out = {"type": cfg.kind, "object": "realtime.session", "id": session_id, "model": model,
+           "output_modalities": list(cfg.modalities) if cfg.kind == "realtime" else ["text"],
+           "instructions": cfg.instructions, "audio": audio}
+    if cfg.kind == "realtime":
+        out.update(_tools_out(cfg))
+    return out
 
 
 def server_event(type_: str, **fields: Any) -> dict[str, Any]:

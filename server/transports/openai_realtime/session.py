@@ -30,6 +30,7 @@ from kombain.server.transports.openai_realtime.protocol import (
     server_event,
     session_object,
 )
+from kombain.server.transports.openai_realtime.items import item_json, parse_item, parse_response
 from kombain.server.transports.openai_realtime.responses import render as render_response
 from kombain.streaming.audio import AudioFormatError, decode
 from kombain.streaming.call import (
@@ -41,7 +42,8 @@ from kombain.streaming.call import (
     DtmfEvent,
     HangupEvent,
 )
-from kombain.streaming.conversation import ResponseAudio
+from kombain.streaming.conversation import ResponseAudio, ResponseNotice
+from kombain.streaming.items import ItemError, Items
 from kombain.streaming.stt_events import (
     ClearedEvent,
     CommittedEvent,
@@ -91,6 +93,7 @@ class RealtimeSession:
         self._on_hangup = on_hangup or (lambda reason: None)
         self._call: Call | None = None
         self.model_name = ""
+        self._logged_codes: set[str] = set()
 
     @property
     def call(self) -> Call:
@@ -105,7 +108,9 @@ class RealtimeSession:
                        language=c.language or base.language, prompt=c.prompt, voice=c.voice,
                        instructions=c.instructions, output_rate=c.output_format.rate,
                        auto_respond=c.create_response, interruptible=c.interrupt_response,
-                       interrupt_min_speech_ms=c.interrupt_min_speech_ms, interrupt_min_words=c.interrupt_min_words)
+                       interrupt_min_speech_ms=c.interrupt_min_speech_ms, interrupt_min_words=c.interrupt_min_words,
+                       modalities=c.modalities, tools=c.tools, tool_choice=c.tool_choice, tool_name=c.tool_name,
+                       max_output_tokens=c.max_output_tokens)
 
     def attach(self, call: Call) -> None:
         self._call = call
@@ -131,6 +136,8 @@ class RealtimeSession:
             handler(self, event)
         except CallError as exc:
             self.send_error(str(exc), exc.code, None, event.get("event_id"))
+        except ItemError as exc:
+            self.send_error(str(exc), exc.code, exc.param, event.get("event_id"))
         except ProtocolError as exc:
             self._protocol_error(exc, event)
 
@@ -181,6 +188,9 @@ class RealtimeSession:
 
     def send_error(self, message: str, code: str, param: str | None = None, event_id: str | None = None) -> None:
         self.metrics.client_errors.labels(code).inc()
+        if code not in self._logged_codes:  # once per code and session: a flood stays one line
+            self._logged_codes.add(code)
+            log.info("session %s: error %s (param %s): %s", self.id, code, param, message[:300])
         self.send(error_event(message, code, param, event_id))
 
     # --- event handlers --------------------------------------------------------------------------
@@ -217,18 +227,20 @@ class RealtimeSession:
         resp = event.get("response") or {}
         if not isinstance(resp, dict):
             raise ProtocolError("'response' must be an object", "invalid_value", "response", event.get("event_id"))
-        instructions = resp.get("instructions")
-        if instructions is not None and not isinstance(instructions, str):
-            raise ProtocolError("response.instructions must be a string", "invalid_value", "response.instructions")
-        metadata = resp.get("metadata") or {}
-        say = isinstance(metadata, dict) and str(metadata.get("kombain_say", "")).lower() == "true"
+        options = parse_response(resp, self.call.conversation.items if self.call.conversation else _NO_ITEMS,
+                                 self.config.tools)
+        metadata = options.metadata or {}
+        say = metadata.get("kombain_say", "").lower() == "true"
+        instructions = options.instructions
         if say and not (instructions or "").strip():
             raise ProtocolError("kombain_say needs the text to speak in response.instructions", "invalid_value",
                                 "response.instructions", event.get("event_id"))
         if instructions and len(instructions) > self.settings.tts_max_chars and say:
             raise ProtocolError(f"text to say is over {self.settings.tts_max_chars} characters", "invalid_value",
                                 "response.instructions", event.get("event_id"))
-        self.call.respond(instructions=None if say else instructions, say=instructions if say else None)
+        if say:
+            options = replace(options, instructions=None, say=instructions)
+        self.call.respond(options=options)
 
     def _response_cancel(self, event: dict[str, Any]) -> None:
         if not self.call.cancel("client_cancelled"):
@@ -236,11 +248,34 @@ class RealtimeSession:
                                 None, event.get("event_id"))
 
     def _item_truncate(self, event: dict[str, Any]) -> None:
-        item_id, end = event.get("item_id"), event.get("audio_end_ms")
-        if not isinstance(item_id, str) or isinstance(end, bool) or not isinstance(end, int) or end < 0:
-            raise ProtocolError("conversation.item.truncate needs item_id and a non-negative audio_end_ms",
-                                "invalid_value", None, event.get("event_id"))
-        self.send(server_event("conversation.item.truncated", item_id=item_id, content_index=0, audio_end_ms=end))
+        item_id, end, index = event.get("item_id"), event.get("audio_end_ms"), event.get("content_index", 0)
+        if not isinstance(item_id, str) or isinstance(end, bool) or not isinstance(end, int) or end < 0 \
+                or isinstance(index, bool) or not isinstance(index, int):
+            raise ProtocolError("conversation.item.truncate needs item_id, content_index and a non-negative "
+                                "audio_end_ms", "invalid_value", None, event.get("event_id"))
+        self.call.truncate_item(item_id, index, end)
+        self.send(server_event("conversation.item.truncated", item_id=item_id, content_index=index, audio_end_ms=end))
+
+    def _item_create(self, event: dict[str, Any]) -> None:
+        previous = event.get("previous_item_id")
+        if previous is not None and not isinstance(previous, str):
+            raise ProtocolError("previous_item_id must be a string", "invalid_value", "previous_item_id")
+        self.call.add_item(parse_item(event.get("item")), previous)
+
+    def _item_id(self, event: dict[str, Any]) -> str:
+        item_id = event.get("item_id")
+        if not isinstance(item_id, str):
+            raise ProtocolError(f"{event['type']} needs item_id", "invalid_value", "item_id", event.get("event_id"))
+        return item_id
+
+    def _item_retrieve(self, event: dict[str, Any]) -> None:
+        item = self.call.item(self._item_id(event))
+        self.send(server_event("conversation.item.retrieved", item=item_json(item, self.config.beta_names)))
+
+    def _item_delete(self, event: dict[str, Any]) -> None:
+        item_id = self._item_id(event)
+        self.call.delete_item(item_id)
+        self.send(server_event("conversation.item.deleted", item_id=item_id))
 
     # --- output ----------------------------------------------------------------------------------
 
@@ -277,6 +312,8 @@ class RealtimeSession:
                                    content_index=0, error={"type": "server_error", "code": ev.code, "message": ev.message}))
         elif isinstance(ev, VoiceOnsetEvent | VoiceOnsetCancelledEvent):
             return  # the call's own barge-in signal; OpenAI's protocol has no event for it
+        elif isinstance(ev, ResponseNotice):
+            self.send_error(ev.message, ev.code)
         else:
             for out in render_response(ev, self.config):
                 self.send(out)
@@ -292,4 +329,8 @@ _HANDLERS: dict[str, Callable[[RealtimeSession, dict[str, Any]], None]] = {
     "response.create": RealtimeSession._response_create,
     "response.cancel": RealtimeSession._response_cancel,
     "conversation.item.truncate": RealtimeSession._item_truncate,
+    "conversation.item.create": RealtimeSession._item_create,
+    "conversation.item.retrieve": RealtimeSession._item_retrieve,
+    "conversation.item.delete": RealtimeSession._item_delete,
 }
+_NO_ITEMS = Items()

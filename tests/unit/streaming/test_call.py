@@ -37,6 +37,7 @@ from kombain.streaming.responders import (
     Message,
     Reply,
     Responder,
+    ResponseRequest,
     ScriptResponder,
 )
 from kombain.streaming.stt_events import (
@@ -85,9 +86,8 @@ def turn(speech_ms: int = 300, silence_ms: int = 700, rate: int = RATE) -> np.nd
 class ClauseEcho(EchoResponder):
     """The echo, streamed five words at a time (as an LLM would): each clause is its own TTS chunk."""
 
-    async def respond(self, transcript: str, history: Sequence[Message], instructions: str
-                      ) -> AsyncIterator[Reply]:
-        words = f"You said: {transcript.strip()}".split()
+    async def respond(self, request: ResponseRequest) -> AsyncIterator[Reply]:
+        words = f"You said: {request.transcript.strip()}".split()
         for i in range(0, len(words), 5):
             yield Reply(("" if i == 0 else " ") + " ".join(words[i : i + 5]))
 

@@ -1,91 +1,20 @@
-"""Responders: what the bot says after each user turn. Echo, a scripted IVR, or any
-OpenAI-compatible chat completions endpoint (llama.cpp, vLLM, Ollama), streamed clause by clause."""
+"""The scripted IVR responder: a YAML menu of prompts, keyword and key routes, digit collection."""
 
 from __future__ import annotations
 
-import json
-import logging
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-import httpx
 import yaml
 
-log = logging.getLogger("kombain.responder")
-
-
-class ResponderError(RuntimeError):
-    """The responder could not produce a reply (endpoint down, timed out, bad answer)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    role: str  # "user" | "assistant" | "system"
-    content: str
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """A piece of reply text; `hangup` ends the call after it is spoken."""
-
-    text: str = ""
-    hangup: bool = False
-
-
-class Responder(Protocol):
-    def start(self) -> Sequence[Reply]:
-        """What to say when the call starts (may be empty)."""
-        ...
-
-    def respond(
-        self, transcript: str, history: Sequence[Message], instructions: str
-    ) -> AsyncIterator[Reply]:
-        """The reply to one user turn, streamed."""
-        ...
-
-    def dtmf(self, digit: str, now: float) -> Sequence[Reply] | None:
-        """A key press (0-9 * # A-D) at monotonic time `now`: replies to speak at once
-        (interrupting the current one), or None when there is nothing to say yet."""
-        ...
-
-    def dtmf_deadline(self) -> float | None:
-        """The monotonic time at which `poll` must be called (a key timeout), or None."""
-        ...
-
-    def poll(self, now: float) -> Sequence[Reply] | None:
-        """Called at or after the deadline: what the timeout leads to, or None."""
-        ...
-
-
-class EchoResponder:
-    """Says back what it heard: a fresh install is a working demo."""
-
-    def start(self) -> Sequence[Reply]:
-        return ()
-
-    async def respond(self, transcript: str, history: Sequence[Message], instructions: str) -> AsyncIterator[Reply]:
-        if transcript.strip():
-            yield Reply(f"You said: {transcript.strip()}")
-
-    def dtmf(self, digit: str, now: float) -> Sequence[Reply] | None:
-        key = _key(digit)
-        return None if key is None else [Reply(f"You pressed {_KEY_WORDS.get(key, key)}.")]
-
-    def dtmf_deadline(self) -> float | None:
-        return None
-
-    def poll(self, now: float) -> Sequence[Reply] | None:
-        return None
-
-
-# --- scripted IVR ----------------------------------------------------------------------------
+from kombain.streaming.responders.base import Reply, Responder, ResponseRequest
 
 DTMF_KEYS = frozenset("0123456789*#ABCD")
-_KEY_WORDS = {"*": "star", "#": "pound"}
+KEY_WORDS = {"*": "star", "#": "pound"}
 MAX_COLLECT_DIGITS = 32
 _BACK_HISTORY = 16  # enough for any menu depth; bounds memory on a long call
 _PLACEHOLDER = re.compile(r"\{(digits|digits_spaced)\}")
@@ -96,7 +25,7 @@ _DIGIT_FILLERS = frozenset({"my", "number", "is", "it's", "its", "account", "pre
                             "um", "uh", "and", "the", "okay", "ok"})
 
 
-def _key(digit: str) -> str | None:
+def key_of(digit: str) -> str | None:
     """The DTMF key `digit` names ("a" counts as "A"), or None when it is not one."""
     key = str(digit).strip().upper()
     return key if len(key) == 1 and key in DTMF_KEYS else None
@@ -151,13 +80,13 @@ class _Node:
 _ABSENT: Any = object()  # a key missing from the YAML, unlike one given as null
 
 
-def _parse_key(value: Any, where: str, default: str) -> str:
+def _parsekey_of(value: Any, where: str, default: str) -> str:
     """One DTMF key, or "" for none; a YAML null is refused (an unquoted `#` reads as null)."""
     if value is _ABSENT:
         return default
     if value is None:
         raise ValueError(f"{where} is empty: quote the key (\"#\", \"*\") or use \"\" for none")
-    if not isinstance(value, str) or (value and _key(value) != value.upper()):
+    if not isinstance(value, str) or (value and key_of(value) != value.upper()):
         raise ValueError(f"{where} must be one key of 0-9 * # A-D in quotes, not {value!r}")
     return value.upper()
 
@@ -178,7 +107,7 @@ def _parse_route(raw: Any, where: str) -> _Route:
         raise ValueError(f"{where}.keywords must be a list")
     digits = raw.get("digits", "")
     # YAML reads `digits: 1` as a number and `digits: 01` as 1, so only quoted strings are taken.
-    if not isinstance(digits, str) or any(_key(k) is None for k in digits) or len(digits) > 8:
+    if not isinstance(digits, str) or any(key_of(k) is None for k in digits) or len(digits) > 8:
         raise ValueError(f"{where}.digits must be a quoted string of up to 8 keys (0-9 * # A-D), "
                          f"not {digits!r}")
     if not keywords and not digits:
@@ -202,7 +131,7 @@ def _parse_collect(raw: Any, where: str) -> _Collect:
     if timeout_goto is not None and not isinstance(timeout_goto, str):
         raise ValueError(f"{where}.timeout_goto must be a node name or null")
     return _Collect(count, raw["goto"],
-                    _parse_key(raw.get("terminator", _ABSENT), f"{where}.terminator", "#"),
+                    _parsekey_of(raw.get("terminator", _ABSENT), f"{where}.terminator", "#"),
                     _parse_seconds(raw.get("timeout_s", _ABSENT), f"{where}.timeout_s", 5.0),
                     timeout_goto)
 
@@ -250,8 +179,8 @@ class IvrScript:
             cls._check_node(name, node, nodes)
         if start not in nodes:
             raise ValueError(f"start node {start!r} is not defined")
-        repeat_key = _parse_key(data.get("repeat_key", _ABSENT), "repeat_key", "*")
-        back_key = _parse_key(data.get("back_key", _ABSENT), "back_key", "")
+        repeat_key = _parsekey_of(data.get("repeat_key", _ABSENT), "repeat_key", "*")
+        back_key = _parsekey_of(data.get("back_key", _ABSENT), "back_key", "")
         if repeat_key and repeat_key == back_key:
             raise ValueError(f"repeat_key and back_key are both {repeat_key!r}")
         return cls(start, nodes, int(data.get("max_fallbacks", 2)),
@@ -287,7 +216,7 @@ class IvrScript:
 
 
 @dataclass
-class ScriptResponder:
+class ScriptResponder(Responder):
     """Walks an IvrScript: speech is matched against the current node's keywords, keys against
     its digit routes or its collection."""
 
@@ -362,10 +291,8 @@ class ScriptResponder:
         self.digits = self._keys
         return self._enter(collect.goto, now)
 
-    async def respond(
-        self, transcript: str, history: Sequence[Message], instructions: str
-    ) -> AsyncIterator[Reply]:
-        for i, r in enumerate(self._hear(transcript)):
+    async def respond(self, request: ResponseRequest) -> AsyncIterator[Reply]:
+        for i, r in enumerate(self._hear(request.transcript)):
             yield Reply(("" if i == 0 else " ") + r.text, r.hangup)
 
     def _hear(self, transcript: str) -> list[Reply]:
@@ -391,7 +318,7 @@ class ScriptResponder:
         return self._miss(now)
 
     def dtmf(self, digit: str, now: float) -> Sequence[Reply] | None:
-        key = _key(digit)
+        key = key_of(digit)
         if key is None or self._ended:
             return None
         swallow, self._swallow = self._swallow, None
@@ -399,7 +326,7 @@ class ScriptResponder:
             return None
         node = self.script.nodes[self.node]
         if node.collect is not None:
-            return self._collect_key(node.collect, key, now)
+            return self._collectkey_of(node.collect, key, now)
         keys = self._keys + key
         routes = [r for r in node.routes if r.digits.startswith(keys)]
         if not routes and not self._keys:
@@ -416,7 +343,7 @@ class ScriptResponder:
         self._keys, self._deadline = keys, now + self.script.digit_timeout_s
         return None
 
-    def _collect_key(self, collect: _Collect, key: str, now: float) -> list[Reply] | None:
+    def _collectkey_of(self, collect: _Collect, key: str, now: float) -> list[Reply] | None:
         if collect.terminator and key == collect.terminator:
             return self._finish(collect, now) if self._keys else self._miss(now)
         if key == self.script.repeat_key:
@@ -456,65 +383,3 @@ class ScriptResponder:
             return self._enter(node.collect.timeout_goto, now)
         route = next((r for r in node.routes if self._keys and r.digits == self._keys), None)
         return self._enter(route.goto, now) if route is not None else self._miss(now)
-
-
-# --- OpenAI-compatible chat completions --------------------------------------------------------
-
-@dataclass
-class OpenAIResponder:
-    """Streams a reply from `POST {base_url}/chat/completions` with `stream: true`."""
-
-    base_url: str
-    model: str
-    api_key: str = ""
-    system_prompt: str = "You are a helpful voice assistant. Answer briefly, in plain spoken sentences."
-    timeout_s: float = 10.0
-    max_history: int = 20
-    client: httpx.AsyncClient | None = None
-
-    def start(self) -> Sequence[Reply]:
-        return ()
-
-    # Keys mean nothing to a chat model; a phone caller talks to it.
-    def dtmf(self, digit: str, now: float) -> Sequence[Reply] | None:
-        return None
-
-    def dtmf_deadline(self) -> float | None:
-        return None
-
-    def poll(self, now: float) -> Sequence[Reply] | None:
-        return None
-
-    async def respond(self, transcript: str, history: Sequence[Message], instructions: str) -> AsyncIterator[Reply]:
-        messages = [{"role": "system", "content": instructions or self.system_prompt}]
-        messages += [{"role": m.role, "content": m.content} for m in history[-self.max_history:]]
-        messages.append({"role": "user", "content": transcript})
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        body = {"model": self.model, "messages": messages, "stream": True}
-        client = self.client or httpx.AsyncClient()
-        url = self.base_url.rstrip("/") + "/chat/completions"
-        try:
-            # One deadline for the whole reply, and a shorter one for each read, so a stalled
-            # endpoint is noticed quickly.
-            timeout = httpx.Timeout(self.timeout_s, read=min(self.timeout_s, 5.0))
-            async with client.stream("POST", url, json=body, headers=headers, timeout=timeout) as resp:
-                if resp.status_code != 200:
-                    detail = (await resp.aread())[:300].decode(errors="replace")
-                    raise ResponderError(f"chat endpoint answered HTTP {resp.status_code}: {detail}")
-                async for line in resp.aiter_lines():
-                    if not line.startswith("data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == "[DONE]":
-                        break
-                    try:
-                        delta = json.loads(data)["choices"][0].get("delta", {}).get("content")
-                    except (ValueError, KeyError, IndexError, TypeError):
-                        raise ResponderError(f"chat endpoint sent an unreadable event: {data[:200]}") from None
-                    if delta:
-                        yield Reply(delta)
-        except httpx.HTTPError as exc:
-            raise ResponderError(f"chat endpoint {url} failed: {type(exc).__name__}: {exc}") from None
-        finally:
-            if self.client is None:
-                await client.aclose()
