@@ -385,7 +385,7 @@ class WhisperRuntime:
             cut = quiet_split(piece, _RATE)
             log.debug("a %.1f s window decoded as a loop (ratio %.2f): decoding it again in two",
                       (b - a) / _RATE, seg.compression_ratio)
-            return [_shifted(s, (a + lo) / _RATE) for lo, hi in ((0, cut), (cut, len(piece)))
+            return [shifted(s, (a + lo) / _RATE) for lo, hi in ((0, cut), (cut, len(piece)))
                     for s in redecode(piece[lo:hi])]
         ratio = get_compression_ratio(text)
         return [] if looks_like_loop(ratio) else [dataclasses.replace(seg, text=text, compression_ratio=ratio)]
@@ -478,7 +478,7 @@ def _segment(seg: Any) -> Segment:
     return Segment(seg.start, seg.end, seg.text, seg.avg_logprob, seg.no_speech_prob, seg.compression_ratio, words)
 
 
-def _shifted(seg: Segment, by: float) -> Segment:
+def shifted(seg: Segment, by: float) -> Segment:
     """`seg` (and its words) `by` seconds later: a piece's times on its whole audio's clock."""
     if not by:
         return seg
