@@ -58,7 +58,8 @@ class OpenAIResponder(Responder):
         async for piece in self._stream(request, with_tools):
             yield piece
 
-    async def _stream(self, request: ResponseRequest, with_tools: bool) -> AsyncIterator[ReplyPiece]:
+    async def _stream(self, request: ResponseRequest, with_tools: bool, refused: str = "") -> AsyncIterator[ReplyPiece]:
+        """One request; `refused`: why the same request with tools was refused (this is the retry)."""
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         body = chat_body(request, self.model, self.system_prompt, self.max_history, with_tools)
         url = self.base_url.rstrip("/") + "/chat/completions"
@@ -67,14 +68,20 @@ class OpenAIResponder(Responder):
         folded = ChatStream()
         try:
             async with self._client().stream("POST", url, json=body, headers=headers, timeout=timeout) as resp:
+                retry = ""
                 if resp.status_code != 200:
                     detail = (await resp.aread())[:300].decode(errors="replace")
-                    if with_tools and resp.status_code in _REFUSED:
-                        refused = f"HTTP {resp.status_code}: {detail}"
-                    else:
+                    if not (with_tools and resp.status_code in _REFUSED):
                         raise ResponderError(f"chat endpoint answered HTTP {resp.status_code}: {detail}")
+                    retry = f"HTTP {resp.status_code}: {detail}"
                 else:
-                    refused = ""
+                    if refused:
+                        # Without tools it answers: tools are what it refused. Say so once; no more tools.
+                        self.tools_supported = False
+                        log.info("chat endpoint %s refused a request with tools (%s); going on without tools",
+                                 url, refused)
+                        yield Notice("tools_unsupported", f"the chat endpoint behind this server cannot call "
+                                     f"tools ({refused[:200]}); answering without them")
                     async for line in resp.aiter_lines():
                         if not line.startswith("data:"):
                             continue
@@ -84,13 +91,8 @@ class OpenAIResponder(Responder):
                             break
         except httpx.HTTPError as exc:
             raise ResponderError(f"chat endpoint {url} failed: {type(exc).__name__}: {exc}") from None
-        if refused:
-            # Tools are what it refused (the same request without them is tried once): say so once.
-            self.tools_supported = False
-            log.info("chat endpoint %s refused a request with tools (%s); going on without tools", url, refused)
-            yield Notice("tools_unsupported", f"the chat endpoint behind this server cannot call tools ({refused[:200]}); "
-                         "answering without them")
-            async for piece in self._stream(request, False):
+        if retry:  # the same request without tools, once
+            async for piece in self._stream(request, False, retry):
                 yield piece
             return
         for call in folded.tool_calls():

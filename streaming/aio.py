@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
@@ -46,3 +47,11 @@ async def until(stream: AsyncIterable[T], stop: asyncio.Event) -> AsyncIterator[
             yield nxt.result()
         except StopAsyncIteration:
             return
+
+
+async def aclose_quietly(source: object) -> None:
+    """Close an async generator now (e.g. an LLM stream cut by barge-in releases its connection)."""
+    aclose = getattr(source, "aclose", None)  # a plain async iterator has none
+    if aclose is not None:
+        with contextlib.suppress(Exception):
+            await aclose()

@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 
-from kombain.streaming.aio import either, until
+from kombain.streaming.aio import aclose_quietly, either, until
 from kombain.streaming.conversation_events import (
     ArgumentsDelta,
     ConversationEvent,
@@ -38,22 +38,25 @@ from kombain.streaming.responders import (
     Message,
     Notice,
     Reply,
-    ReplyEnd,
     ReplyPiece,
     Responder,
     ResponderError,
     ResponseRequest,
     Tool,
-    ToolCall,
 )
-from kombain.streaming.response_state import CHARS_PER_TOKEN, Response, heard_ms, timings, usage
+from kombain.streaming.response_state import (
+    Response,
+    heard_ms,
+    status_of,
+    take,
+    timings,
+    usage,
+)
 from kombain.streaming.tts import SpeechStream, VoicePool
 
-__all__ = [
-    "APOLOGY", "ArgumentsDelta", "Conversation", "ConversationEvent", "ItemAdded", "ItemDone", "ResponseAudio",
-    "ResponseFailed", "ResponseFinished", "ResponseNotice", "ResponseOptions", "ResponseStarted", "ResponseText",
-    "TurnTiming",
-]
+__all__ = ["APOLOGY", "ArgumentsDelta", "Conversation", "ConversationEvent", "ItemAdded", "ItemDone",
+           "ResponseAudio", "ResponseFailed", "ResponseFinished", "ResponseNotice", "ResponseOptions",
+           "ResponseStarted", "ResponseText", "TurnTiming"]
 
 log = logging.getLogger("kombain.conversation")
 
@@ -334,36 +337,21 @@ class Conversation:
         except ResponderError as exc:
             resp.error = str(exc)
         finally:
-            await _aclose(resp.source)
+            await aclose_quietly(resp.source)
 
     def _take(self, resp: Response, piece: ReplyPiece) -> str:
         """One piece from the responder: its text (cut at max_output_tokens), or "" once noted."""
-        if isinstance(piece, ToolCall):
-            resp.tool_calls.append(piece)
-        elif isinstance(piece, ReplyEnd):
-            resp.usage = piece.usage or resp.usage
-            resp.incomplete = piece.incomplete or resp.incomplete
-        elif isinstance(piece, Notice):
+        if isinstance(piece, Notice):
             if piece.code not in self._noticed:
                 self._noticed.add(piece.code)
                 self._emit(ResponseNotice(resp.id, piece.code, piece.message))
-        elif isinstance(piece, Reply):
-            if piece.hangup:
-                resp.hangup = True
-            limit = resp.request.max_output_tokens if resp.request is not None else None
-            text = piece.text
-            if limit is not None and resp.text_chars + len(text) > limit * CHARS_PER_TOKEN:
-                text = text[: max(0, limit * CHARS_PER_TOKEN - resp.text_chars)]
-                resp.incomplete = "max_output_tokens"
-            resp.text_chars += len(text)
-            return text
-        return ""
+            return ""
+        return take(resp, piece)
 
     def _open_message(self, resp: Response, kind: str) -> Item:
         """The response's assistant message, made when its first words go out."""
         if resp.message is None:
-            part = Part(kind, text="" if kind == "output_text" else None,
-                        transcript="" if kind == "output_audio" else None)
+            part = Part(kind, text="" if kind == "output_text" else None, transcript="" if kind == "output_audio" else None)
             resp.message = Item(resp.item_id, "message", "assistant", [part], status="in_progress")
             self._output_item(resp, resp.message)
         return resp.message
@@ -408,7 +396,7 @@ class Conversation:
         finally:
             if not stream.closed:
                 stream.end_input()
-            await _aclose(resp.source)  # e.g. an LLM stream cut by barge-in: release its connection now
+            await aclose_quietly(resp.source)
 
     async def _play(self, resp: Response, text: str, pcm: bytes) -> None:
         frame = self.rate * self.frame_ms // 1000 * 2
@@ -472,17 +460,7 @@ class Conversation:
             message.status = "incomplete" if cancelled or resp.incomplete else "completed"
             self._emit(ItemDone(message.copy(), self._previous(resp, message), resp.id,
                                 resp.output.index(message), resp.options.in_conversation))
-        if cancelled:
-            status = "cancelled"
-        elif resp.error and (not resp.chunks or not resp.audio or resp.message is None):
-            status = "failed"
-        elif resp.error:
-            status = "failed"  # the apology was spoken; the response still failed
-        elif resp.incomplete:
-            status = "incomplete"
-        else:
-            status = "completed"
-        reason = resp.cancel_reason or ("error" if resp.error else resp.incomplete)
+        status, reason = status_of(resp)
         self._emit(ResponseFinished(
             resp.id, resp.item_id, status, reason, transcript, resp.sent_ms, heard, timings(resp),
             resp.hangup and not cancelled, tuple(i.copy() for i in resp.output), usage(resp), resp.error,
@@ -501,13 +479,6 @@ class Conversation:
         else:
             self._hold.set()
         self._on_hold(held)
-
-
-async def _aclose(source: object) -> None:
-    aclose = getattr(source, "aclose", None)  # an async generator's; a plain iterator has none
-    if aclose is not None:
-        with contextlib.suppress(Exception):
-            await aclose()
 
 
 async def _once(reply: Reply) -> AsyncIterator[Reply]:

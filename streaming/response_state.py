@@ -11,7 +11,14 @@ from typing import Any
 
 from kombain.streaming.conversation_events import ResponseOptions, TurnTiming
 from kombain.streaming.items import Item
-from kombain.streaming.responders import ReplyPiece, ResponseRequest, ToolCall, Usage
+from kombain.streaming.responders import (
+    Reply,
+    ReplyEnd,
+    ReplyPiece,
+    ResponseRequest,
+    ToolCall,
+    Usage,
+)
 
 # Token estimates where the responder reports none (docs/protocol.md, "Usage"): text at one token
 # per 4 characters; audio as OpenAI counts it, 10 tokens a second in and 20 a second out.
@@ -58,6 +65,25 @@ class Response:
         return "audio" in self.modalities
 
 
+def take(resp: Response, piece: ReplyPiece) -> str:
+    """Note one piece from the responder; returns its text, cut at max_output_tokens."""
+    if isinstance(piece, ToolCall):
+        resp.tool_calls.append(piece)
+    elif isinstance(piece, ReplyEnd):
+        resp.usage = piece.usage or resp.usage
+        resp.incomplete = piece.incomplete or resp.incomplete
+    elif isinstance(piece, Reply):
+        resp.hangup = resp.hangup or piece.hangup
+        limit = resp.request.max_output_tokens if resp.request is not None else None
+        text = piece.text
+        if limit is not None and resp.text_chars + len(text) > limit * CHARS_PER_TOKEN:
+            text = text[: max(0, limit * CHARS_PER_TOKEN - resp.text_chars)]
+            resp.incomplete = "max_output_tokens"
+        resp.text_chars += len(text)
+        return text
+    return ""
+
+
 def heard_ms(resp: Response, now: float) -> int:
     """How much of a response the caller heard. A transport's playback report is the truth as of
     when it came (plus the time since, while audio was still queued); without one, the estimate
@@ -69,6 +95,17 @@ def heard_ms(resp: Response, now: float) -> int:
         return estimate
     pos, at = resp.played
     return min(resp.sent_ms, pos + round((now - at) * 1000), max(pos, estimate))
+
+
+def status_of(resp: Response) -> tuple[str, str | None]:
+    """The response's final status and its reason (a failed reply whose apology was spoken still failed)."""
+    if resp.cancel_reason is not None:
+        return "cancelled", resp.cancel_reason
+    if resp.error:
+        return "failed", "error"
+    if resp.incomplete:
+        return "incomplete", resp.incomplete
+    return "completed", None
 
 
 def timings(resp: Response) -> dict[str, float]:

@@ -15,7 +15,13 @@ from kombain.streaming.responders.base import (
     Usage,
 )
 from kombain.streaming.responders.echo import EchoResponder
-from kombain.streaming.responders.ivr import DTMF_KEYS, IvrScript, ScriptResponder, fill_prompt, spoken_digits
+from kombain.streaming.responders.ivr import (
+    DTMF_KEYS,
+    IvrScript,
+    ScriptResponder,
+    fill_prompt,
+    spoken_digits,
+)
 
 __all__ = [
     "DTMF_KEYS", "EchoResponder", "IvrScript", "Message", "Notice", "Reply", "ReplyEnd", "ReplyPiece", "Responder",

@@ -20,6 +20,7 @@ import numpy as np
 from kombain.server.host import default_turn_detection
 from kombain.server.metrics import Metrics
 from kombain.server.settings import Settings
+from kombain.server.transports.openai_realtime.items import item_json, parse_item, parse_response
 from kombain.server.transports.openai_realtime.protocol import (
     ProtocolError,
     SessionConfig,
@@ -30,7 +31,6 @@ from kombain.server.transports.openai_realtime.protocol import (
     server_event,
     session_object,
 )
-from kombain.server.transports.openai_realtime.items import item_json, parse_item, parse_response
 from kombain.server.transports.openai_realtime.responses import render as render_response
 from kombain.streaming.audio import AudioFormatError, decode
 from kombain.streaming.call import (

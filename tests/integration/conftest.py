@@ -1,0 +1,41 @@
+"""Fixtures shared by the integration tests that need more than the default live server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from fastapi import FastAPI
+
+from tests.conftest import LiveServer, start_server, stop_server
+from tests.integration.chat_standin import chat_server
+
+
+@dataclass
+class AgentServer:
+    """A kombain server whose `openai` responder talks to the scripted chat stand-in (`chat`)."""
+
+    server: LiveServer
+    chat: FastAPI
+
+    @property
+    def ws_url(self) -> str:
+        return self.server.ws_url
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+
+@pytest.fixture(scope="session")
+def agent_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentServer]:
+    """One server with KOMBAIN_RESPONDER=openai for the SDK and agent framework tests."""
+    with chat_server() as (url, app):
+        server = start_server(tmp_path_factory.mktemp("agent-server"), {
+            "KOMBAIN_RESPONDER": "openai", "KOMBAIN_RESPONDER_URL": url, "KOMBAIN_RESPONDER_TIMEOUT_S": "3"})
+        try:
+            yield AgentServer(server, app)
+        finally:
+            stop_server(server)
+    assert "Traceback" not in server.log(), server.log()[-5000:]
