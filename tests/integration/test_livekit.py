@@ -8,12 +8,14 @@ same `recognize()` and `synthesize()`; the room only carries the audio. Only loo
 
 from __future__ import annotations
 
+import asyncio
 import io
 import wave
 
 import httpx
 import pytest
 from livekit import rtc
+from livekit.agents import llm
 from livekit.agents.metrics import TTSMetrics
 from livekit.plugins import openai as lk_openai
 
@@ -57,3 +59,39 @@ async def test_tts_plugin_with_its_defaults_streams_sse(live_server: LiveServer)
                        files={"file": ("tts.wav", buf.getvalue(), "audio/wav")}).json()["text"]
     assert "blue boat" in heard.lower()
     await tts.aclose()
+
+
+async def test_realtime_generate_reply_after_a_typed_message(live_server: LiveServer) -> None:
+    """The plugin's RealtimeModel session, as an AgentSession drives it: the chat context goes in as
+    conversation items, generate_reply() waits for response.created to echo its metadata (it timed
+    out after 10 s), and the reply lands in the session's copy of the history."""
+    model = lk_openai.realtime.RealtimeModel(base_url=live_server.url + "/v1", api_key="unused")
+    session = model.session()
+    errors: list[object] = []
+    session.on("error", errors.append)
+    try:
+        ctx = llm.ChatContext.empty()
+        ctx.add_message(role="user", content="What time does the library open?")
+        await asyncio.wait_for(session.update_chat_ctx(ctx), 10)
+        generation = await asyncio.wait_for(session.generate_reply(instructions="Answer briefly."), 15)
+        assert generation.user_initiated and generation.response_id
+        replies = []
+        async for message in generation.message_stream:
+            text = "".join([t async for t in message.text_stream])
+            frames = [f async for f in message.audio_stream]
+            seconds = sum(f.samples_per_channel / f.sample_rate for f in frames)
+            replies.append((text, seconds))
+        assert len(replies) == 1
+        text, seconds = replies[0]
+        assert "library open" in text.lower() and seconds > 0.5  # the echo responder read the item
+        for _ in range(50):  # conversation.item.done, which fills the history, may come just after
+            history = [(i.role, i.text_content) for i in session.chat_ctx.items if i.type == "message"]
+            if len(history) == 2:
+                break
+            await asyncio.sleep(0.1)
+        assert history[0] == ("user", "What time does the library open?")
+        assert history[-1][0] == "assistant" and "library open" in (history[-1][1] or "").lower()
+        assert not errors, errors
+    finally:
+        await session.aclose()
+        await model.aclose()

@@ -8,23 +8,37 @@ in, frames out). Only loopback is used.
 
 from __future__ import annotations
 
+import asyncio
+import io
 import wave
 
 import httpx
 import pytest
 from pipecat.frames.frames import (
+    EndFrame,
     ErrorFrame,
+    Frame,
     InputAudioRawFrame,
+    LLMFullResponseEndFrame,
+    LLMFullResponseStartFrame,
+    LLMRunFrame,
     TranscriptionFrame,
     TTSAudioRawFrame,
     TTSSpeakFrame,
+    TTSTextFrame,
     VADUserStartedSpeakingFrame,
     VADUserStoppedSpeakingFrame,
 )
-from pipecat.pipeline.worker import PipelineParams
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.processors.aggregators.llm_response_universal import LLMContextAggregatorPair
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.services.openai.realtime.llm import OpenAIRealtimeLLMService
 from pipecat.services.openai.stt import OpenAISTTService
 from pipecat.services.openai.tts import OpenAITTSService
 from pipecat.tests.utils import run_test
+from pipecat.workers.runner import WorkerRunner
 
 from tests.conftest import SPEECH_DIR, LiveServer
 
@@ -80,8 +94,6 @@ async def test_openai_tts_service_with_its_default_model(live_server: LiveServer
 
 
 def _wav(pcm: bytes, rate: int) -> bytes:
-    import io
-
     buf = io.BytesIO()
     with wave.open(buf, "wb") as w:
         w.setnchannels(1)
@@ -89,3 +101,55 @@ def _wav(pcm: bytes, rate: int) -> bytes:
         w.setframerate(rate)
         w.writeframes(pcm)
     return buf.getvalue()
+
+
+class _Sink(FrameProcessor):
+    """Where a transport's output would sit: records what the service sends downstream."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.frames: list[Frame] = []
+        self.response_ended = asyncio.Event()
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if direction == FrameDirection.DOWNSTREAM:
+            self.frames.append(frame)
+            if isinstance(frame, LLMFullResponseEndFrame):
+                self.response_ended.set()
+        await self.push_frame(frame, direction)
+
+
+async def test_realtime_pipeline_with_a_user_message_in_the_initial_context(live_server: LiveServer) -> None:
+    """pipecat's standard OpenAI Realtime pipeline: its setup sends the context's messages as
+    conversation.item.create, then response.create (was refused, and fatal to the pipeline)."""
+    llm = OpenAIRealtimeLLMService(api_key="unused", base_url=live_server.ws_url + "/v1/realtime")
+    context = LLMContext([{"role": "user", "content": "Say hello to the tester."}])
+    user_aggregator, assistant_aggregator = LLMContextAggregatorPair(context)
+    sink = _Sink()
+    worker = PipelineWorker(Pipeline([user_aggregator, llm, sink, assistant_aggregator]),
+                            params=PipelineParams(audio_out_sample_rate=24000))
+    errors: list[Frame] = []
+
+    @worker.event_handler("on_pipeline_error")
+    async def _on_error(_worker: PipelineWorker, frame: Frame) -> None:
+        errors.append(frame)
+
+    async def drive() -> None:
+        await worker.queue_frames([LLMRunFrame()])  # what an app queues when its client connects
+        await asyncio.wait_for(sink.response_ended.wait(), 30)
+        await worker.queue_frame(EndFrame())
+
+    runner = WorkerRunner(handle_sigint=False)
+    await runner.add_workers(worker)
+    await asyncio.wait_for(asyncio.gather(runner.run(), drive()), 60)
+    assert not errors and not [f for f in sink.frames if isinstance(f, ErrorFrame)], errors
+    assert any(isinstance(f, LLMFullResponseStartFrame) for f in sink.frames)
+    spoken = "".join(f.text for f in sink.frames if isinstance(f, TTSTextFrame))
+    assert "say hello to the tester" in spoken.lower()  # the echo responder read the typed item
+    audio = [f for f in sink.frames if isinstance(f, TTSAudioRawFrame)]
+    assert audio and sum(len(f.audio) for f in audio) / 2 / 24000 > 0.5
+    # The assistant aggregator wrote the reply into the app's context after the user message.
+    messages = context.get_messages()
+    assert [m["role"] for m in messages] == ["user", "assistant"]
+    assert "say hello to the tester" in str(messages[1]["content"]).lower()
