@@ -15,7 +15,7 @@ import wave
 import httpx
 import pytest
 from livekit import rtc
-from livekit.agents import llm
+from livekit.agents import Agent, AgentSession, llm
 from livekit.agents.metrics import TTSMetrics
 from livekit.plugins import openai as lk_openai
 
@@ -94,4 +94,19 @@ async def test_realtime_generate_reply_after_a_typed_message(live_server: LiveSe
         assert not errors, errors
     finally:
         await session.aclose()
+        await model.aclose()
+
+
+async def test_agent_session_run_as_livekit_tests_write_it(live_server: LiveServer) -> None:
+    """livekit's own testing API: an AgentSession on the realtime model with no room, one typed
+    turn through session.run() (it waits on response.created's metadata too), checked with expect."""
+    model = lk_openai.realtime.RealtimeModel(base_url=live_server.url + "/v1", api_key="unused")
+    try:
+        async with AgentSession(llm=model) as session:
+            await session.start(Agent(instructions="You are a helpful librarian."))
+            result = await asyncio.wait_for(session.run(user_input="When does the library open?"), 20)
+            reply = result.expect.next_event().is_message(role="assistant")
+            assert "library open" in (reply.event().item.text_content or "").lower()
+            result.expect.no_more_events()
+    finally:
         await model.aclose()
