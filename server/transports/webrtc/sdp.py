@@ -9,6 +9,8 @@ from dataclasses import dataclass
 SUPPORTED_AUDIO_CODECS = ("opus", "PCMU", "PCMA")
 _RTPMAP = re.compile(r"^a=rtpmap:(\d+) ([^/\s]+)/(\d+)", re.MULTILINE)
 _LINE = re.compile(r"^[a-z]=.*$")
+_TOKEN = re.compile(r"^[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]{1,64}$")  # RFC 4566 token: what a=mid may be
+_KINDS = ("audio", "video", "application")
 
 
 class SdpError(ValueError):
@@ -35,8 +37,9 @@ def check_offer(raw: bytes, max_bytes: int) -> tuple[str, OfferInfo]:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise SdpError("the SDP offer is not UTF-8 text") from None
-    lines = [ln.rstrip("\r") for ln in text.strip().splitlines()]
-    if lines[0] != "v=0":
+    # str.splitlines() also splits at U+2028, U+001E...: SDP lines end at CRLF or LF only.
+    lines = [ln.rstrip("\r") for ln in text.strip("\r\n\t ").split("\n")]
+    if not lines or lines[0] != "v=0":
         raise SdpError("malformed SDP: an offer starts with the line 'v=0'")
     bad = next((ln for ln in lines if not _LINE.match(ln)), None)
     if bad is not None:
@@ -61,7 +64,44 @@ def check_offer(raw: bytes, max_bytes: int) -> tuple[str, OfferInfo]:
         raise SdpError(f"no supported audio codec offered (got {', '.join(offered) or 'none'}); "
                        f"offer one of {', '.join(SUPPORTED_AUDIO_CODECS)}", "unsupported_codec")
     has_dc = any(s[0].startswith("m=application ") and "webrtc-datachannel" in s[0] for s in sections)
+    _check_for_aiortc(text)
     return text, OfferInfo(usable, has_dc)
+
+
+def _check_for_aiortc(text: str) -> None:
+    """What aiortc's parser and `setRemoteDescription` take for granted, checked on its own parse:
+    an offer that fails here made aiortc fail half-way through building a connection (a 500)."""
+    from aiortc.sdp import SessionDescription
+
+    try:
+        description = SessionDescription.parse(text)
+    except Exception as exc:  # its parser asserts, indexes and int()s without checking
+        raise SdpError(f"malformed SDP: {type(exc).__name__} {str(exc)[:80]}".rstrip()) from None
+    mids: list[str] = []
+    for i, media in enumerate(description.media):
+        where = f"media section {i} ({media.kind})"
+        if media.kind not in _KINDS:
+            raise SdpError(f"malformed SDP: {where} is not one of {', '.join(_KINDS)}")
+        mid = media.rtp.muxId
+        if not mid or not _TOKEN.match(mid):
+            raise SdpError(f"malformed SDP: {where} needs an a=mid that is a token, not {mid!r}")
+        if mid in mids:
+            raise SdpError(f"malformed SDP: a=mid:{mid} names two media sections")
+        mids.append(mid)
+        if media.dtls is None or not media.dtls.fingerprints:
+            raise SdpError(f"malformed SDP: {where} needs a=fingerprint and a=setup (DTLS)")
+        if not media.ice.usernameFragment or not media.ice.password:
+            raise SdpError(f"malformed SDP: {where} needs a=ice-ufrag and a=ice-pwd")
+        if media.kind != "application" and not media.rtcp_mux:
+            raise SdpError(f"malformed SDP: {where} needs a=rtcp-mux (WebRTC multiplexes RTCP)")
+        if media.kind != "application" and media.direction is None:
+            raise SdpError(f"malformed SDP: {where} needs its direction (a=sendrecv, a=sendonly...)")
+        if media.kind == "application" and media.profile != "DTLS/SCTP" and media.sctp_port is None:
+            raise SdpError(f"malformed SDP: {where} needs a=sctp-port")
+    for group in description.group:
+        unknown = [m for m in group.items if m not in mids]
+        if unknown:
+            raise SdpError(f"malformed SDP: a=group:{group.semantic} names unknown mid {str(unknown[0])[:40]!r}")
 
 
 def _first_media(lines: list[str]) -> int:
