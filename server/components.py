@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import logging
 from pathlib import Path
+from typing import Any
 
+from kombain.server.services import SpeechToText
 from kombain.server.state import AppState
 from kombain.server.transports.spec import Starter, TransportSpec
 
@@ -64,15 +66,11 @@ async def _start_stt(state: AppState, stack: contextlib.AsyncExitStack) -> None:
         raise ValueError(f"KOMBAIN_TURN_DETECTION must be server_vad or semantic_vad, not {s.turn_detection!r}")
     if s.turn_eagerness not in ("low", "medium", "high", "auto"):
         raise ValueError(f"KOMBAIN_TURN_EAGERNESS must be low, medium, high or auto, not {s.turn_eagerness!r}")
-    state.services["ivr_script"] = load_script(s)
+    state.services.ivr_script = load_script(s)
     predictor = await _load_turn_model(state)
     if predictor is not None:
         stack.callback(predictor.close)
-        state.services["turn_model"] = predictor
-    state.services["vad"] = vad_model
-    state.services["sessions"] = state.host  # live calls of every transport, for the lane gate
-    state.services["whisper"] = runtime
-    state.services.setdefault("model_names", []).append(runtime.name)
+    state.services.stt = SpeechToText(whisper=runtime, vad=vad_model, turn_model=predictor)
 
 
 async def _load_turn_model(state: AppState):  # type: ignore[no-untyped-def]
@@ -106,17 +104,21 @@ async def _start_tts(state: AppState, stack: contextlib.AsyncExitStack) -> None:
         on_queue_depth=m.tts_queue_depth.set,
     )
     stack.push_async_callback(asyncio.to_thread, pool.close)
-    state.services["tts"] = pool
-    state.services.setdefault("model_names", []).append(f"piper:{pool.default_voice}")
+    state.services.tts = pool
 
 async def _start_lane(state: AppState, stack: contextlib.AsyncExitStack) -> None:
     # The lane module imports no torch: generation runs in worker subprocesses.
+    from kombain.server.lane.gate import measure_pressure
     from kombain.server.lane.service import LaneService
 
-    lane = await asyncio.to_thread(LaneService, state.settings, state.metrics, state.services)
+    def voice_pressure(now: float) -> dict[str, Any]:
+        stt = state.services.stt
+        return measure_pressure((stt.whisper if stt else None, state.services.tts), state.host, now)
+
+    lane = await asyncio.to_thread(LaneService, state.settings, state.metrics, voice_pressure)
     await lane.start()
     stack.push_async_callback(lane.aclose)
-    state.services["lane"] = lane
+    state.services.lane = lane
 
 
 # Order matters: voice first (the models, then the transports), so a node can serve calls before

@@ -28,11 +28,10 @@ async def readyz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "loading"}, status_code=503, headers={"Retry-After": "2"})
     if st.draining:
         return JSONResponse({"status": "draining"}, status_code=503, headers={"Retry-After": "5"})
-    sessions = st.services.get("sessions")
-    if sessions is not None and sessions.full:
-        return JSONResponse({"status": "full", "sessions": sessions.count}, status_code=503,
+    if st.host.full:
+        return JSONResponse({"status": "full", "sessions": st.host.count}, status_code=503,
                             headers={"Retry-After": "5"})
-    return JSONResponse({"status": "ready", "models": sorted(st.services.get("model_names", []))})
+    return JSONResponse({"status": "ready", "models": sorted(st.services.model_names)})
 
 
 @router.get("/metrics", dependencies=[Depends(require_metrics)], response_class=PlainTextResponse,

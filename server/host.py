@@ -23,6 +23,7 @@ from typing import Any
 
 from kombain.server.metrics import Metrics
 from kombain.server.responders import build_responder
+from kombain.server.services import Services
 from kombain.server.settings import Settings
 from kombain.streaming.call import AudioOutput, Call, CallConfig, CallEvent, CallHooks
 from kombain.streaming.endpointer import TurnDetection
@@ -55,7 +56,7 @@ class LiveCall:
 class CallHost:
     """Live calls on this node, whatever their transport."""
 
-    def __init__(self, settings: Settings, metrics: Metrics, services: dict[str, object]) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics, services: Services) -> None:
         self.settings, self.metrics, self._services = settings, metrics, services
         self._calls: dict[str, LiveCall] = {}
         self.draining = False
@@ -99,6 +100,9 @@ class CallHost:
         if not self.ready:
             self._refused(transport, "not_ready")
             raise CallRefused("the server is not ready (loading models); retry shortly", "server_not_ready", 2)
+        if self._services.stt is None:  # KOMBAIN_COMPONENTS_DISABLED=speech-to-text
+            self._refused(transport, "not_ready")
+            raise CallRefused("speech recognition is not running on this node", "server_not_ready", 5)
         if self.full:
             self._refused(transport, "full")
             raise CallRefused(f"server is at its session limit ({self.limit}); retry later", "server_full", 5)
@@ -138,9 +142,11 @@ class CallHost:
     def _build(self, transport: str, config: CallConfig, emit: Callable[[CallEvent], None],
                output: AudioOutput | None, responder: Responder | None, call_id: str | None) -> Call:
         s, m, services = self.settings, self.metrics, self._services
-        tts = services.get("tts") if config.conversation else None
+        stt = services.stt
+        assert stt is not None, "admit() refuses calls without speech recognition"
+        tts = services.tts if config.conversation else None
         if tts is not None and responder is None:
-            responder = build_responder(s, services.get("ivr_script"))  # type: ignore[arg-type]
+            responder = build_responder(s, services.ivr_script)
         if tts is None:
             config = replace(config, conversation=False)
         hooks = CallHooks(
@@ -156,15 +162,15 @@ class CallHost:
             partial_late=m.stt_partials_late.inc,
             audio_in=m.audio_in_seconds.labels(transport).inc,
         )
-        stt = SttConfig(partial_interval_ms=s.stt_partial_interval_ms,
-                        idle_partial_interval_ms=s.stt_idle_partial_interval_ms, beam_size=s.stt_beam_size,
-                        window_pad=s.stt_window_pad, min_window=s.stt_min_window, max_turn_s=s.max_turn_seconds,
-                        language=s.stt_language or None)
-        return Call(services["whisper"], services["vad"], config, emit, stt=stt, output=output,  # type: ignore[arg-type]
-                    tts=tts, responder=responder, hooks=hooks, lead_s=s.response_lead_ms / 1000,  # type: ignore[arg-type]
+        stt_config = SttConfig(partial_interval_ms=s.stt_partial_interval_ms,
+                               idle_partial_interval_ms=s.stt_idle_partial_interval_ms, beam_size=s.stt_beam_size,
+                               window_pad=s.stt_window_pad, min_window=s.stt_min_window,
+                               max_turn_s=s.max_turn_seconds, language=s.stt_language or None)
+        return Call(stt.whisper, stt.vad, config, emit, stt=stt_config, output=output,
+                    tts=tts, responder=responder, hooks=hooks, lead_s=s.response_lead_ms / 1000,
                     frame_ms=s.response_frame_ms, call_id=call_id,
                     ingest=IngestPacer(s.max_audio_speed, s.max_audio_burst_s) if s.max_audio_speed > 0 else None,
-                    turn_predictor=services.get("turn_model"))  # type: ignore[arg-type]
+                    turn_predictor=stt.turn_model)
 
     def _refused(self, transport: str, reason: str) -> None:
         self.metrics.sessions_rejected.labels(transport, reason).inc()

@@ -19,9 +19,9 @@ router = APIRouter(dependencies=[Depends(require_api_key)], tags=["models"], res
 
 def _entries(request: Request) -> list[dict[str, Any]]:
     services = request.app.state.kombain.services
-    whisper, pool = services.get("whisper"), services.get("tts")
+    stt, pool = services.stt, services.tts
     return model_aliases.entries(
-        whisper.name if whisper is not None else None,
+        stt.whisper.name if stt is not None else None,
         [v.id for v in pool.voices()] if pool is not None else None,
         int(time.time()),
     )

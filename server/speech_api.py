@@ -64,7 +64,7 @@ class SpeechRequest(BaseModel):
 
 
 def _pool(request: Request) -> VoicePool:
-    pool = request.app.state.kombain.services.get("tts")
+    pool = request.app.state.kombain.services.tts
     if pool is None:
         raise ApiError(503, "speech synthesis is still loading; try again shortly", "model_not_ready", type_="server_error")
     return pool

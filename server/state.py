@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any
 
 from kombain.server.auth import Authenticator
 from kombain.server.host import CallHost
 from kombain.server.metrics import Metrics
 from kombain.server.peers import PeerAllowList
 from kombain.server.quotas import Quotas
+from kombain.server.services import Services
 from kombain.server.settings import Settings
 
 
@@ -20,8 +20,8 @@ class AppState:
 
     settings: Settings
     metrics: Metrics
-    # Filled in by the lifespan as each component comes up; handlers check `ready`.
-    services: dict[str, Any] = field(default_factory=dict)
+    # Published by the lifespan as each component comes up; handlers check `ready` or for None.
+    services: Services = field(default_factory=Services)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     load_error: str | None = None
     host: CallHost = field(init=False)

@@ -16,6 +16,7 @@ from kombain.server import model_aliases
 from kombain.server.auth import require
 from kombain.server.errors import ApiError
 from kombain.server.openapi import AUTH_ERRORS, errors, request_body
+from kombain.server.services import SpeechToText
 from kombain.server.transcript_render import FORMATS, GRANULARITIES, render
 from kombain.streaming.decode_file import BadAudioFile, decode_audio_file
 from kombain.streaming.speech_regions import refine_word_times
@@ -34,7 +35,11 @@ def _runtime(request: Request) -> WhisperRuntime:
     if not st.ready.is_set():
         raise ApiError(503, "the server is still loading models; retry shortly", "server_not_ready",
                        headers={"Retry-After": "2"})
-    return st.services["whisper"]  # type: ignore[no-any-return]
+    stt: SpeechToText | None = st.services.stt
+    if stt is None:
+        raise ApiError(503, "speech recognition is not running on this node", "server_not_ready",
+                       headers={"Retry-After": "5"})
+    return stt.whisper
 
 
 @router.post("/v1/audio/transcriptions", response_model=None, responses={
@@ -94,8 +99,8 @@ async def transcribe(request: Request) -> Response:
         result = await runtime.transcribe(audio, "offline", options)
     except RuntimeBusy as exc:
         raise ApiError(503, str(exc), "server_busy", headers={"Retry-After": "1"}) from None
-    if options.word_timestamps and "vad" in st.services:
-        segments = await asyncio.to_thread(refine_word_times, st.services["vad"], audio, result.segments)
+    if options.word_timestamps:
+        segments = await asyncio.to_thread(refine_word_times, st.services.stt.vad, audio, result.segments)
         result = dataclasses.replace(result, segments=segments)
     st.metrics.transcriptions_total.labels("ok").inc()
     return render(result, fmt, granularities)

@@ -64,11 +64,11 @@ router = APIRouter(tags=["lane"], dependencies=[Depends(require("lane"))], respo
 
 
 def _lane(request: Request) -> LaneService:
-    lane = request.app.state.kombain.services.get("lane")
+    lane: LaneService | None = request.app.state.kombain.services.lane
     if lane is None:
         raise LaneError(503, "the image/video lane is not running on this server (yet)",
                         "lane_unavailable", type_="server_error")
-    return lane  # type: ignore[no-any-return]
+    return lane
 
 
 async def _body(request: Request) -> dict[str, Any]:

@@ -5,25 +5,31 @@ Pure decisions here; the worker supplies the reads, the clock and the sleep.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 # A pressure record older than this is ignored: a dead server must not stop the workers.
 STALE_S = 3.0
 
 
-def measure_pressure(services: dict[str, Any], now: float) -> dict[str, Any]:
-    """What the server publishes: voice work queued or running (speech recognition, synthesis,
-    sessions in a turn or a reply), and live sessions."""
-    whisper, tts, sessions = services.get("whisper"), services.get("tts"), services.get("sessions")
-    pending = sum(int(getattr(s, "pending", 0) or 0) for s in (whisper, tts))
-    pending += int(getattr(sessions, "busy", 0) or 0)
-    return {
-        "pending": pending,
-        "sessions": int(getattr(sessions, "count", 0) or 0),
-        "ts": now,
-    }
+class _Queued(Protocol):
+    @property
+    def pending(self) -> int: ...
+
+
+class _Calls(Protocol):
+    @property
+    def busy(self) -> int: ...
+    @property
+    def count(self) -> int: ...
+
+
+def measure_pressure(models: Iterable[_Queued | None], calls: _Calls, now: float) -> dict[str, Any]:
+    """What the server publishes: voice work queued or running (speech recognition and synthesis,
+    None where not loaded; calls in a turn or a reply), and live calls."""
+    pending = sum(m.pending for m in models if m is not None) + calls.busy
+    return {"pending": pending, "sessions": calls.count, "ts": now}
 
 
 @dataclass(frozen=True, slots=True)

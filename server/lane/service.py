@@ -16,7 +16,6 @@ from dataclasses import dataclass, fields
 from typing import Any, TypeVar
 
 from kombain.server.lane.backends import open_queue
-from kombain.server.lane.gate import measure_pressure
 from kombain.server.lane.jobs import LaneError, Limits
 from kombain.server.lane.queue import JobQueue
 from kombain.server.lane.worker import queue_config
@@ -35,10 +34,11 @@ class _WorkerProc:
 
 
 class LaneService:
-    """Owns the lane for one server process; handlers reach it as `services["lane"]`."""
+    """Owns the lane for one server process; handlers reach it as `services.lane`. `pressure(now)`
+    measures voice load, which it publishes for the workers' gate (gate.measure_pressure)."""
 
-    def __init__(self, settings: Settings, metrics: Metrics, services: dict[str, Any]) -> None:
-        self.settings, self.metrics, self.services = settings, metrics, services
+    def __init__(self, settings: Settings, metrics: Metrics, pressure: Callable[[float], dict[str, Any]]) -> None:
+        self.settings, self.metrics, self._pressure = settings, metrics, pressure
         self.queue: JobQueue = open_queue(settings.queue, queue_config(settings))
         self.limits = Limits(
             max_size=settings.lane_max_size, max_images=settings.lane_max_images,
@@ -129,7 +129,7 @@ class LaneService:
         errors: tuple[type[BaseException], ...] = (OSError, *self.queue.transient_errors)
         while True:
             now = time.time()
-            p = measure_pressure(self.services, now)
+            p = self._pressure(now)
             key = (p["pending"], p["sessions"])
             # On change at once; otherwise a refresh well inside the workers' staleness window.
             if key != last or now - last_sent > 1.0:

@@ -111,16 +111,17 @@ def test_job_roundtrip_and_views() -> None:
     assert job.public()["progress"] == 50
 
 
-def test_measure_pressure_treats_missing_as_zero() -> None:
+def test_measure_pressure_counts_queued_work_and_busy_calls() -> None:
     class W:
         pending = 3
 
-    class S:
-        count = 2
+    class Calls:
+        def __init__(self, busy: int, count: int) -> None:
+            self.busy, self.count = busy, count
 
-    assert measure_pressure({}, 1.0) == {"pending": 0, "sessions": 0, "ts": 1.0}
-    assert measure_pressure({"whisper": W(), "sessions": S()}, 2.0) == {"pending": 3, "sessions": 2, "ts": 2.0}
-    assert measure_pressure({"whisper": object()}, 2.0)["pending"] == 0
+    assert measure_pressure((None, None), Calls(0, 0), 1.0) == {"pending": 0, "sessions": 0, "ts": 1.0}
+    assert measure_pressure((W(), None), Calls(0, 2), 2.0) == {"pending": 3, "sessions": 2, "ts": 2.0}
+    assert measure_pressure((W(), W()), Calls(1, 2), 2.0)["pending"] == 7
 
 
 def test_voice_busy() -> None:

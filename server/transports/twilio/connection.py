@@ -175,7 +175,7 @@ async def _stream(ws: WebSocket, state: Any, settings: Settings) -> None:
         return
     log.info("stream %s of Twilio call %s started", start.stream_sid, start.call_sid)
     host: CallHost = state.host
-    config, responder = apply_options(settings, state.services.get("ivr_script"), host.default_config(),
+    config, responder = apply_options(settings, state.services.ivr_script, host.default_config(),
                                       start.custom_parameters, log)
     port = TwilioOutput(proto, link)
 

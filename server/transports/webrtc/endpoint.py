@@ -147,7 +147,7 @@ async def _open_call(state: Any, principal: Principal) -> Callable[[], None]:
 
 async def _answer(request: Request, state: Any, settings: Settings, host: CallHost, principal: Principal,
                   release: Callable[[], None]) -> Response:
-    manager: CallManager | None = state.services.get("webrtc")
+    manager: CallManager | None = state.services.transports.get("webrtc", CallManager)
     if manager is None:
         raise ApiError(503, "WebRTC is not available on this node (still loading, or disabled)",
                        "server_not_ready", headers={"Retry-After": "2"})
@@ -186,7 +186,7 @@ async def _answer(request: Request, state: Any, settings: Settings, host: CallHo
                 responses=errors(*AUTH_ERRORS, 404))
 async def hang_up(call_id: str, request: Request) -> Response:
     """End a call; returns once its resources are released (at most a few seconds)."""
-    manager: CallManager | None = request.app.state.kombain.services.get("webrtc")
+    manager: CallManager | None = request.app.state.kombain.services.transports.get("webrtc", CallManager)
     call = manager.get(call_id) if manager is not None else None
     if call is None:
         raise ApiError(404, f"no call {call_id!r} (already ended, or never existed)", "not_found", "call_id")
@@ -200,7 +200,7 @@ async def hang_up(call_id: str, request: Request) -> Response:
 @router.get("/v1/realtime/calls/config", dependencies=[Depends(_voice)], responses=errors(*AUTH_ERRORS))
 async def call_config(request: Request) -> JSONResponse:
     """What the browser page needs to place a call: the ICE servers to use."""
-    manager: CallManager | None = request.app.state.kombain.services.get("webrtc")
+    manager: CallManager | None = request.app.state.kombain.services.transports.get("webrtc", CallManager)
     servers = ice_servers_json(manager.ice_servers) if manager is not None else []
     return JSONResponse({"ice_servers": servers, "data_channel": "oai-events"})
 
@@ -211,4 +211,4 @@ async def start(state: Any, stack: contextlib.AsyncExitStack) -> None:
     stack.enter_context(restrict_host_addresses(parse_hosts(state.settings.webrtc_hosts)))
     manager = CallManager(state.settings, state.metrics)
     stack.push_async_callback(manager.aclose)
-    state.services["webrtc"] = manager
+    state.services.transports.put("webrtc", manager)
