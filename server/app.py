@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from kombain.server import components
 from kombain.server.body_limit import FORM_OVERHEAD, BodyLimit
 from kombain.server.metrics import Metrics
+from kombain.server.origin import OriginCheck, parse_allowed, public_origin
 from kombain.server.settings import Settings
 from kombain.server.state import AppState
 
@@ -69,4 +70,6 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
     openapi.install(app)
     # Every HTTP body is counted as it arrives: a chunked upload is refused at the limit, not read whole.
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes + FORM_OVERHEAD)
+    # Outermost: a page of another origin gets its 403 before anything reads its request.
+    app.add_middleware(OriginCheck, allowed=parse_allowed(settings.allowed_origins) | public_origin(settings.public_url))
     return app

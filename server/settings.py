@@ -110,6 +110,9 @@ class Settings:
     webrtc_connect_timeout_s: float = 15.0  # ICE + DTLS must complete within this, or the call is closed
     webrtc_peer_timeout_s: float = 5.0  # a connected peer silent this long (no media) has gone; end the call
     webrtc_max_offer_bytes: int = 64 * 1024  # largest SDP offer accepted
+    # Browser pages of other origins allowed to open WebSockets and post WebRTC offers (server/origin.py):
+    # comma-separated origins (https://app.example.com) or "*"; same origin and no-Origin clients always
+    allowed_origins: str = ""
     webrtc_send_buffer_ms: int = 2000  # reply audio the outgoing track may hold (oldest dropped past it)
     # Shutdown: live calls get this long to finish after SIGTERM/SIGINT, then are told and closed
     drain_seconds: float = 30.0
