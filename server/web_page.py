@@ -1,4 +1,5 @@
-"""The browser call page: `/` serves clients/web/index.html, `/web/*` its scripts and styles."""
+"""The browser call page: `/` serves clients/web/index.html, `/web/*` its scripts and styles,
+`/favicon.ico` its icon (an SVG) for the browsers and pages that ask there."""
 
 from __future__ import annotations
 
@@ -17,5 +18,10 @@ def install(app: FastAPI) -> None:
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
         return FileResponse(WEB_DIR / "index.html", media_type="text/html", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> FileResponse:
+        return FileResponse(WEB_DIR / "favicon.svg", media_type="image/svg+xml",
+                            headers={"Cache-Control": "max-age=86400"})
 
     app.mount("/web", StaticFiles(directory=WEB_DIR), name="web")

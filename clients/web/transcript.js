@@ -1,30 +1,33 @@
 // Renders data channel events as a conversation: the caller's partial and final transcripts,
-// and the bot's replies as text. Pure DOM, no network.
+// typed messages, the bot's replies as text, and each reply's timings. Pure DOM, no network.
 
 export class Transcript {
-  constructor(list) {
+  constructor(list, hint) {
     this.list = list;
+    this.hint = hint; // shown while the conversation is empty
     this.items = new Map(); // item or response id -> <li>
   }
 
   clear() {
     this.list.replaceChildren();
     this.items.clear();
+    this.hint.hidden = false;
   }
 
-  entry(id, who) {
+  entry(id, who, label) {
     let li = this.items.get(id);
     if (!li) {
       li = document.createElement("li");
       li.className = who;
-      const label = document.createElement("span");
-      label.className = "who";
-      label.textContent = who === "user" ? "You" : "Bot";
+      const name = document.createElement("span");
+      name.className = "who";
+      name.textContent = label ?? (who === "user" ? "You" : "Bot");
       const text = document.createElement("span");
       text.className = "text";
-      li.append(label, text);
+      li.append(name, text);
       this.list.append(li);
       this.items.set(id, li);
+      this.hint.hidden = true;
       li.scrollIntoView({ block: "end" });
     }
     return li;
@@ -40,6 +43,24 @@ export class Transcript {
     const li = this.entry(id, who);
     li.querySelector(".text").textContent += delta;
     li.classList.add("partial");
+  }
+
+  typed(id, text) {
+    this.entry(id, "user", "You (typed)").querySelector(".text").textContent = text;
+  }
+
+  // A line of timings under a reply (created empty if the reply has no text yet).
+  timing(responseId, text, title = "") {
+    const li = this.entry(responseId, "bot");
+    let line = li.querySelector(".timing");
+    if (!line) {
+      line = document.createElement("span");
+      line.className = "timing";
+      line.dataset.testid = "timing";
+      li.append(line);
+    }
+    line.textContent = text;
+    line.title = title;
   }
 
   // Returns true when the event was a transcript event.

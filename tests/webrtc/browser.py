@@ -39,8 +39,10 @@ class Browser:
         self._ids = itertools.count(1)
 
     @classmethod
-    async def launch(cls, binary: str, profile: Path, audio_wav: Path, log: Path) -> Browser:
-        args = [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
+    async def launch(cls, binary: str, profile: Path, audio_wav: Path | str, log: Path,
+                     flags: list[str] | None = None) -> Browser:
+        """`audio_wav` is the fake microphone (`FILE%noloop` plays it once); `flags` replace CHROMIUM_FLAGS."""
+        args = [binary, *(CHROMIUM_FLAGS if flags is None else flags), f"--user-data-dir={profile}",
                 f"--use-file-for-fake-audio-capture={audio_wav}", "about:blank"]
         with open(log, "wb") as out:
             proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=out)

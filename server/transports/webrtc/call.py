@@ -15,7 +15,7 @@ import contextlib
 import json
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import av
 from aiortc import (
@@ -42,6 +42,9 @@ from kombain.server.transports.openai_realtime.session import RealtimeSession
 from kombain.server.transports.webrtc.media import ReplyAudioTrack, frame_to_mono
 from kombain.server.transports.webrtc.sdp import SdpError
 
+if TYPE_CHECKING:
+    from kombain.streaming.responders import Responder
+
 log = logging.getLogger("kombain.webrtc")
 
 DATA_CHANNEL_LABEL = "oai-events"  # what OpenAI's WebRTC clients open
@@ -54,8 +57,9 @@ class WebRTCCall:
     """Create, `answer(offer)`, then `run()` for the call's life; `end(reason)` from anywhere."""
 
     def __init__(self, settings: Settings, metrics: Metrics, ice_servers: list[RTCIceServer],
-                 *, kind: str = "realtime", events: bool = True) -> None:
+                 *, kind: str = "realtime", events: bool = True, responder: Responder | None = None) -> None:
         self.id = new_id("rtc")
+        self._responder = responder  # None: the node's default (KOMBAIN_RESPONDER)
         self.settings, self.metrics = settings, metrics
         self.created_at = time.monotonic()
         self.connected_at: float | None = None
@@ -234,7 +238,8 @@ class WebRTCCall:
         try:
             config = self.session.call_config(host.default_config())
             async with host.open_call("webrtc", config, self.session.on_call_event, output=self.track,
-                                      end=self._on_hangup, call_id=self.session.id) as call:
+                                      end=self._on_hangup, call_id=self.session.id,
+                                      responder=self._responder) as call:
                 self.session.attach(call)
                 self.track.on_played = call.playback
                 self.session.start()

@@ -1,8 +1,10 @@
 """`POST /v1/realtime/calls`: WebRTC calls, SDP offer in, SDP answer out (OpenAI's shape).
 
 The body is the offer (`Content-Type: application/sdp`) or OpenAI's multipart form with `sdp`
-and an optional `session` (a session.update payload, as JSON). The answer comes back with 201,
-`Content-Type: application/sdp` and `Location: /v1/realtime/calls/{id}`; `DELETE` there hangs up.
+and an optional `session` (a session.update payload, as JSON); `?responder=echo|script|openai`
+(extension) picks the call's responder among those this node can run (the config lists them).
+The answer comes back with 201, `Content-Type: application/sdp` and
+`Location: /v1/realtime/calls/{id}`; `DELETE` there hangs up.
 Calls run as tasks owned by `CallManager`, which ends them all when the app shuts down.
 """
 
@@ -14,7 +16,7 @@ import logging
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from kombain.server import strict_json
@@ -24,6 +26,7 @@ from kombain.server.host import CallHost, CallRefused
 from kombain.server.metrics import Metrics
 from kombain.server.openapi import AUTH_ERRORS, errors, request_body
 from kombain.server.quotas import OverLimit
+from kombain.server.responders import KINDS, build_responder
 from kombain.server.settings import Settings
 from kombain.server.transports.openai_realtime.protocol import (
     ProtocolError,
@@ -120,18 +123,25 @@ _voice = require("voice", realtime=True)  # a client secret from /v1/realtime/cl
                  "application/sdp": {"type": "string", "description": "The SDP offer"},
                  "multipart/form-data": {"type": "object", "required": ["sdp"], "properties": {
                      "sdp": {"type": "string"}, "session": {"type": "string", "description": "JSON session"}}}}))
-async def create_call(request: Request, principal: Annotated[Principal, Depends(_voice)]) -> Response:
+async def create_call(request: Request, principal: Annotated[Principal, Depends(_voice)],
+                      responder: Annotated[str | None, Query(
+                          description="the call's responder (extension): echo, script or openai, "
+                                      "where this node can run it; default KOMBAIN_RESPONDER")] = None,
+                      ) -> Response:
     """Answer a WebRTC offer; the call runs until either side hangs up."""
     state = request.app.state.kombain
     settings: Settings = state.settings
     host: CallHost = state.host
+    if responder is not None and responder not in available_responders(state):
+        raise ApiError(400, f"responder {responder[:40]!r} is not available on this node; "
+                            f"use one of {', '.join(available_responders(state))}", "invalid_value", "responder")
     try:
         host.admit("webrtc")
     except CallRefused as exc:
         raise ApiError(503, str(exc), exc.code, headers={"Retry-After": str(exc.retry_after_s)}) from None
     release = await _open_call(state, principal)
     try:
-        return await _answer(request, state, settings, host, principal, release)
+        return await _answer(request, state, settings, host, principal, release, responder)
     except BaseException:
         release()
         raise
@@ -145,8 +155,17 @@ async def _open_call(state: Any, principal: Principal) -> Callable[[], None]:
                        headers={"Retry-After": str(exc.retry_after_s)}) from None
 
 
+def available_responders(state: Any) -> list[str]:
+    """The responders a call may ask for here: echo always, the IVR when a script is loaded, the LLM
+    when KOMBAIN_RESPONDER_URL is set (the node's own default always)."""
+    s: Settings = state.settings
+    script = state.services.ivr_script
+    return [k for k in KINDS if k == s.responder or k == "echo" or (k == "script" and script is not None)
+            or (k == "openai" and s.responder_url)]
+
+
 async def _answer(request: Request, state: Any, settings: Settings, host: CallHost, principal: Principal,
-                  release: Callable[[], None]) -> Response:
+                  release: Callable[[], None], responder: str | None = None) -> Response:
     manager: CallManager | None = state.services.transports.get("webrtc", CallManager)
     if manager is None:
         raise ApiError(503, "WebRTC is not available on this node (still loading, or disabled)",
@@ -163,7 +182,10 @@ async def _answer(request: Request, state: Any, settings: Settings, host: CallHo
 
     preset = principal.session or {}  # a client secret's session, under the offer's own
     kind = "transcription" if (session_cfg or preset).get("type") == "transcription" else "realtime"
-    call = WebRTCCall(settings, state.metrics, manager.ice_servers, kind=kind, events=info.has_data_channel)
+    chosen = (build_responder(settings.replace(responder=responder), state.services.ivr_script)
+              if responder is not None and kind == "realtime" else None)
+    call = WebRTCCall(settings, state.metrics, manager.ice_servers, kind=kind, events=info.has_data_channel,
+                      responder=chosen)
     try:
         if preset:
             with contextlib.suppress(ProtocolError):
@@ -199,10 +221,13 @@ async def hang_up(call_id: str, request: Request) -> Response:
 
 @router.get("/v1/realtime/calls/config", dependencies=[Depends(_voice)], responses=errors(*AUTH_ERRORS))
 async def call_config(request: Request) -> JSONResponse:
-    """What the browser page needs to place a call: the ICE servers to use."""
-    manager: CallManager | None = request.app.state.kombain.services.transports.get("webrtc", CallManager)
+    """What the browser page needs to place a call: the ICE servers to use, the data channel's label,
+    the responders a call may ask for (`?responder=`) and the node's default."""
+    state = request.app.state.kombain
+    manager: CallManager | None = state.services.transports.get("webrtc", CallManager)
     servers = ice_servers_json(manager.ice_servers) if manager is not None else []
-    return JSONResponse({"ice_servers": servers, "data_channel": "oai-events"})
+    return JSONResponse({"ice_servers": servers, "data_channel": "oai-events",
+                         "responders": available_responders(state), "responder": state.settings.responder})
 
 
 async def start(state: Any, stack: contextlib.AsyncExitStack) -> None:
