@@ -15,11 +15,12 @@ import wave
 import httpx
 import pytest
 from livekit import rtc
-from livekit.agents import Agent, AgentSession, llm
+from livekit.agents import Agent, AgentSession, function_tool, llm
 from livekit.agents.metrics import TTSMetrics
 from livekit.plugins import openai as lk_openai
 
 from tests.conftest import SPEECH_DIR, LiveServer
+from tests.integration.conftest import AgentServer
 
 pytestmark = pytest.mark.asyncio
 
@@ -110,3 +111,29 @@ async def test_agent_session_run_as_livekit_tests_write_it(live_server: LiveServ
             result.expect.no_more_events()
     finally:
         await model.aclose()
+
+
+async def test_agent_session_runs_a_function_tool(agent_server: AgentServer) -> None:
+    """A @function_tool on the agent: the LLM responder's call reaches it, livekit sends the output
+    back and the answer is built from it; the run shows call, output, message, nothing else."""
+    asked: list[str] = []
+
+    @function_tool
+    async def get_weather(city: str) -> str:
+        """The weather now in a city."""
+        asked.append(city)
+        return f"sunny in {city}"
+
+    model = lk_openai.realtime.RealtimeModel(base_url=agent_server.url + "/v1", api_key="unused")
+    try:
+        async with AgentSession(llm=model) as session:
+            await session.start(Agent(instructions="Answer briefly.", tools=[get_weather]))
+            result = await asyncio.wait_for(session.run(user_input="What is the weather in Oslo?"), 30)
+            result.expect.next_event().is_function_call(name="get_weather", arguments={"city": "Oslo"})
+            result.expect.next_event().is_function_call_output(output="sunny in Oslo")
+            reply = result.expect.next_event().is_message(role="assistant")
+            assert "sunny in oslo" in (reply.event().item.text_content or "").lower()
+            result.expect.no_more_events()
+    finally:
+        await model.aclose()
+    assert asked == ["Oslo"]

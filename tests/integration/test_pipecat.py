@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import wave
 
 import httpx
 import pytest
+from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
+from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
 from pipecat.frames.frames import (
     EndFrame,
     ErrorFrame,
@@ -34,6 +37,7 @@ from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.aggregators.llm_response_universal import LLMContextAggregatorPair
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.services.llm_service import FunctionCallParams
 from pipecat.services.openai.realtime.llm import OpenAIRealtimeLLMService
 from pipecat.services.openai.stt import OpenAISTTService
 from pipecat.services.openai.tts import OpenAITTSService
@@ -41,6 +45,7 @@ from pipecat.tests.utils import run_test
 from pipecat.workers.runner import WorkerRunner
 
 from tests.conftest import SPEECH_DIR, LiveServer
+from tests.integration.conftest import AgentServer
 
 pytestmark = pytest.mark.asyncio
 
@@ -106,27 +111,28 @@ def _wav(pcm: bytes, rate: int) -> bytes:
 class _Sink(FrameProcessor):
     """Where a transport's output would sit: records what the service sends downstream."""
 
-    def __init__(self) -> None:
+    def __init__(self, responses: int) -> None:
         super().__init__()
         self.frames: list[Frame] = []
-        self.response_ended = asyncio.Event()
+        self._responses = responses
+        self.responses_ended = asyncio.Event()
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
         if direction == FrameDirection.DOWNSTREAM:
             self.frames.append(frame)
-            if isinstance(frame, LLMFullResponseEndFrame):
-                self.response_ended.set()
+            ends = sum(isinstance(f, LLMFullResponseEndFrame) for f in self.frames)
+            if ends >= self._responses:
+                self.responses_ended.set()
         await self.push_frame(frame, direction)
 
 
-async def test_realtime_pipeline_with_a_user_message_in_the_initial_context(live_server: LiveServer) -> None:
-    """pipecat's standard OpenAI Realtime pipeline: its setup sends the context's messages as
-    conversation.item.create, then response.create (was refused, and fatal to the pipeline)."""
-    llm = OpenAIRealtimeLLMService(api_key="unused", base_url=live_server.ws_url + "/v1/realtime")
-    context = LLMContext([{"role": "user", "content": "Say hello to the tester."}])
+async def _run_realtime(llm: OpenAIRealtimeLLMService, context: LLMContext, responses: int = 1) -> _Sink:
+    """The standard realtime pipeline (user aggregator, the service, the output, the assistant
+    aggregator) with LLMRunFrame queued, as an app does when its client connects; it ends after
+    `responses` responses. Any error frame fails the test."""
     user_aggregator, assistant_aggregator = LLMContextAggregatorPair(context)
-    sink = _Sink()
+    sink = _Sink(responses)
     worker = PipelineWorker(Pipeline([user_aggregator, llm, sink, assistant_aggregator]),
                             params=PipelineParams(audio_out_sample_rate=24000))
     errors: list[Frame] = []
@@ -136,14 +142,23 @@ async def test_realtime_pipeline_with_a_user_message_in_the_initial_context(live
         errors.append(frame)
 
     async def drive() -> None:
-        await worker.queue_frames([LLMRunFrame()])  # what an app queues when its client connects
-        await asyncio.wait_for(sink.response_ended.wait(), 30)
+        await worker.queue_frames([LLMRunFrame()])
+        await asyncio.wait_for(sink.responses_ended.wait(), 30)
         await worker.queue_frame(EndFrame())
 
     runner = WorkerRunner(handle_sigint=False)
     await runner.add_workers(worker)
     await asyncio.wait_for(asyncio.gather(runner.run(), drive()), 60)
     assert not errors and not [f for f in sink.frames if isinstance(f, ErrorFrame)], errors
+    return sink
+
+
+async def test_realtime_pipeline_with_a_user_message_in_the_initial_context(live_server: LiveServer) -> None:
+    """pipecat's standard OpenAI Realtime pipeline: its setup sends the context's messages as
+    conversation.item.create, then response.create (was refused, and fatal to the pipeline)."""
+    llm = OpenAIRealtimeLLMService(api_key="unused", base_url=live_server.ws_url + "/v1/realtime")
+    context = LLMContext([{"role": "user", "content": "Say hello to the tester."}])
+    sink = await _run_realtime(llm, context)
     assert any(isinstance(f, LLMFullResponseStartFrame) for f in sink.frames)
     spoken = "".join(f.text for f in sink.frames if isinstance(f, TTSTextFrame))
     assert "say hello to the tester" in spoken.lower()  # the echo responder read the typed item
@@ -153,3 +168,26 @@ async def test_realtime_pipeline_with_a_user_message_in_the_initial_context(live
     messages = context.get_messages()
     assert [m["role"] for m in messages] == ["user", "assistant"]
     assert "say hello to the tester" in str(messages[1]["content"]).lower()
+
+
+async def test_realtime_pipeline_runs_a_registered_function(agent_server: AgentServer) -> None:
+    """A function the app registers with pipecat: the LLM responder's tool call reaches the
+    handler, pipecat sends its result as a function_call_output item and asks for the answer."""
+    asked: list[str] = []
+
+    async def get_weather(params: FunctionCallParams) -> None:
+        asked.append(params.arguments["city"])
+        await params.result_callback(f"sunny in {params.arguments['city']}")
+
+    weather = FunctionSchema(name="get_weather", description="The weather now in a city.",
+                             properties={"city": {"type": "string"}}, required=["city"])
+    llm = OpenAIRealtimeLLMService(api_key="unused", base_url=agent_server.ws_url + "/v1/realtime")
+    llm.register_function("get_weather", get_weather)
+    context = LLMContext([{"role": "user", "content": "What is the weather in Oslo?"}],
+                         tools=ToolsSchema(standard_tools=[weather]))
+    sink = await _run_realtime(llm, context, responses=2)  # the call, then the answer
+    assert asked == ["Oslo"]
+    spoken = "".join(f.text for f in sink.frames if isinstance(f, TTSTextFrame))
+    assert "the tool said" in spoken.lower() and "sunny in oslo" in spoken.lower()
+    sent = agent_server.chat.state.requests[-1]["messages"]
+    assert sent[-1]["role"] == "tool" and json.loads(sent[-1]["content"]) == "sunny in Oslo"  # pipecat sends JSON
