@@ -25,6 +25,9 @@ $(STAMP): $(PY) pyproject.toml
 	# only its ONNX file. The test extra already installs it with its dependencies (the pipecat
 	# tests); this keeps the file there for an install without that extra. Keep the versions equal.
 	$(PY) -m pip install -q --no-deps 'pipecat-ai==1.14.0'
+	# Resemblyzer's speaker encoder (diarization) ships in its wheel; kombain reads only its weights
+	# (once, with the lane's torch) and runs the model in numpy, so librosa/webrtcvad are skipped.
+	$(PY) -m pip install -q --no-deps 'resemblyzer==0.1.4'
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -71,6 +71,11 @@ async def _start_stt(state: AppState, stack: contextlib.AsyncExitStack) -> None:
     if predictor is not None:
         stack.callback(predictor.close)
     state.services.stt = SpeechToText(whisper=runtime, vad=vad_model, turn_model=predictor)
+    from kombain.server.file_models import FileModels
+
+    file_models = FileModels(s, runtime)  # translation and diarization models, loaded on first use
+    stack.push_async_callback(file_models.aclose)
+    state.services.file_models = file_models
 
 
 async def _load_turn_model(state: AppState):  # type: ignore[no-untyped-def]

@@ -1,4 +1,4 @@
-"""OpenAI-compatible `POST /v1/audio/transcriptions` and `GET /v1/models`."""
+"""OpenAI-compatible `POST /v1/audio/transcriptions` and `POST /v1/audio/translations`."""
 
 from __future__ import annotations
 
@@ -8,13 +8,15 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response, StreamingResponse
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 
 from kombain.server import model_aliases
 from kombain.server.auth import require
 from kombain.server.errors import ApiError
+from kombain.server.file_models import TRANSLATE_MODEL
 from kombain.server.openapi import AUTH_ERRORS, errors, request_body
 from kombain.server.services import SpeechToText
 from kombain.server.transcript_render import FORMATS, GRANULARITIES, render
@@ -22,6 +24,7 @@ from kombain.streaming.decode_file import BadAudioFile, decode_audio_file
 from kombain.streaming.speech_regions import refine_word_times
 from kombain.streaming.whisper_runtime import (
     DecodeOptions,
+    DecodeResult,
     RuntimeBusy,
     Segment,
     WhisperRuntime,
@@ -29,6 +32,8 @@ from kombain.streaming.whisper_runtime import (
 
 router = APIRouter(dependencies=[Depends(require("voice"))], tags=["audio"], responses=errors(*AUTH_ERRORS))
 
+# Models that label speakers (response_format diarized_json): OpenAI's name, and kombain's own.
+DIARIZE_MODELS = ("gpt-4o-transcribe-diarize", "kombain-diarize")
 
 def _runtime(request: Request) -> WhisperRuntime:
     st = request.app.state.kombain
@@ -52,17 +57,91 @@ def _runtime(request: Request) -> WhisperRuntime:
                       "the served Whisper model transcribes"},
             "language": {"type": "string", "description": "ISO-639-1, e.g. en"},
             "prompt": {"type": "string"},
-            "response_format": {"type": "string", "enum": list(FORMATS)},
+            "response_format": {"type": "string", "enum": [*FORMATS, "diarized_json"]},
+            "known_speaker_names[]": {"type": "array", "items": {"type": "string"}, "maxItems": 4},
+            "known_speaker_references[]": {"type": "array", "items": {"type": "string"}, "maxItems": 4,
+                                           "description": "data URLs of 2-10 s of each named speaker"},
+            "chunking_strategy": {"type": "string", "description": "auto, or a server_vad object as JSON"},
             "timestamp_granularities[]": {"type": "array", "items": {"type": "string", "enum": list(GRANULARITIES)},
                                           "description": "verbose_json: words[] with `word`; srt/vtt: word cues"},
             "stream": {"type": "boolean"}}}}))
 async def transcribe(request: Request) -> Response:
     st = request.app.state.kombain
-    limit = st.settings.max_upload_bytes
+    runtime = _runtime(request)
+    form, data = await _read_form(request)
+    model = model_aliases.check_name(form.get("model"), "whisper-1")  # any name: server/model_aliases.py
+    fmt = str(form.get("response_format") or "json")
+    if model in DIARIZE_MODELS:
+        from kombain.server.diarization_api import diarize
+
+        return await diarize(request, form, data, model, fmt)
+    if fmt == "diarized_json":
+        raise ApiError(400, f"response_format diarized_json needs a model that labels speakers "
+                       f"({', '.join(DIARIZE_MODELS)}), not {model!r}", "invalid_value", "response_format")
+    _check_format(fmt)
+    language = str(form.get("language") or "") or None
+    if language is not None and (len(language) > 8 or not language.isascii()
+                                 or not language.replace("-", "").isalpha()):
+        raise ApiError(400, "language must be an ISO-639-1 code such as 'en'", "invalid_value", "language")
+    prompt = str(form.get("prompt") or "")[:2000] or None
+    granularities = _granularities(form, fmt)
+    stream = str(form.get("stream") or "false").lower() == "true"
+    audio = await decode_upload(st, data)
+    options = DecodeOptions(language=language, prompt=prompt, beam_size=5,
+                            timestamps=fmt in ("verbose_json", "srt", "vtt"), vad_filter=True,
+                            word_timestamps="word" in granularities)
+    if stream:
+        return StreamingResponse(_sse(runtime, audio, options), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache"})
+    result = await _offline(runtime, audio, options)
+    if options.word_timestamps:
+        segments = await asyncio.to_thread(refine_word_times, st.services.stt.vad, audio, result.segments)
+        result = dataclasses.replace(result, segments=segments)
+    st.metrics.transcriptions_total.labels("ok").inc()
+    return render(result, fmt, granularities)
+
+
+@router.post("/v1/audio/translations", response_model=None, responses={
+    200: {"content": {"application/json": {}, "text/plain": {}},
+          "description": "The English translation: JSON (json, verbose_json) or text (text, srt, vtt)"},
+    **errors(400, 413, 503)}, openapi_extra=request_body({"multipart/form-data": {
+        "type": "object", "required": ["file"], "properties": {
+            "file": {"type": "string", "format": "binary", "description": "Audio in any language Whisper knows"},
+            "model": {"type": "string", "description": f"whisper-1 or {TRANSLATE_MODEL}"},
+            "prompt": {"type": "string", "description": "in English"},
+            "response_format": {"type": "string", "enum": list(FORMATS)},
+            "temperature": {"type": "number"}}}}))
+async def translate(request: Request) -> Response:
+    """Speech in any language to English text: Whisper's translate task on the multilingual model
+    (loaded on the first translation unless the live model is multilingual itself)."""
+    st = request.app.state.kombain
+    _runtime(request)
+    form, data = await _read_form(request)
+    model = str(form.get("model") or "whisper-1")
+    if model not in ("whisper-1", TRANSLATE_MODEL):
+        raise ApiError(400, f"model {model!r} cannot translate here; use whisper-1 or {TRANSLATE_MODEL!r}",
+                       "model_not_found", "model")
+    fmt = str(form.get("response_format") or "json")
+    _check_format(fmt)
+    prompt = str(form.get("prompt") or "")[:2000] or None
+    audio = await decode_upload(st, data)
+    try:
+        runtime = await st.services.file_models.translator()
+    except Exception as exc:
+        raise ApiError(503, f"the translation model could not be loaded: {exc}", "model_unavailable") from None
+    options = DecodeOptions(prompt=prompt, beam_size=5, timestamps=fmt in ("verbose_json", "srt", "vtt"),
+                            vad_filter=True, task="translate")
+    result = await _offline(runtime, audio, options)
+    st.metrics.transcriptions_total.labels("ok").inc()
+    return render(dataclasses.replace(result, language="english"), fmt, task="translate")
+
+
+async def _read_form(request: Request) -> tuple[FormData, bytes]:
+    """The multipart form and its `file`, within the upload limit."""
+    limit = request.app.state.kombain.settings.max_upload_bytes
     length = request.headers.get("content-length")
     if length and length.isascii() and length.isdigit() and int(length) > limit + 64 * 1024:
         raise ApiError(413, f"upload of {length} bytes exceeds the limit of {limit} bytes", "file_too_large", "file")
-    runtime = _runtime(request)
     try:
         form = await request.form(max_files=1, max_fields=32, max_part_size=limit)
     except Exception as exc:  # malformed multipart, or a part over the size limit
@@ -73,37 +152,28 @@ async def transcribe(request: Request) -> Response:
     data = await upload.read()
     if len(data) > limit:
         raise ApiError(413, f"file exceeds the limit of {limit} bytes", "file_too_large", "file")
-    model_aliases.check_name(form.get("model"), "whisper-1")  # any name: the served model
-    fmt = str(form.get("response_format") or "json")
-    if fmt not in FORMATS:
-        raise ApiError(400, f"response_format must be one of {', '.join(FORMATS)}", "invalid_value", "response_format")
-    language = str(form.get("language") or "") or None
-    if language is not None and (len(language) > 8 or not language.isascii()
-                                 or not language.replace("-", "").isalpha()):
-        raise ApiError(400, "language must be an ISO-639-1 code such as 'en'", "invalid_value", "language")
-    prompt = str(form.get("prompt") or "")[:2000] or None
-    granularities = _granularities(form, fmt)
-    stream = str(form.get("stream") or "false").lower() == "true"
+    return form, data
+
+
+async def decode_upload(st: Any, data: bytes) -> np.ndarray:
+    """The uploaded file as 16 kHz mono float32; a 400 naming `file` if it is not audio."""
     try:
-        audio = await asyncio.to_thread(decode_audio_file, data)
+        return await asyncio.to_thread(decode_audio_file, data)
     except BadAudioFile as exc:
         st.metrics.transcriptions_total.labels("bad_audio").inc()
         raise ApiError(400, str(exc), "invalid_audio", "file") from None
-    options = DecodeOptions(language=language, prompt=prompt, beam_size=5,
-                            timestamps=fmt in ("verbose_json", "srt", "vtt"), vad_filter=True,
-                            word_timestamps="word" in granularities)
-    if stream:
-        return StreamingResponse(_sse(runtime, audio, options), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache"})
+
+
+async def _offline(runtime: WhisperRuntime, audio: np.ndarray, options: DecodeOptions) -> DecodeResult:
     try:
-        result = await runtime.transcribe(audio, "offline", options)
+        return await runtime.transcribe(audio, "offline", options)
     except RuntimeBusy as exc:
         raise ApiError(503, str(exc), "server_busy", headers={"Retry-After": "1"}) from None
-    if options.word_timestamps:
-        segments = await asyncio.to_thread(refine_word_times, st.services.stt.vad, audio, result.segments)
-        result = dataclasses.replace(result, segments=segments)
-    st.metrics.transcriptions_total.labels("ok").inc()
-    return render(result, fmt, granularities)
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise ApiError(400, f"response_format must be one of {', '.join(FORMATS)}", "invalid_value", "response_format")
 
 
 def _granularities(form: Any, fmt: str) -> tuple[str, ...]:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
+import shutil
+import subprocess
 import wave
 
 import numpy as np
@@ -63,3 +66,117 @@ async def test_granularity_errors(live_server):
     plain = await asyncio.to_thread(c.audio.transcriptions.create, model="whisper-1", file=("a.wav", data),
                                     response_format="verbose_json", timestamp_granularities=["segment"])
     assert plain.segments and plain.words is None
+
+
+def espeak(voice: str, text: str) -> bytes:
+    """Synthetic speech in `voice`'s language (plumbing only: recognisers score it unlike people)."""
+    exe = shutil.which("espeak-ng")
+    if exe is None:
+        pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
+    return subprocess.run([exe, "-v", voice, "-s", "140", "--stdout", text], capture_output=True, check=True).stdout
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the SDK marks audio.translations deprecated
+async def test_translation_to_english(live_server):
+    c = client(live_server)
+    data = espeak("de", "Guten Morgen. Ich habe heute einen Hund im Park gesehen, und er war sehr groß.")
+    # The default server runs English-only tiny.en: the multilingual base model loads on this request.
+    text = await asyncio.to_thread(c.audio.translations.create, model="whisper-1", file=("de.wav", data))
+    english = text.text.lower()
+    assert "park" in english and "today" in english and "heute" not in english, english
+    verbose = await asyncio.to_thread(c.audio.translations.create, model="whisper-1", file=("de.wav", data),
+                                      response_format="verbose_json")
+    assert verbose.language == "english" and verbose.duration > 2 and verbose.segments
+    assert verbose.model_extra and verbose.model_extra["task"] == "translate"
+    with pytest.raises(openai.BadRequestError) as err:
+        await asyncio.to_thread(c.audio.translations.create, model="tiny.en", file=("de.wav", data))
+    assert err.value.body["param"] == "model"
+
+
+def _clip(name: str) -> np.ndarray:
+    return read_wav(SPEECH_DIR / name)[0]
+
+
+def _data_url(audio: np.ndarray, mime: str = "audio/wav") -> str:
+    return f"data:{mime};base64," + base64.b64encode(wav_bytes(audio)).decode()
+
+
+def conversation() -> bytes:
+    """The card reader, a CMU ARCTIC speaker, the card reader again (different recordings)."""
+    gap = np.zeros(8000, np.float32)
+    return wav_bytes(np.concatenate([_clip("cards_001.wav"), _clip("cards_003.wav"), gap, _clip("arctic_a0009.wav"),
+                                     gap, _clip("cards_002.wav"), _clip("cards_004.wav")]))
+
+
+async def test_diarized_transcript(live_server):
+    c = client(live_server)
+    dealer = _data_url(_clip("cards_005.wav"))  # a recording the conversation does not contain
+    result = await asyncio.to_thread(
+        c.audio.transcriptions.create, model="gpt-4o-transcribe-diarize", file=("talk.wav", conversation()),
+        response_format="diarized_json", chunking_strategy="auto", known_speaker_names=["dealer"],
+        known_speaker_references=[dealer])
+    segs = result.segments
+    assert [s.speaker for s in segs] == ["dealer", "A", "dealer"], segs
+    assert "clubs" in segs[0].text.lower() and "table" in segs[1].text.lower()
+    assert all(a.end <= b.start for a, b in zip(segs, segs[1:], strict=False)) and result.duration > 9
+    assert result.text.lower().count("clubs") >= 2
+
+    def stream() -> list:
+        return list(c.audio.transcriptions.create(
+            model="kombain-diarize", file=("talk.wav", conversation()), response_format="diarized_json", stream=True,
+            chunking_strategy={"type": "server_vad", "threshold": 0.5, "silence_duration_ms": 100}))
+
+    events = await asyncio.to_thread(stream)
+    seg_events = [e for e in events if e.type == "transcript.text.segment"]
+    assert [e.speaker for e in seg_events] == ["A", "B", "A"] and events[-1].type == "transcript.text.done"
+    deltas = [e for e in events if e.type == "transcript.text.delta"]
+    assert [d.segment_id for d in deltas] == [e.id for e in seg_events]
+
+
+async def test_diarize_one_speaker_and_silence(live_server):
+    c = client(live_server)
+    one = await asyncio.to_thread(c.audio.transcriptions.create, model="gpt-4o-transcribe-diarize",
+                                  file=("one.wav", wav_bytes(_clip("cards_005.wav"))), response_format="diarized_json")
+    assert {s.speaker for s in one.segments} == {"A"}
+    quiet = await asyncio.to_thread(c.audio.transcriptions.create, model="gpt-4o-transcribe-diarize",
+                                    file=("quiet.wav", wav_bytes(np.zeros(32000, np.float32))),
+                                    response_format="diarized_json")
+    assert quiet.segments == [] and quiet.text == ""
+
+
+async def test_diarize_bad_input(live_server):
+    c = client(live_server)
+    data = wav_bytes(_clip("cards_001.wav"))
+    ok = _data_url(_clip("cards_005.wav"))
+    long = _data_url(np.tile(_clip("cards_005.wav"), 4))  # 14 s
+    cases = [
+        ({"known_speaker_names": list("abcde"), "known_speaker_references": [ok] * 5}, "known_speaker_names"),
+        ({"known_speaker_names": ["a", "b"], "known_speaker_references": [ok]}, "known_speaker_references"),
+        ({"known_speaker_names": ["a"], "known_speaker_references": ["https://example.com/a.wav"]},
+         "known_speaker_references"),
+        ({"known_speaker_names": ["a"], "known_speaker_references": ["data:audio/wav;base64,@@not base64@@"]},
+         "known_speaker_references"),
+        ({"known_speaker_names": ["a"], "known_speaker_references": ["data:audio/wav," + "x" * 100]},
+         "known_speaker_references"),
+        ({"known_speaker_names": ["a"], "known_speaker_references": [_data_url(_clip("cards_001.wav"))]},
+         "known_speaker_references"),  # 1.1 s: too short
+        ({"known_speaker_names": ["a"], "known_speaker_references": [long]}, "known_speaker_references"),
+        ({"known_speaker_names": ["a"], "known_speaker_references": [
+            "data:audio/wav;base64," + base64.b64encode(b"not audio at all" * 100).decode()]},
+         "known_speaker_references"),
+        ({"known_speaker_names": ["a"], "known_speaker_references": [ok.replace("audio/wav", "text/plain")]},
+         "known_speaker_references"),
+        ({"response_format": "verbose_json"}, "response_format"),
+        ({"chunking_strategy": {"type": "client_vad"}}, "chunking_strategy"),
+        ({"timestamp_granularities": ["word"]}, "timestamp_granularities"),
+    ]
+    for extra, param in cases:
+        kwargs = {"response_format": "diarized_json"} | extra
+        with pytest.raises(openai.BadRequestError) as err:
+            await asyncio.to_thread(c.audio.transcriptions.create, model="gpt-4o-transcribe-diarize",
+                                    file=("a.wav", data), **kwargs)
+        assert err.value.body["param"] == param, (extra, err.value.body)
+    with pytest.raises(openai.BadRequestError) as err:  # a model that cannot diarize
+        await asyncio.to_thread(c.audio.transcriptions.create, model="whisper-1", file=("a.wav", data),
+                                response_format="diarized_json")
+    assert err.value.body["param"] == "response_format"

@@ -1,0 +1,55 @@
+"""Models only the file endpoints use, loaded on their first request rather than at start-up:
+the multilingual Whisper that translates, and the speaker encoder that diarizes. Start-up time,
+memory and the live voice path stay as they were on a node that never gets such a request."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from kombain.server.settings import Settings
+from kombain.streaming.whisper_runtime import WhisperRuntime
+
+log = logging.getLogger("kombain.file_models")
+
+TRANSLATE_MODEL = "base"  # the bundled multilingual Whisper
+
+
+class FileModels:
+    """Loads each model once, on first use, in a thread; later callers wait for the same load."""
+
+    def __init__(self, settings: Settings, stt: WhisperRuntime) -> None:
+        self._settings = settings
+        self._stt = stt
+        self._lock = asyncio.Lock()
+        self._translator: WhisperRuntime | None = None
+        self._encoder: Any = None
+
+    async def translator(self) -> WhisperRuntime:
+        """A multilingual runtime: the live one if it is multilingual, else `base` on one worker
+        of one thread (a translation is a file job; the other cores stay with the calls)."""
+        if self._stt.multilingual:
+            return self._stt
+        async with self._lock:
+            if self._translator is None:
+                s = self._settings
+                log.info("loading Whisper %s for translations", TRANSLATE_MODEL)
+                self._translator = await asyncio.to_thread(
+                    WhisperRuntime.load, TRANSLATE_MODEL, data_dir=s.data_dir, device=s.stt_device,
+                    compute_type=s.stt_compute_type, threads=1, workers=1, batch=1, queue_size=8)
+            return self._translator
+
+    async def speaker_encoder(self) -> Any:
+        """The speaker encoder (streaming/speaker_encoder.py)."""
+        async with self._lock:
+            if self._encoder is None:
+                from kombain.streaming.speaker_encoder import SpeakerEncoder
+
+                log.info("loading the speaker encoder for diarization")
+                self._encoder = await asyncio.to_thread(SpeakerEncoder.load, self._settings.data_dir)
+            return self._encoder
+
+    async def aclose(self) -> None:
+        if self._translator is not None:
+            await self._translator.aclose()
