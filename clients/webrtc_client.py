@@ -31,6 +31,7 @@ from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 from kombain.clients.realtime_client import TimedEvent, read_wav
+from kombain.clients.server_url import default_server_url
 from kombain.server.transports.webrtc.ice import restrict_host_addresses
 from kombain.server.transports.webrtc.media import FRAME_SAMPLES as FRAME
 from kombain.server.transports.webrtc.media import TRACK_RATE as RATE
@@ -230,7 +231,9 @@ async def call(url: str, wav_path: str | Path, *, record_to: str | Path | None =
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Call a kombain server over WebRTC with a WAV file.")
-    parser.add_argument("url", help="server base URL, e.g. http://127.0.0.1:8000")
+    parser.add_argument("url", nargs="?", default=None,
+                        help="server base URL (default: KOMBAIN_URL, else http://KOMBAIN_HOST:KOMBAIN_PORT, "
+                             "else http://127.0.0.1:8000)")
     parser.add_argument("wav", help="16-bit PCM WAV to speak")
     parser.add_argument("--record", help="write the reply audio to this WAV")
     parser.add_argument("--hosts", default="", help="local ICE addresses, e.g. 127.0.0.1")
@@ -238,7 +241,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=60)
     args = parser.parse_args()
     hosts = tuple(h for h in args.hosts.split(",") if h)
-    result = asyncio.run(call(args.url, args.wav, record_to=args.record, timeout=args.timeout,
+    result = asyncio.run(call(args.url or default_server_url(), args.wav, record_to=args.record, timeout=args.timeout,
                               api_key=args.api_key, hosts=hosts))
     print(json.dumps({"setup_s": result.setup_s, "finals": result.finals,
                       "reply_audio_s": len(result.audio) / 2 / result.rate,
