@@ -3,7 +3,9 @@
 The plugin's STT and TTS are built with their defaults (STT `gpt-4o-mini-transcribe` over REST,
 TTS `gpt-4o-mini-tts`, voice `ash`, which always asks for `stream_format: "sse"`) and only
 `base_url` pointing at kombain. They run without a LiveKit room: an `AgentSession` would call the
-same `recognize()` and `synthesize()`; the room only carries the audio. Only loopback is used.
+same `recognize()` and `synthesize()`; the room only carries the audio. The realtime model runs
+as its session API and as an `AgentSession` with no room (livekit's testing API, `session.run()`).
+Only loopback is used.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """pipecat's OpenAI services, as a pipecat app builds them, against a live kombain server.
 
 Each service is built with pipecat's defaults (STT model `gpt-transcribe`, TTS model
-`gpt-4o-mini-tts` with voice `alloy`) and only `base_url` pointing at kombain, and runs inside a
-real pipecat pipeline (pipecat's own test runner: the pipeline, its worker and runner, frames
-in, frames out). Only loopback is used.
+`gpt-4o-mini-tts` with voice `alloy`, the realtime model of OpenAIRealtimeLLMService) and only
+`base_url` pointing at kombain, and runs inside a real pipecat pipeline: STT and TTS under
+pipecat's own test runner, the realtime service in the standard pipeline (context aggregators
+around it) where a transport's output would be a recording sink. Only loopback is used.
 """
 
 from __future__ import annotations
