@@ -136,6 +136,11 @@ class Settings:
     sip_advertise: str = ""  # address in SDP and Contact; needed when KOMBAIN_SIP_LISTEN is 0.0.0.0
     sip_answer_delay_ms: int = 0  # ring this long (180 Ringing, the PBX plays ringback) before the 200
     sip_allow: str = ""  # comma-separated IPs/CIDRs whose SIP requests are served ("" -> any; others get 403)
+    # Wyoming (Home Assistant's speech services) over TCP: "host:port", "" turns it off; see docs/wyoming.md
+    wyoming_listen: str = "127.0.0.1:10300"
+    wyoming_allow: str = ""  # comma-separated IPs/CIDRs allowed to connect ("" -> any; others get an error and a close)
+    wyoming_zeroconf: str = "auto"  # advertise _wyoming._tcp by mDNS: auto (unless on loopback), on, off
+    wyoming_idle_timeout_s: float = 30.0  # a connection that sends no event this long is closed (0: never)
     # Comma-separated start-up components to skip (e.g. "speech-to-text" on a lane-only node)
     components_disabled: str = ""
 

@@ -33,6 +33,7 @@ class LiveServer:
     log_path: Path
     audiosocket_port: int = 0
     sip_port: int = 0
+    wyoming_port: int = 0
 
     @property
     def ws_url(self) -> str:
@@ -53,10 +54,12 @@ def start_server(tmp: Path, env_extra: dict[str, str] | None = None, timeout: fl
     env.update({"KOMBAIN_DATA_DIR": str(tmp / "data"), "PYTHONUNBUFFERED": "1",
                 # Listeners of their own, so servers started side by side do not collide.
                 "KOMBAIN_AUDIOSOCKET_LISTEN": f"127.0.0.1:{free_port()}",
-                "KOMBAIN_SIP_LISTEN": f"127.0.0.1:{free_port()}"})
+                "KOMBAIN_SIP_LISTEN": f"127.0.0.1:{free_port()}",
+                "KOMBAIN_WYOMING_LISTEN": f"127.0.0.1:{free_port()}"})
     env.update(env_extra or {})
     as_port = int(env["KOMBAIN_AUDIOSOCKET_LISTEN"].rpartition(":")[2] or 0)
     sip_port = int(env["KOMBAIN_SIP_LISTEN"].rpartition(":")[2] or 0)
+    wyoming_port = int(env["KOMBAIN_WYOMING_LISTEN"].rpartition(":")[2] or 0)
     tmp.mkdir(parents=True, exist_ok=True)
     log_path = tmp / f"server-{port}.log"
     with open(log_path, "wb") as log:
@@ -66,7 +69,7 @@ def start_server(tmp: Path, env_extra: dict[str, str] | None = None, timeout: fl
         )
     scheme = "https" if https_ca else "http"
     verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=https_ca) if https_ca else True
-    server = LiveServer(f"{scheme}://127.0.0.1:{port}", port, proc, log_path, as_port, sip_port)
+    server = LiveServer(f"{scheme}://127.0.0.1:{port}", port, proc, log_path, as_port, sip_port, wyoming_port)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
