@@ -30,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     from kombain.loadtest import word_align  # `words`: REST word times against an energy reference
 
     word_align.add_parser(sub)
+    from kombain.loadtest import wyoming_bench  # `wyoming`: against wyoming-faster-whisper and wyoming-piper
+
+    wyoming_bench.add_parser(sub)
     stt = sub.add_parser("stt", help="concurrent streaming speech-to-text callers")
     stt.add_argument("--sessions", type=int, nargs="+", default=[1], help="one or more N to run in turn")
     stt.add_argument("--audio", type=Path, default=Path("tests/data/speech"))
@@ -76,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         return scaleout.run(args)
     if args.test == "words":
         return word_align.run(args)
+    if args.test == "wyoming":
+        return wyoming_bench.run(args)
     if args.test == "conversation" and args.interrupt_every is None:
         args.interrupt_every = 2 if args.transport in PHONE else 3
     if args.test == "conversation" and (args.loss or args.jitter_ms) and args.transport != "sip":
