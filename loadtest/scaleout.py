@@ -183,7 +183,8 @@ class Cluster:
 
     def start_node(self, name: str) -> None:
         env = self._env(name, {"KOMBAIN_LANE_WORKERS": "0", "KOMBAIN_DRAIN_SECONDS": str(self.args.drain_seconds),
-                               "KOMBAIN_SIP_LISTEN": "", "KOMBAIN_AUDIOSOCKET_LISTEN": ""})
+                               "KOMBAIN_SIP_LISTEN": "", "KOMBAIN_AUDIOSOCKET_LISTEN": "",
+                               "KOMBAIN_WYOMING_LISTEN": ""})
         host = self.node_hosts[name]
         self.procs[name] = host.popen([sys.executable, "-m", "kombain.server.cli", "serve", "--host", host.addr,
                                        "--port", str(NODE_PORT)], env, self.work / f"{name}.log", cwd=Path.cwd())

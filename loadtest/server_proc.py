@@ -28,6 +28,7 @@ def local_server(env: dict[str, str] | None = None, log_path: Path | None = None
     port = free_port()
     # Side listeners on free ports too, so a load test never collides with a running server.
     full_env = {"KOMBAIN_AUDIOSOCKET_LISTEN": f"127.0.0.1:{free_port()}", "KOMBAIN_SIP_LISTEN": f"127.0.0.1:{free_port()}",
+                "KOMBAIN_WYOMING_LISTEN": f"127.0.0.1:{free_port()}",
                 **os.environ, **(env or {})}
     log = open(log_path or os.devnull, "wb")
     proc = subprocess.Popen([sys.executable, "-m", "kombain.server.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
