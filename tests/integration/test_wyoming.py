@@ -65,11 +65,11 @@ def speech(name: str, rate: int, width: int = 2, channels: int = 1, silence_s: f
 
 
 async def transcribe(c: AsyncTcpClient, pcm: bytes, rate: int, width: int = 2, channels: int = 1,
-                     pace: float = 0.0) -> tuple[list[Event], int]:
+                     pace: float = 0.0, names: list[str] | None = None) -> tuple[list[Event], int]:
     """Send audio (at `pace` x real time, 0: at once); the events until transcript-stop, and how
     many transcript-chunks came before audio-stop was sent."""
     fmt = {"rate": rate, "width": width, "channels": channels}
-    await c.write_event(Transcribe(language="en").event())
+    await c.write_event(Transcribe(language="en", transcript_names=names).event())
     await c.write_event(AudioStart(**fmt).event())
     step = rate // 10 * width * channels
     for i in range(0, len(pcm), step):
@@ -105,7 +105,8 @@ async def test_describe_lists_asr_tts_and_handle(live_server):
 async def test_transcribe_at_once_any_rate_width_and_channels(live_server):
     async with client(live_server) as c:
         for rate, width, channels in ((16000, 2, 1), (44100, 4, 2), (8000, 1, 1)):
-            events, _ = await transcribe(c, speech("arctic_a0009.wav", rate, width, channels), rate, width, channels)
+            events, _ = await transcribe(c, speech("arctic_a0009.wav", rate, width, channels), rate, width, channels,
+                                         names=["Gregson", "kitchen light"])  # Home Assistant's names: a prompt
             kinds = [e.type for e in events]
             assert kinds[0] == "transcript-start" and kinds[-2:] == ["transcript", "transcript-stop"], kinds
             text = Transcript.from_event(events[-2]).text
@@ -185,6 +186,7 @@ async def test_bad_events_get_error_events_and_the_connection_goes_on(live_serve
             (Event("synthesize", {"text": "hi", "voice": {"name": "nobody"}}), "voice_not_found"),
             (Event("transcribe", {"name": "large-v9"}), "model_not_found"),
             (Event("transcribe", {"language": "de"}), "language_not_supported"),
+            (Event("transcribe", {"transcript_names": "Gregson"}), "bad_event"),
             (Event("audio-chunk", {"rate": 16000, "width": 2, "channels": 1}, b"\0\0"), "audio_not_started"),
             (Event("audio-stop"), "audio_not_started"),
             (Event("audio-start", {"rate": 16000, "width": 7, "channels": 1}), "bad_audio_format"),

@@ -31,6 +31,7 @@ from kombain.streaming.stt_events import (
 
 log = logging.getLogger("kombain.wyoming")
 _FINALS_TIMEOUT_S = 60.0  # the last decodes after audio-stop (normally milliseconds)
+_PROMPT_CHARS = 600  # Whisper reads at most 224 prompt tokens; names past that are dropped
 
 
 def _key(word: str) -> str:
@@ -41,8 +42,8 @@ class Transcription:
     """Open with `start` (inside the request's exit stack), feed `push`, end with `finish`."""
 
     def __init__(self, host: CallHost, send: Callable[[bytes], None], language: str | None,
-                 end: Callable[[str], None], call_id: str) -> None:
-        self.host, self._send, self.language = host, send, language
+                 end: Callable[[str], None], call_id: str, prompt: str | None = None) -> None:
+        self.host, self._send, self.language, self.prompt = host, send, language, prompt
         self._end, self._call_id = end, call_id
         self.call: Call | None = None
         self._task: asyncio.Task[None] | None = None
@@ -57,7 +58,7 @@ class Transcription:
         self.result_language = language or "en"
 
     async def start(self, stack: contextlib.AsyncExitStack) -> None:
-        config = replace(self.host.default_config(conversation=False), language=self.language)
+        config = replace(self.host.default_config(conversation=False), language=self.language, prompt=self.prompt)
         self.call = call = await stack.enter_async_context(
             self.host.open_call("wyoming", config, self._on_event, end=self._end, call_id=self._call_id))
         self._task = asyncio.create_task(call.run())
@@ -151,6 +152,24 @@ class Transcription:
 def transcript_events(text: str, language: str) -> bytes:
     """`transcript`, then `transcript-stop`: a client reading to either finds the whole text."""
     return encode("transcript", {"text": text, "language": language}) + encode("transcript-stop")
+
+
+def bias_prompt(data: dict[str, Any]) -> str | None:
+    """Whisper's initial prompt from a transcribe's `transcript_names` and `transcript_terms`
+    (Home Assistant's device and area names): their spelling is then preferred. BadEvent if they
+    are not lists of strings."""
+    from kombain.server.transports.wyoming.protocol import BadEvent
+
+    words: list[str] = []
+    for key in ("transcript_names", "transcript_terms"):
+        value = data.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise BadEvent(f"'{key}' must be a list of strings", "bad_event")
+        words += [v.strip()[:100] for v in value[:200] if v.strip()]
+    prompt = ", ".join(dict.fromkeys(words))
+    return prompt[:_PROMPT_CHARS] or None
 
 
 def check_language(language: str | None, runtime: Any) -> str | None:

@@ -24,7 +24,12 @@ from kombain.server.peers import PeerAllowList
 from kombain.server.services import Services
 from kombain.server.settings import Settings
 from kombain.server.transports.wyoming import info as info_mod
-from kombain.server.transports.wyoming.asr import Transcription, check_language, transcript_events
+from kombain.server.transports.wyoming.asr import (
+    Transcription,
+    bias_prompt,
+    check_language,
+    transcript_events,
+)
 from kombain.server.transports.wyoming.handle import Conversation
 from kombain.server.transports.wyoming.protocol import (
     BadEvent,
@@ -159,7 +164,7 @@ class WyomingConnection:
         self.closing: str | None = None
         # The request in progress
         self.stack: contextlib.AsyncExitStack | None = None
-        self.transcribe: tuple[str | None] | None = None  # (language) from a transcribe event
+        self.transcribe: tuple[str | None, str | None] | None = None  # (language, prompt) from a transcribe
         self.asr: Transcription | None = None
         self.stream: SpeechStream | None = None
         self.player: asyncio.Task[None] | None = None
@@ -299,7 +304,8 @@ class WyomingConnection:
         problem = check_language(language, runtime)
         if problem:
             raise BadEvent(problem, "language_not_supported")
-        self.transcribe = (language.replace("_", "-").split("-", 1)[0].lower() if language else None,)
+        self.transcribe = (language.replace("_", "-").split("-", 1)[0].lower() if language else None,
+                           bias_prompt(ev.data))
 
     async def _audio(self, ev: Event) -> None:
         if ev.type == "audio-start":
@@ -307,9 +313,9 @@ class WyomingConnection:
             self._busy("audio-start")
             if self.services.stt is None:
                 raise BadEvent("speech to text is not running on this node", "asr_unavailable")
-            language = self.transcribe[0] if self.transcribe else None
+            language, prompt = self.transcribe or (None, None)
             stack = await self._begin_request()
-            asr = Transcription(self.host, self.push, language, self.abort, new_id("call"))
+            asr = Transcription(self.host, self.push, language, self.abort, new_id("call"), prompt)
             await asr.start(stack)
             self.asr = asr
             return
