@@ -84,6 +84,7 @@ class CallConfig:
     tool_choice: str = "auto"  # auto | none | required | function (then tool_name)
     tool_name: str | None = None
     max_output_tokens: int | None = None
+    word_timestamps: bool = False  # final transcripts carry their words' times
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,18 +129,21 @@ def count_words(text: str) -> int:
 
 
 class AudioOutput(Protocol):
-    """Where reply audio goes; the transport implements it (a socket, a track, an RTP stream).
+    """Where reply audio goes; the transport implements it (a socket, a track, an RTP stream),
+    usually on one of the bases in `streaming.output`.
 
     `write` takes one paced chunk of PCM16 at `rate`; `hold(True)` pauses what the transport
     buffered (a possible interruption), `hold(False)` resumes; `clear` drops it (barge-in).
-    Transports that learn what was played (Twilio marks, a track's send position) report it
-    with `Call.playback`."""
+    The call binds itself once, when it is built: the port then reports what the caller really
+    heard as `listener(response_id, position_ms, interrupted)`."""
 
     def write(self, audio: ResponseAudio, rate: int) -> None: ...
 
     def hold(self, held: bool) -> None: ...
 
     def clear(self) -> None: ...
+
+    def bind(self, listener: Callable[[str, int, bool], None]) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +179,8 @@ class Call:
         self._stt_base = stt
         self._hooks = hooks or CallHooks()
         self._output = output
+        if output is not None:
+            output.bind(self.playback)  # playback reports come back through the port
         self._clock = clock
         self._resampler: Resampler | None = None
         self._ingest = ingest
@@ -329,9 +335,10 @@ class Call:
     def cancel(self, reason: str = "client_cancelled") -> bool:
         return self.conversation is not None and self.conversation.cancel(reason)
 
-    def playback(self, response_id: str, position_ms: int) -> None:
-        """The transport's report that the caller has heard `position_ms` of a response."""
-        if self.conversation is not None:
+    def playback(self, response_id: str, position_ms: int, interrupted: bool = False) -> None:
+        """The port's report that the caller has heard `position_ms` of a response (`interrupted`:
+        the rest was dropped by a barge-in, and the reply is already cancelled)."""
+        if self.conversation is not None and not interrupted:
             self.conversation.playback(response_id, position_ms)
 
     def update(self, config: CallConfig) -> None:
@@ -478,5 +485,5 @@ class Call:
     def _stt_config(self) -> SttConfig:
         c = self.config
         return replace(self._stt_base, turn_detection=c.turn_detection, language=c.language or self._stt_base.language,
-                       prompt=c.prompt)
+                       prompt=c.prompt, word_timestamps=c.word_timestamps)
 

@@ -27,6 +27,7 @@ class FakeAudioOutput:
         self.clock = clock
         self.on_write = on_write
         self.calls: list[PortCall] = []
+        self.listener: Callable[[str, int, bool], None] = lambda rid, ms, interrupted: None
 
     def write(self, audio: ResponseAudio, rate: int) -> None:
         """Take one paced chunk of PCM16 at `rate`."""
@@ -41,6 +42,14 @@ class FakeAudioOutput:
     def clear(self) -> None:
         """Drop what is buffered (barge-in)."""
         self.calls.append(PortCall("clear", self.clock()))
+
+    def bind(self, listener: Callable[[str, int, bool], None]) -> None:
+        """The call's playback reports: a test plays the peer with `report(...)`."""
+        self.listener = listener
+
+    def report(self, response_id: str, position_ms: int, interrupted: bool = False) -> None:
+        """What a peer would report as heard."""
+        self.listener(response_id, position_ms, interrupted)
 
     @property
     def writes(self) -> list[ResponseAudio]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
+import logging
 from collections import deque
 from dataclasses import replace
 from typing import Any
@@ -48,9 +48,9 @@ from kombain.server.transports.phone import (
     call_logger,
     close,
 )
-from kombain.streaming.audio import AudioFormat, Resampler, decode, encode
-from kombain.streaming.call import Call, CallError, CallEvent
-from kombain.streaming.conversation import ResponseAudio
+from kombain.streaming.audio import AudioFormat, alaw_encode, decode, mulaw_encode
+from kombain.streaming.call import Call, CallError
+from kombain.streaming.output import MarkedOutput
 
 router = APIRouter(tags=["telephony"])
 
@@ -59,42 +59,40 @@ _MAX_OUTPUT_RATE = 48000  # synthesis rate ceiling; higher channel rates are res
 _MAX_PAUSED_S = 5.0  # reply audio held during MEDIA_XOFF before the oldest is dropped
 
 
-class AsteriskOutput:
-    """The call's audio port on a chan_websocket: frames in the channel's format, marks, flush."""
+class AsteriskOutput(MarkedOutput):
+    """The call's audio port on a chan_websocket: frames in the channel's format and its optimal
+    size, MARK_MEDIA after each chunk (MEDIA_MARK_PROCESSED is the playback report), PAUSE_MEDIA /
+    CONTINUE_MEDIA as a real hold, FLUSH_MEDIA on barge-in; MEDIA_XOFF holds media back here."""
 
-    def __init__(self, proto: AsteriskWsProtocol, link: PhoneLink, synth_rate: int) -> None:
-        self.proto, self.link = proto, link
+    can_pause = True  # Asterisk keeps what it queued and plays silence: exactly a hold
+
+    def __init__(self, proto: AsteriskWsProtocol, link: PhoneLink) -> None:
         assert proto.encoding is not None and proto.rate is not None
-        self.encoding, self.rate = proto.encoding, proto.rate
-        self._resampler = Resampler(synth_rate, self.rate, quality="LQ") if synth_rate != self.rate else None
-        self._frame = proto.frame_bytes()
-        self._pending = bytearray()  # a partial frame carried to the next chunk
+        self.encoding = proto.encoding
+        width = 2 if proto.encoding == "pcm16" else 1
+        super().__init__(proto.rate, proto.frame_bytes() // width / proto.rate)
+        self.proto, self.link = proto, link
         self._paused: deque[str | bytes] = deque()  # what MEDIA_XOFF held back
         self._paused_bytes = 0
-        self.marks_out = 0
         self.dropped_bytes = 0
 
-    def write(self, audio: ResponseAudio, rate: int) -> None:
-        samples = np.frombuffer(audio.pcm, "<i2").astype(np.float32) / 32768
-        if self._resampler is not None:
-            samples = self._resampler.process(samples)
-        data = self._pending + encode(samples, _fmt(self.encoding))
-        cut = len(data) - len(data) % self._frame
-        self._pending = bytearray(data[cut:])
-        for i in range(0, cut, self._frame):
-            self._send(bytes(data[i:i + self._frame]))
-        self._send(self.proto.mark_media(_mark(audio)))
-        self.marks_out += 1
+    def send_frame(self, pcm: bytes) -> None:
+        if self.encoding == "mulaw":
+            self._send(mulaw_encode(np.frombuffer(pcm, "<i2")))
+        elif self.encoding == "alaw":
+            self._send(alaw_encode(np.frombuffer(pcm, "<i2")))
+        else:
+            self._send(pcm)
 
-    def hold(self, held: bool) -> None:
-        # Asterisk keeps what it queued and plays silence: exactly a hold.
+    def send_mark(self, name: str) -> None:
+        self._send(self.proto.mark_media(name))
+
+    def send_pause(self, held: bool) -> None:
         self._send(self.proto.pause_media() if held else self.proto.continue_media(), control=True)
 
-    def clear(self) -> None:
-        self._pending.clear()
+    def send_clear(self) -> None:
         self._paused.clear()
         self._paused_bytes = 0
-        self.marks_out = 0
         self._send(self.proto.flush_media(), control=True)
 
     def resume(self) -> None:
@@ -102,12 +100,6 @@ class AsteriskOutput:
         while self._paused and not self.proto.paused:
             self.link.send(self._paused.popleft())
         self._paused_bytes = 0
-
-    def echoed(self, name: str, call: Call) -> None:
-        self.marks_out = max(0, self.marks_out - 1)
-        rid, _, ms = name.rpartition(".")
-        if rid and ms.isdigit():
-            call.playback(rid, int(ms))
 
     def _send(self, msg: str | bytes, control: bool = False) -> None:
         if self.proto.paused and not control:
@@ -125,8 +117,58 @@ class AsteriskOutput:
         self.link.send(msg)
 
 
-def _mark(audio: ResponseAudio) -> str:
-    return f"{audio.response_id}.{audio.end_ms}"  # mark ids: [A-Za-z0-9._~-], at most 64
+class AsteriskLink(PhoneLink):
+    """A chan_websocket call: its frames and commands into the call; HANGUP when we end it."""
+
+    def __init__(self, ws: WebSocket, host: CallHost, proto: AsteriskWsProtocol,
+                 log: logging.LoggerAdapter[logging.Logger]) -> None:
+        super().__init__(ws, host, "asterisk", log)
+        self.proto = proto
+        self.port: AsteriskOutput | None = None  # once MEDIA_START has given the format
+
+    def farewell(self) -> None:
+        # Ended from our side: HANGUP, and Asterisk hangs up the channel and closes the socket.
+        self.send(self.proto.hangup())
+
+    async def read(self, call: Call) -> str:
+        proto, port = self.proto, self.port
+        assert proto.encoding is not None and proto.rate is not None and port is not None
+        fmt = _fmt(proto.encoding)
+        rate = proto.rate
+        while True:
+            msg = await self.ws.receive()
+            if msg["type"] == "websocket.disconnect":
+                return "peer_disconnected"  # how Asterisk hangs up
+            try:
+                data = msg.get("bytes")
+                if data is not None:
+                    media = proto.receive_binary(data)
+                    self.heard()
+                    await call.receive_audio(decode(media.data, fmt), rate)
+                    continue
+                ev = proto.receive_text(msg.get("text") or "")
+            except AsteriskProtocolError as exc:
+                self.protocol_error(exc, exc.code)
+                await call.paced()
+                continue
+            await call.paced()
+            if isinstance(ev, DtmfEnd):
+                try:
+                    call.push_dtmf(ev.digit)
+                except CallError as exc:
+                    self.protocol_error(exc, exc.code)
+            elif isinstance(ev, MarkProcessed):
+                port.mark_played(ev.name)
+            elif isinstance(ev, MediaXon):
+                port.resume()
+            elif isinstance(ev, MediaXoff):
+                self.log.info("MEDIA_XOFF: holding reply audio")
+            elif isinstance(ev, Hangup):
+                return "peer_hangup"
+            elif isinstance(ev, ErrorReport):
+                self.log.warning("Asterisk reports an error: %s", ev.text)
+            elif isinstance(ev, Media):  # pragma: no cover - binary frames are handled above
+                pass
 
 
 def _fmt(encoding: str) -> AudioFormat:
@@ -158,7 +200,8 @@ async def _stream(ws: WebSocket, state: Any, settings: Settings) -> None:
     call_id = new_id("call")
     log = call_logger("kombain.asterisk", call_id)
     proto = AsteriskWsProtocol(max_frame_bytes=min(settings.max_message_bytes, 64 * 1024))
-    link = PhoneLink(ws, settings, state.metrics, "asterisk", log)
+    host: CallHost = state.host
+    link = AsteriskLink(ws, host, proto, log)
     try:
         start = await _await_start(ws, proto, link, settings.telephony_start_timeout_s)
     except (TimeoutError, TooManyErrors):
@@ -170,26 +213,20 @@ async def _stream(ws: WebSocket, state: Any, settings: Settings) -> None:
         return
     log.info("MEDIA_START on %s (%s, %d Hz, frame %d bytes)", start.channel, start.format, proto.rate,
              proto.frame_bytes())
-    host: CallHost = state.host
     # Per-call options: the URI's query, or channel variables (JSON control format) such as
     # KOMBAIN_RESPONDER set in the dialplan before Dial(WebSocket/...).
     variables = {k.lower().removeprefix("kombain_"): v for k, v in start.variables.items()}
     options = dict(ws.query_params.items()) | variables
-    config, responder = apply_options(settings, state.services.ivr_script, host.default_config(),
+    config, responder = apply_options(settings, state.services.get("ivr_script"), host.default_config(),
                                       options, log)
     assert proto.rate is not None
-    synth_rate = min(proto.rate, _MAX_OUTPUT_RATE)
-    port = AsteriskOutput(proto, link, synth_rate)
-
-    def emit(ev: CallEvent) -> None:
-        link.on_hangup(ev)
-
+    synth_rate = min(proto.rate, _MAX_OUTPUT_RATE)  # higher channel rates are resampled in the port
+    link.port = AsteriskOutput(proto, link)
     try:
-        async with host.open_call("asterisk", replace(config, output_rate=synth_rate), emit, output=port,
-                                  end=link.end, responder=responder, call_id=call_id) as call:
-            link.call = call
+        async with link.open(replace(config, output_rate=synth_rate), output=link.port, responder=responder,
+                             call_id=call_id) as call:
             link.send(proto.answer())
-            await _serve(ws, proto, link, port, call)
+            await link.serve(call)
     except CallRefused as exc:
         log.info("refused: %s", exc)
         with contextlib.suppress(Exception):
@@ -217,51 +254,3 @@ async def _await_start(ws: WebSocket, proto: AsteriskWsProtocol, link: PhoneLink
                 return ev
             if isinstance(ev, Hangup):
                 return None
-
-
-async def _serve(ws: WebSocket, proto: AsteriskWsProtocol, link: PhoneLink, port: AsteriskOutput,
-                 call: Call) -> None:
-    # Ended from our side: HANGUP, and Asterisk hangs up the channel and closes the socket.
-    await link.serve(call, _reader(ws, proto, link, port, call), lambda: port.marks_out,
-                     before_close=lambda: link.send(proto.hangup()))
-
-
-async def _reader(ws: WebSocket, proto: AsteriskWsProtocol, link: PhoneLink, port: AsteriskOutput,
-                  call: Call) -> str:
-    assert proto.encoding is not None and proto.rate is not None
-    fmt = _fmt(proto.encoding)
-    rate = proto.rate
-    while True:
-        msg = await ws.receive()
-        if msg["type"] == "websocket.disconnect":
-            return "peer_disconnected"  # how Asterisk hangs up
-        try:
-            data = msg.get("bytes")
-            if data is not None:
-                media = proto.receive_binary(data)
-                link.last_media = time.monotonic()
-                await call.receive_audio(decode(media.data, fmt), rate)
-                continue
-            ev = proto.receive_text(msg.get("text") or "")
-        except AsteriskProtocolError as exc:
-            link.protocol_error(exc, exc.code)
-            await call.paced()
-            continue
-        await call.paced()
-        if isinstance(ev, DtmfEnd):
-            try:
-                call.push_dtmf(ev.digit)
-            except CallError as exc:
-                link.protocol_error(exc, exc.code)
-        elif isinstance(ev, MarkProcessed):
-            port.echoed(ev.name, call)
-        elif isinstance(ev, MediaXon):
-            port.resume()
-        elif isinstance(ev, MediaXoff):
-            link.log.info("MEDIA_XOFF: holding reply audio")
-        elif isinstance(ev, Hangup):
-            return "peer_hangup"
-        elif isinstance(ev, ErrorReport):
-            link.log.warning("Asterisk reports an error: %s", ev.text)
-        elif isinstance(ev, Media):  # pragma: no cover - binary frames are handled above
-            pass

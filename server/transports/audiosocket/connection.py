@@ -29,7 +29,6 @@ from kombain.server.ids import new_id
 from kombain.server.metrics import Metrics
 from kombain.server.openapi import AUTH_ERRORS, errors
 from kombain.server.peers import PeerAllowList
-from kombain.server.services import Services
 from kombain.server.settings import Settings
 from kombain.server.transports.audiosocket.protocol import (
     Audio,
@@ -43,10 +42,10 @@ from kombain.server.transports.audiosocket.protocol import (
     error_frame,
     hangup_frame,
 )
+from kombain.server.transports.link import CallLink, PeerError, call_logger
 from kombain.server.transports.options import apply_options
-from kombain.server.transports.paced import MAX_QUEUED_S, PacedOutput
-from kombain.server.transports.phone import call_logger, say_goodbye
-from kombain.streaming.call import Call, CallError, CallEvent, HangupEvent
+from kombain.streaming.call import Call, CallError
+from kombain.streaming.output import MAX_QUEUED_S, PacedOutput
 
 router = APIRouter(tags=["telephony"])
 log = logging.getLogger("kombain.audiosocket")
@@ -96,19 +95,29 @@ class AudioSocketOutput(PacedOutput):
     """The call's audio port: replies in the caller's rate as paced 20 ms audio frames."""
 
     def __init__(self, writer: asyncio.StreamWriter, rate: int) -> None:
-        super().__init__(rate, self._write)
+        super().__init__(rate)
         self.writer = writer
 
-    async def _write(self, pcm: bytes) -> None:
+    async def send_frame(self, pcm: bytes) -> None:
         self.writer.write(audio_frame(pcm, self.rate))
         async with asyncio.timeout(_WRITE_STALL_S):  # a peer that accepts nothing has stopped reading
             await self.writer.drain()
 
 
+class MalformedStream(PeerError):
+    """The peer's byte stream is not AudioSocket."""
+
+    code = "malformed_stream"
+
+    def __init__(self, exc: AudioSocketError) -> None:
+        super().__init__(str(exc))
+        self.error = exc
+
+
 class AudioSocketServer:
     """The TCP listener and its calls."""
 
-    def __init__(self, settings: Settings, metrics: Metrics, host: CallHost, services: Services) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics, host: CallHost, services: dict[str, Any]) -> None:
         self.settings, self.metrics, self.host, self.services = settings, metrics, host, services
         self.pending = PendingConfigs(settings.audiosocket_config_ttl_s, settings.audiosocket_max_configs)
         self.allow = PeerAllowList(settings.audiosocket_allow, "audiosocket_allow")
@@ -142,7 +151,7 @@ class AudioSocketServer:
                 log.warning("AudioSocket peer %s refused (KOMBAIN_AUDIOSOCKET_ALLOW)", peer)
                 writer.write(error_frame())
                 return
-            await AudioSocketConnection(self, reader, writer).serve()
+            await AudioSocketConnection(self, reader, writer).run()
         except Exception:  # one connection's failure never reaches the listener
             log.exception("AudioSocket connection failed")
         finally:
@@ -153,28 +162,18 @@ class AudioSocketServer:
                 await writer.wait_closed()
 
 
-class AudioSocketConnection:
+class AudioSocketConnection(CallLink):
     """One Asterisk call over AudioSocket."""
 
     def __init__(self, server: AudioSocketServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.server, self.reader, self.writer = server, reader, writer
-        self.settings = server.settings
-        self.proto = AudioSocketProtocol()
         self.call_id = new_id("call")
-        self.log = call_logger("kombain.audiosocket", self.call_id)
-        self.ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self.last_media = time.monotonic()
-        self.call: Call | None = None
+        super().__init__(server.host, "audiosocket", call_logger("kombain.audiosocket", self.call_id),
+                         peer_timeout_s=server.settings.telephony_peer_timeout_s, playout_s=MAX_QUEUED_S)
+        self.server, self.reader, self.writer = server, reader, writer
+        self.proto = AudioSocketProtocol()
+        self.port: AudioSocketOutput | None = None
 
-    def end(self, reason: str) -> None:
-        if not say_goodbye(self.call, self.settings, reason, self.log) and not self.ended.done():
-            self.ended.set_result(reason)
-
-    def emit(self, ev: CallEvent) -> None:
-        if isinstance(ev, HangupEvent) and not self.ended.done():
-            self.ended.set_result(ev.reason)
-
-    async def serve(self) -> None:
+    async def run(self) -> None:
         try:
             first = await self._await_uuid()
         except (TimeoutError, AudioSocketError) as exc:
@@ -187,19 +186,16 @@ class AudioSocketConnection:
         options = self.server.pending.pop(uuid)
         self.log.info("AudioSocket call %s from %s", uuid, self.writer.get_extra_info("peername"))
         host = self.server.host
-        config, responder = apply_options(self.settings, self.server.services.ivr_script,
+        config, responder = apply_options(self.settings, self.server.services.get("ivr_script"),
                                           host.default_config(), options, self.log)
         rate = self.proto.rate or 8000
-        port = AudioSocketOutput(self.writer, rate)
+        port = self.port = AudioSocketOutput(self.writer, rate)
         try:
-            async with host.open_call("audiosocket", replace(config, output_rate=min(rate, _MAX_SYNTH_RATE)),
-                                      self.emit, output=port, end=self.end, responder=responder,
-                                      call_id=self.call_id) as call:
-                self.call = call
-                port.on_played = call.playback
+            async with self.open(replace(config, output_rate=min(rate, _MAX_SYNTH_RATE)), output=port,
+                                 responder=responder, call_id=self.call_id) as call:
                 for ev in early:
                     self._handle(ev, call, port)
-                await self._run(call, port)
+                await self.serve(call)
         except CallRefused as exc:
             self.log.info("refused: %s", exc)
             self.writer.write(hangup_frame())
@@ -222,62 +218,49 @@ class AudioSocketConnection:
                     if isinstance(ev, HangupFrame):
                         return None
 
-    async def _run(self, call: Call, port: AudioSocketOutput) -> None:
-        reason = "peer_gone"
-        try:
-            async with asyncio.TaskGroup() as tg:
-                runner = tg.create_task(call.run())
-                pacer = tg.create_task(port.pace())
-                watchdog = tg.create_task(self._watchdog())
-                reader = asyncio.ensure_future(self._reader(call, port))
-                try:
-                    await asyncio.wait({reader, self.ended}, return_when=asyncio.FIRST_COMPLETED)
-                    if reader.done():
-                        reason = reader.result()
-                    else:
-                        reason = self.ended.result()
-                        if reason in ("hangup", "server_shutting_down", "session_expired"):
-                            await port.drained(MAX_QUEUED_S)  # let the goodbye play out
-                        self.writer.write(hangup_frame())
-                        with contextlib.suppress(Exception):
-                            async with asyncio.timeout(2):
-                                await self.writer.drain()
-                finally:
-                    reader.cancel()
-                self.log.info("call ended: %s", reason)
-                call.close()
-                for task in (pacer, watchdog, runner):
-                    task.cancel()
-        except* AudioSocketError as eg:
-            exc = eg.exceptions[0]
-            self.log.warning("closing on a malformed stream: %s", exc)
-            self._refuse_stream(exc)
-        except* (ConnectionError, TimeoutError) as eg:
-            self.log.info("connection lost: %r", eg.exceptions[0])
+    # --- the lifecycle's hooks -----------------------------------------------------------------------
 
-    async def _watchdog(self) -> None:
-        limit = self.settings.telephony_peer_timeout_s
-        while True:
-            await asyncio.sleep(min(1.0, limit / 4))
-            if time.monotonic() - self.last_media > limit:
-                self.log.info("no audio for %.0f s: the peer has gone", limit)
-                self.end("peer_gone")
-                return
+    def tasks(self, call: Call) -> list[Any]:
+        assert self.port is not None
+        return [self.port.pace()]
 
-    async def _reader(self, call: Call, port: AudioSocketOutput) -> str:
+    async def read(self, call: Call) -> str:
+        assert self.port is not None
         while True:
             data = await self.reader.read(8192)
             if not data:
                 return "peer_disconnected"
-            for ev in self.proto.feed(data):  # AudioSocketError ends the connection (see _run)
+            try:
+                events = self.proto.feed(data)
+            except AudioSocketError as exc:
+                raise MalformedStream(exc) from exc
+            for ev in events:
                 if isinstance(ev, HangupFrame):
                     return "peer_hangup"
-                self._handle(ev, call, port)
+                self._handle(ev, call, self.port)
             await call.paced()  # a caller far ahead of real time is read more slowly
+
+    async def hang_up(self, reason: str, by_peer: bool) -> None:
+        if by_peer:
+            return
+        self.writer.write(hangup_frame())
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(2):
+                await self.writer.drain()
+
+    async def refuse(self, exc: PeerError) -> None:
+        self.log.warning("closing on a malformed stream: %s", exc)
+        self._refuse_stream(exc.error if isinstance(exc, MalformedStream) else exc)
+
+    def failed(self, exc: BaseException) -> None:
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            self.log.info("connection lost: %r", exc)
+        else:
+            self.log.warning("ended on an error: %r", exc)
 
     def _handle(self, ev: Any, call: Call, port: AudioSocketOutput) -> None:
         if isinstance(ev, Audio):
-            self.last_media = time.monotonic()
+            self.heard()
             if ev.rate != port.rate:  # the caller's format changed: answer in it
                 port.set_rate(ev.rate)
                 call.update(replace(call.config, output_rate=min(ev.rate, _MAX_SYNTH_RATE)))
@@ -299,7 +282,7 @@ async def configure_call(call_uuid: str, options: CallOptions, request: Request)
         key = str(uuidlib.UUID(call_uuid))
     except ValueError:
         raise ApiError(400, f"{call_uuid[:64]!r} is not a UUID", "invalid_value", "call_uuid") from None
-    server: AudioSocketServer | None = request.app.state.kombain.services.transports.get("audiosocket", AudioSocketServer)
+    server: AudioSocketServer | None = request.app.state.kombain.services.get("audiosocket")
     if server is None:
         raise ApiError(404, "AudioSocket is not enabled on this node (KOMBAIN_AUDIOSOCKET_LISTEN)", "not_found")
     values = {k: v for k, v in options.model_dump().items() if v}
@@ -313,7 +296,7 @@ async def configure_call(call_uuid: str, options: CallOptions, request: Request)
                 responses=errors(*AUTH_ERRORS, 400, 404))
 async def forget_call(call_uuid: str, request: Request) -> Response:
     """Drop a configuration that will not be used."""
-    server: AudioSocketServer | None = request.app.state.kombain.services.transports.get("audiosocket", AudioSocketServer)
+    server: AudioSocketServer | None = request.app.state.kombain.services.get("audiosocket")
     try:
         key = str(uuidlib.UUID(call_uuid))
     except ValueError:
@@ -330,4 +313,4 @@ async def start(state: Any, stack: contextlib.AsyncExitStack) -> None:
     server = AudioSocketServer(state.settings, state.metrics, state.host, state.services)
     await server.start()
     stack.push_async_callback(server.aclose)
-    state.services.transports.put("audiosocket", server)
+    state.services["audiosocket"] = server

@@ -28,11 +28,9 @@ import numpy as np
 from kombain.server.host import CallHost, CallRefused
 from kombain.server.metrics import Metrics
 from kombain.server.peers import PeerAllowList
-from kombain.server.services import Services
 from kombain.server.settings import Settings
+from kombain.server.transports.link import CallLink, call_logger
 from kombain.server.transports.options import apply_options
-from kombain.server.transports.paced import MAX_QUEUED_S, PacedOutput
-from kombain.server.transports.phone import call_logger, say_goodbye
 from kombain.server.transports.sip.auth import DigestAuth
 from kombain.server.transports.sip.jitter import JitterBuffer, conceal
 from kombain.server.transports.sip.message import SipError, parse_message, response_for, serialize
@@ -55,7 +53,8 @@ from kombain.server.transports.sip.sdp import (
     choose_codec,
 )
 from kombain.streaming.audio import alaw_decode, alaw_encode, mulaw_decode, mulaw_encode
-from kombain.streaming.call import Call, CallError, CallEvent, HangupEvent
+from kombain.streaming.call import Call, CallError
+from kombain.streaming.output import MAX_QUEUED_S, PacedOutput
 
 log = logging.getLogger("kombain.sip")
 
@@ -101,7 +100,7 @@ class _Udp(asyncio.DatagramProtocol):
 class SipServer:
     """The SIP listener, its timers and its calls."""
 
-    def __init__(self, settings: Settings, metrics: Metrics, host: CallHost, services: Services) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics, host: CallHost, services: dict[str, Any]) -> None:
         self.settings, self.metrics, self.host, self.services = settings, metrics, host, services
         self.listen = parse_hostport(settings.sip_listen, 5060)
         # The address peers reach us at (SDP c=, Contact): a wildcard listen address cannot be it.
@@ -252,11 +251,11 @@ class RtpOutput(PacedOutput):
     """Replies as G.711 RTP packets, one per 20 ms, to the caller's current address."""
 
     def __init__(self, call: SipCall) -> None:
-        super().__init__(RATE, self._send_frame)
-        self.call = call
+        super().__init__(RATE)
+        self.sip_call = call
 
-    def _send_frame(self, pcm: bytes) -> None:
-        c = self.call
+    def send_frame(self, pcm: bytes) -> None:
+        c = self.sip_call
         if c.rtp is None or c.remote is None or c.on_hold:
             return
         samples = np.frombuffer(pcm, "<i2")
@@ -266,14 +265,14 @@ class RtpOutput(PacedOutput):
         c.packets_sent += 1
 
 
-class SipCall:
+class SipCall(CallLink):
     """One SIP call: its RTP socket, jitter buffer, play-out and the call it feeds."""
 
     def __init__(self, server: SipServer, ic: IncomingCall, port: int, pt: int, codec: str) -> None:
-        self.server, self.ic, self.port, self.pt, self.codec = server, ic, port, pt, codec
-        self.settings = server.settings
         self.call_id = "call_" + secrets.token_hex(10)
-        self.log = call_logger("kombain.sip", self.call_id)
+        super().__init__(server.host, "sip", call_logger("kombain.sip", self.call_id),
+                         peer_timeout_s=server.settings.telephony_peer_timeout_s, playout_s=MAX_QUEUED_S)
+        self.server, self.ic, self.port, self.pt, self.codec = server, ic, port, pt, codec
         self.offer: SdpOffer = ic.offer
         self.remote: tuple[str, int] | None = (ic.offer.address, ic.offer.port) if ic.offer.port else None
         self.on_hold = ic.offer.on_hold
@@ -283,9 +282,7 @@ class SipCall:
         self.jitter = JitterBuffer(payload_type=pt)
         self.dtmf = DtmfReceiver(ic.offer.telephone_event)
         self.established = asyncio.Event()
-        self.ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self.call: Call | None = None
-        self.last_rtp = time.monotonic()
+        self.port_out = RtpOutput(self)
         self.packets_sent = 0
         self._reported = {"received": 0, "sent": 0, "lost": 0, "late": 0}  # already in the metrics
         self.session_version = 1
@@ -298,18 +295,12 @@ class SipCall:
     def sip_ended(self, reason: str) -> None:
         """BYE or CANCEL from the caller, our BYE done, or no ACK: the dialog is over."""
         self._sip_gone = True
-        if not self.ended.done():
-            self.ended.set_result(reason)
-
-    def end(self, reason: str) -> None:
-        """The host ends the call (drain, deadline): a goodbye where it can speak, then BYE."""
-        if not say_goodbye(self.call, self.settings, reason, self.log) and not self.ended.done():
-            self.ended.set_result(reason)
+        self.finish(reason)
 
     def reoffer(self, offer: SdpOffer) -> list[Action]:
         self.offer = offer
         self.on_hold = offer.on_hold
-        self.last_rtp = time.monotonic()  # a long silent hold is not a vanished caller
+        self.heard()  # a long silent hold is not a vanished caller
         self.ssrc = None  # the stream may restart after a re-INVITE
         if offer.port and offer.address not in ("0.0.0.0", "::"):
             self.remote = (offer.address, offer.port)
@@ -340,7 +331,7 @@ class SipCall:
             self.ssrc = pkt.ssrc
         elif pkt.ssrc != self.ssrc and addr != self.remote:
             return  # another sender on our port: the caller's stream is the one it started with
-        self.last_rtp = time.monotonic()
+        self.heard()
         self.jitter.push(pkt)  # it plays only our codec, but counts every packet of the stream
         if pkt.payload_type == self.offer.telephone_event:
             digit = self.dtmf.feed(pkt)
@@ -374,16 +365,6 @@ class SipCall:
             elif delay < -0.2:  # the loop fell behind (a stall): do not burst to catch up
                 next_at = time.monotonic()
 
-    async def _watchdog(self) -> None:
-        limit = self.settings.telephony_peer_timeout_s
-        while True:
-            await asyncio.sleep(min(1.0, limit / 4))
-            self._report_rtp()
-            if not self.on_hold and time.monotonic() - self.last_rtp > limit:
-                self.log.info("no RTP for %.0f s: the caller has gone", limit)
-                self.end("peer_gone")
-                return
-
     def _report_rtp(self) -> None:
         """Add this call's RTP counts since the last report to the metrics (each second, and at the end)."""
         stats = self.jitter.stats
@@ -394,10 +375,6 @@ class SipCall:
                 self._reported[kind] = value
 
     # --- the call's life -------------------------------------------------------------------------------
-
-    def emit(self, ev: CallEvent) -> None:
-        if isinstance(ev, HangupEvent) and not self.ended.done():
-            self.ended.set_result(ev.reason)
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -417,14 +394,12 @@ class SipCall:
             server.perform(server.protocol.reject(self.ic.call_id, 503, "Service Unavailable", retry_after=1))
             return
         host = server.host
-        config, responder = apply_options(self.settings, server.services.ivr_script, host.default_config(),
+        config, responder = apply_options(self.settings, server.services.get("ivr_script"), host.default_config(),
                                           dict(self.ic.options), self.log)
-        port = RtpOutput(self)
+        port = self.port_out
         try:
-            async with host.open_call("sip", replace(config, output_rate=RATE), self.emit, output=port,
-                                      end=self.end, responder=responder, call_id=self.call_id) as call:
-                self.call = call
-                port.on_played = call.playback
+            async with self.open(replace(config, output_rate=RATE), output=port, responder=responder,
+                                 call_id=self.call_id) as call:
                 answer = build_answer(self.offer, address=server.advertise, port=self.port, codec_pt=self.pt,
                                       session_id=self.session_id, version=self.session_version)
                 server.perform(server.protocol.ringing(self.ic.call_id))
@@ -441,7 +416,7 @@ class SipCall:
                 server.perform(server.protocol.accept(self.ic.call_id, answer))
                 self.log.info("answered %s from %s:%d (%s, RTP %d)", self.ic.from_uri, *self.ic.source,
                               self.codec, self.port)
-                await self._serve(call, port)
+                await self.serve(call)
         except CallRefused as exc:  # the last slot went to another call since the INVITE was admitted
             server.perform(server.protocol.reject(self.ic.call_id, *_refusal(exc), retry_after=exc.retry_after_s))
         finally:
@@ -452,20 +427,26 @@ class SipCall:
             if self.rtp is not None:
                 self.rtp.close()
 
-    async def _serve(self, call: Call, port: RtpOutput) -> None:
-        async with asyncio.TaskGroup() as tg:
-            tasks = [tg.create_task(call.run()), tg.create_task(self._playout(call)),
-                     tg.create_task(port.pace()), tg.create_task(self._watchdog())]
-            reason = await self.ended
-            self.log.info("call ended: %s", reason)
-            if not self._sip_gone:
-                if reason in ("hangup", "server_shutting_down", "session_expired"):
-                    await port.drained(MAX_QUEUED_S)  # the goodbye is heard before the BYE
-                    await asyncio.sleep(0.2)
-                self.server.perform(self.server.protocol.hangup(self.ic.call_id))
-            call.close()
-            for t in tasks:
-                t.cancel()
+    # --- the lifecycle's hooks -----------------------------------------------------------------------
+
+    def tasks(self, call: Call) -> list[Any]:
+        return [self._playout(call), self.port_out.pace()]
+
+    def tick(self) -> None:
+        self._report_rtp()
+
+    def peer_may_be_silent(self) -> bool:
+        return self.on_hold  # music on hold may send nothing
+
+    async def wait_for_playout(self) -> None:
+        if self._sip_gone:
+            return
+        await super().wait_for_playout()  # the goodbye is heard before the BYE
+        await self._sleep(0.2)
+
+    async def hang_up(self, reason: str, by_peer: bool) -> None:
+        if not self._sip_gone:
+            self.server.perform(self.server.protocol.hangup(self.ic.call_id))
 
 
 def _refusal(exc: CallRefused) -> tuple[int, str]:
@@ -480,4 +461,4 @@ async def start(state: Any, stack: contextlib.AsyncExitStack) -> None:
     server = SipServer(state.settings, state.metrics, state.host, state.services)
     await server.start()
     stack.push_async_callback(server.aclose)
-    state.services.transports.put("sip", server)
+    state.services["sip"] = server

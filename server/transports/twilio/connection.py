@@ -9,7 +9,7 @@ points a Twilio number at it. With `KOMBAIN_TWILIO_AUTH_TOKEN` set, both check
 from __future__ import annotations
 
 import asyncio
-import time
+import logging
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -46,9 +46,9 @@ from kombain.server.transports.twilio.protocol import (
     connect_stream_twiml,
     valid_twilio_signature,
 )
-from kombain.streaming.audio import Resampler, mulaw_decode, mulaw_encode
-from kombain.streaming.call import Call, CallError, CallEvent
-from kombain.streaming.conversation import ResponseAudio
+from kombain.streaming.audio import mulaw_decode, mulaw_encode
+from kombain.streaming.call import Call, CallError
+from kombain.streaming.output import MarkedOutput
 
 router = APIRouter(tags=["telephony"])
 
@@ -57,38 +57,61 @@ RATE = 8000
 _OPTION_KEYS = ("responder", "voice", "language", "prompt")
 
 
-class TwilioOutput:
-    """The call's audio port on a Twilio stream: mu-law media, a mark after each chunk, clear."""
+class TwilioOutput(MarkedOutput):
+    """The call's audio port on a Twilio stream: mu-law media as written, a mark after each chunk
+    (Twilio echoes it once everything before it has played: the playback report), `clear` on
+    barge-in. Twilio cannot pause its buffer: a hold keeps what is written here until released."""
 
     def __init__(self, proto: TwilioStreamProtocol, link: PhoneLink) -> None:
+        super().__init__(RATE, None)
         self.proto, self.link = proto, link
-        self._resampler: Resampler | None = None
-        self.marks_out = 0  # marks sent and not yet echoed
-        self.cleared = 0
 
-    def write(self, audio: ResponseAudio, rate: int) -> None:
-        pcm = np.frombuffer(audio.pcm, "<i2")
-        if rate != RATE:  # the call is opened at 8 kHz; only a changed config lands here
-            if self._resampler is None or self._resampler.in_rate != rate:
-                self._resampler = Resampler(rate, RATE, quality="LQ")
-            pcm = (np.clip(self._resampler.process(pcm.astype(np.float32) / 32768), -1, 1) * 32767).astype(np.int16)
-        self.link.send(self.proto.media(mulaw_encode(pcm)))
-        # Twilio echoes a mark once everything sent before it has been played: that is the report.
-        self.link.send(self.proto.mark(f"{audio.response_id}:{audio.end_ms}"))
-        self.marks_out += 1
+    def send_frame(self, pcm: bytes) -> None:
+        self.link.send(self.proto.media(mulaw_encode(np.frombuffer(pcm, "<i2"))))
 
-    def hold(self, held: bool) -> None:
-        pass  # Twilio cannot pause its buffer; we stop sending, and clear if the interruption is real
+    def send_mark(self, name: str) -> None:
+        self.link.send(self.proto.mark(name))
 
-    def clear(self) -> None:
-        self.cleared += 1
+    def send_clear(self) -> None:
         self.link.send(self.proto.clear())
 
-    def echoed(self, name: str, call: Call) -> None:
-        self.marks_out = max(0, self.marks_out - 1)
-        rid, _, ms = name.rpartition(":")
-        if rid and ms.isdigit():
-            call.playback(rid, int(ms))
+
+class TwilioLink(PhoneLink):
+    """A Twilio media stream's call: its messages into the call."""
+
+    def __init__(self, ws: WebSocket, host: CallHost, proto: TwilioStreamProtocol,
+                 log: logging.LoggerAdapter[logging.Logger]) -> None:
+        super().__init__(ws, host, "twilio", log)
+        self.proto = proto
+        self.port = TwilioOutput(proto, self)
+
+    async def read(self, call: Call) -> str:
+        """Twilio's messages into the call, until `stop` or the socket closes. Returns why it ended."""
+        ws, proto = self.ws, self.proto
+        while True:
+            msg = await ws.receive()
+            if msg["type"] == "websocket.disconnect":
+                return "peer_disconnected"
+            try:
+                ev = proto.receive(_payload(msg))
+            except TwilioProtocolError as exc:
+                self.protocol_error(exc, exc.code)
+                await call.paced()
+                continue
+            if isinstance(ev, TwilioMedia):
+                self.heard()
+                await call.receive_audio(mulaw_decode(ev.payload).astype(np.float32) / 32768, RATE)
+                continue
+            if isinstance(ev, TwilioDtmf):
+                try:
+                    call.push_dtmf(ev.digit)
+                except CallError as exc:
+                    self.protocol_error(exc, exc.code)
+            elif isinstance(ev, TwilioMark):
+                self.port.mark_played(ev.name)
+            elif isinstance(ev, TwilioStop):
+                return "stop"
+            await call.paced()
 
 
 _TWIML_RESPONSES: dict[int | str, dict[str, Any]] = {200: {"content": {"application/xml": {}}}, **errors(400, 403)}
@@ -161,7 +184,8 @@ async def _stream(ws: WebSocket, state: Any, settings: Settings) -> None:
     call_id = new_id("call")
     log = call_logger("kombain.twilio", call_id)
     proto = TwilioStreamProtocol(max_message_bytes=min(settings.max_message_bytes, 256 * 1024))
-    link = PhoneLink(ws, settings, state.metrics, "twilio", log)
+    host: CallHost = state.host
+    link = TwilioLink(ws, host, proto, log)
     try:
         start = await _await_start(ws, proto, link, settings.telephony_start_timeout_s)
     except (TimeoutError, TooManyErrors):
@@ -174,19 +198,12 @@ async def _stream(ws: WebSocket, state: Any, settings: Settings) -> None:
         await close(ws, 1000, "stream stopped")
         return
     log.info("stream %s of Twilio call %s started", start.stream_sid, start.call_sid)
-    host: CallHost = state.host
-    config, responder = apply_options(settings, state.services.ivr_script, host.default_config(),
+    config, responder = apply_options(settings, state.services.get("ivr_script"), host.default_config(),
                                       start.custom_parameters, log)
-    port = TwilioOutput(proto, link)
-
-    def emit(ev: CallEvent) -> None:
-        link.on_hangup(ev)
-
     try:
-        async with host.open_call("twilio", replace(config, output_rate=RATE), emit, output=port, end=link.end,
-                                  responder=responder, call_id=call_id) as call:
-            link.call = call
-            await _serve(ws, proto, link, port, call)
+        async with link.open(replace(config, output_rate=RATE), output=link.port, responder=responder,
+                             call_id=call_id) as call:
+            await link.serve(call)
     except CallRefused as exc:
         log.info("refused: %s", exc)
         await close(ws, CLOSE_TRY_AGAIN, str(exc))
@@ -214,40 +231,6 @@ async def _await_start(ws: WebSocket, proto: TwilioStreamProtocol, link: PhoneLi
                 return ev
             if isinstance(ev, TwilioStop):
                 return None
-
-
-async def _serve(ws: WebSocket, proto: TwilioStreamProtocol, link: PhoneLink, port: TwilioOutput,
-                 call: Call) -> None:
-    await link.serve(call, _reader(ws, proto, link, port, call), lambda: port.marks_out)
-
-
-async def _reader(ws: WebSocket, proto: TwilioStreamProtocol, link: PhoneLink, port: TwilioOutput,
-                  call: Call) -> str:
-    """Twilio's messages into the call, until `stop` or the socket closes. Returns why it ended."""
-    while True:
-        msg = await ws.receive()
-        if msg["type"] == "websocket.disconnect":
-            return "peer_disconnected"
-        try:
-            ev = proto.receive(_payload(msg))
-        except TwilioProtocolError as exc:
-            link.protocol_error(exc, exc.code)
-            await call.paced()
-            continue
-        if isinstance(ev, TwilioMedia):
-            link.last_media = time.monotonic()
-            await call.receive_audio(mulaw_decode(ev.payload).astype(np.float32) / 32768, RATE)
-            continue
-        if isinstance(ev, TwilioDtmf):
-            try:
-                call.push_dtmf(ev.digit)
-            except CallError as exc:
-                link.protocol_error(exc, exc.code)
-        elif isinstance(ev, TwilioMark):
-            port.echoed(ev.name, call)
-        elif isinstance(ev, TwilioStop):
-            return "stop"
-        await call.paced()
 
 
 def _scheme(settings: Settings, scheme: str, headers: object) -> str:

@@ -33,6 +33,7 @@ from kombain.server.host import CallHost, CallRefused
 from kombain.server.ids import new_id
 from kombain.server.metrics import Metrics
 from kombain.server.settings import Settings
+from kombain.server.transports.link import SERVER_ENDS, CallLink, call_logger
 from kombain.server.transports.openai_realtime.protocol import (
     ProtocolError,
     error_event,
@@ -41,6 +42,7 @@ from kombain.server.transports.openai_realtime.protocol import (
 from kombain.server.transports.openai_realtime.session import RealtimeSession
 from kombain.server.transports.webrtc.media import ReplyAudioTrack, frame_to_mono
 from kombain.server.transports.webrtc.sdp import SdpError
+from kombain.streaming.call import Call
 
 if TYPE_CHECKING:
     from kombain.streaming.responders import Responder
@@ -74,11 +76,9 @@ class WebRTCCall:
         self._ended = asyncio.Event()
         self._closed = asyncio.Event()
         self._remote_tracks: list[MediaStreamTrack] = []
-        self._last_media = time.monotonic()
-        self._hangup = asyncio.Event()
         self._early: list[str | bytes] = []
-        self._bg: asyncio.Future[None] | None = None
-        self.session = RealtimeSession(settings, metrics, self._send, kind=kind, on_hangup=self._on_hangup)
+        self._link: _RtcLink | None = None  # the call's lifecycle, once the host has opened it
+        self.session = RealtimeSession(settings, metrics, self._send, kind=kind, on_hangup=self.end)
         self.pc.on("datachannel", self._on_datachannel)
         self.pc.on("track", self._on_track)
         self.pc.on("connectionstatechange", self._on_state)
@@ -118,7 +118,8 @@ class WebRTCCall:
         log.info("call %s: connection %s", self.id, state)
         if state == "connected" and self.connected_at is None:
             self.connected_at = time.monotonic()
-            self._last_media = self.connected_at
+            if self._link is not None:
+                self._link.heard()
             self.metrics.webrtc_setup_seconds.observe(self.connected_at - self.created_at)
             self._connected.set()
         elif state in ("failed", "closed"):
@@ -170,101 +171,93 @@ class WebRTCCall:
                 frame = await track.recv()
             except MediaStreamError:
                 return
-            self._last_media = time.monotonic()
+            if self._link is not None:
+                self._link.heard()
             if not isinstance(frame, av.AudioFrame):
                 continue
             self.session.call.push_audio(frame_to_mono(frame), frame.sample_rate)
 
-    async def _watchdog(self) -> None:
+    async def _connect_deadline(self) -> None:
         try:
             async with asyncio.timeout(self.settings.webrtc_connect_timeout_s):
                 await self._connected.wait()
         except TimeoutError:
             self.end("connect_timeout")
-            return
-        limit = self.settings.webrtc_peer_timeout_s
-        while True:
-            await asyncio.sleep(min(0.5, limit / 4))
-            # aiortc notices a vanished peer only after ~30 s of failed consent checks; a caller
-            # always sends audio (silence included), so no media for `limit` seconds means gone.
-            if time.monotonic() - self._last_media > limit:
-                self.end("peer_gone")
-                return
 
     # --- lifetime --------------------------------------------------------------------------------
 
-    def _on_hangup(self, reason: str) -> None:
-        if reason != "hangup":  # the host ends the call (drain, deadline): say why, then hang up
-            message = {"server_shutting_down": "the server is shutting down; call again to reach another node",
-                       "session_expired": "the session reached its maximum duration"}.get(reason, reason)
-            self._send(error_event(message, reason, type_="server_error"))
-            self._end_after_events(reason)
-            return
-        self._hangup.set()
-
-    def _end_after_events(self, reason: str) -> None:
-        async def later() -> None:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(1):
-                    while not self._out.empty():  # noqa: ASYNC110
-                        await asyncio.sleep(0.02)
-                    await asyncio.sleep(0.1)  # let SCTP send the last event
-            self.end(reason)
-
-        task = asyncio.ensure_future(later())
-        self._bg = task  # keep a reference until it runs
-
-    async def _hangup_watch(self) -> None:
-        await self._hangup.wait()
-        # The bot hung up (IVR): let the caller hear the goodbye, then end. The track is pulled
-        # by its sender every 20 ms, so watching its level is simpler than signalling from it.
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self.settings.webrtc_send_buffer_ms / 1000 + 1):
-                while self.track.buffered_ms > 0:  # noqa: ASYNC110
-                    await asyncio.sleep(0.05)
-        self.end("hangup")
-
     def end(self, reason: str) -> None:
-        """Ask the call to end; `run()` does the releasing."""
-        if self.reason is None:
+        """Ask the call to end (the first reason is kept); `run()` does the releasing."""
+        if self._link is not None:
+            self._link.finish(reason)
+        elif self.reason is None:
             self.reason = reason
-        self._ended.set()
 
     async def wait_closed(self) -> None:
         await self._closed.wait()
 
     async def run(self, host: CallHost) -> None:
         """The call's life: returns once everything it held is released."""
+        link = None
         try:
+            link = self._link = _RtcLink(self, host)
+            if self.reason is not None:  # ended before it started
+                link.finish(self.reason)
             config = self.session.call_config(host.default_config())
-            async with host.open_call("webrtc", config, self.session.on_call_event, output=self.track,
-                                      end=self._on_hangup, call_id=self.session.id,
-                                      responder=self._responder) as call:
+            async with link.open(config, emit=self.session.on_call_event, output=self.track,
+                                 responder=self._responder, call_id=self.session.id) as call:
                 self.session.attach(call)
-                self.track.on_played = call.playback
                 self.session.start()
                 early, self._early = self._early, []
                 for message in early:
                     self._on_message(message)
-                await self._run_tasks()
+                await link.serve(call)
         except CallRefused as exc:
             self.end(exc.code)
         finally:
+            self._ended.set()
+            if link is not None:
+                self.reason = link.reason or (link.ended.result() if link.ended.done() else None) or self.reason
             self.track.stop()
             await self.pc.close()
             self.metrics.webrtc_calls_ended.labels(self.reason or "unknown").inc()
             log.info("call %s ended: %s", self.id, self.reason)
             self._closed.set()
 
-    async def _run_tasks(self) -> None:
-        try:
-            async with asyncio.TaskGroup() as tg:
-                tasks = [tg.create_task(self.session.call.run()), tg.create_task(self._writer()),
-                         tg.create_task(self._watchdog()), tg.create_task(self._hangup_watch())]
-                tasks += [tg.create_task(self._reader(t)) for t in self._remote_tracks]
-                await self._ended.wait()
-                for task in tasks:
-                    task.cancel()
-        except* Exception as eg:  # one call's failure ends that call, never the server
-            self.end("error")
-            log.warning("call %s failed: %r", self.id, eg.exceptions[0])
+
+class _RtcLink(CallLink):
+    """A WebRTC call's lifecycle: media and events come in by callbacks; the data channel's writer,
+    the connect deadline and the track readers run beside the call; a call the server ends hears
+    why as an error event (there is no spoken goodbye on a realtime call)."""
+
+    spoken_goodbye = False
+    watch_tick_s = 0.5
+
+    def __init__(self, rtc: WebRTCCall, host: CallHost) -> None:
+        s = rtc.settings
+        super().__init__(host, "webrtc", call_logger("kombain.webrtc", rtc.id), peer_timeout_s=s.webrtc_peer_timeout_s,
+                         playout_s=s.webrtc_send_buffer_ms / 1000 + 1)
+        self.rtc = rtc
+
+    def tasks(self, call: Call) -> list[Any]:
+        rtc = self.rtc
+        return [rtc._writer(), rtc._connect_deadline(), *(rtc._reader(t) for t in rtc._remote_tracks)]
+
+    def peer_may_be_silent(self) -> bool:
+        # aiortc notices a vanished peer only after ~30 s of failed consent checks; a connected caller
+        # always sends audio (silence included), so only then does no media mean gone.
+        return self.rtc.connected_at is None
+
+    async def hang_up(self, reason: str, by_peer: bool) -> None:
+        if reason in SERVER_ENDS:  # the host ends the call (drain, deadline): say why, then hang up
+            message = {"server_shutting_down": "the server is shutting down; call again to reach another node",
+                       "session_expired": "the session reached its maximum duration"}[reason]
+            self.rtc._send(error_event(message, reason, type_="server_error"))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1):
+                    while not self.rtc._out.empty():  # noqa: ASYNC110 - the writer drains it
+                        await asyncio.sleep(0.02)
+                    await asyncio.sleep(0.1)  # let SCTP send the last event
+
+    def failed(self, exc: BaseException) -> None:
+        self.log.warning("failed: %r", exc)

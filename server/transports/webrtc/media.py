@@ -5,15 +5,13 @@ from __future__ import annotations
 import asyncio
 import fractions
 import time
-from collections import deque
-from collections.abc import Callable
 
 import av
 import numpy as np
 from aiortc import MediaStreamTrack
 
-from kombain.streaming.audio import Resampler, pcm16_to_float
 from kombain.streaming.conversation import ResponseAudio
+from kombain.streaming.output import PulledOutput
 
 TRACK_RATE = 48000
 FRAME_SAMPLES = TRACK_RATE // 50  # 20 ms, what Opus sends per packet
@@ -56,91 +54,37 @@ class PacedAudioTrack(MediaStreamTrack):
         return frame
 
 
-class ReplyAudioTrack(PacedAudioTrack):
+class ReplyAudioTrack(PacedAudioTrack, PulledOutput):
     """Reply audio as 20 ms 48 kHz frames paced by their timestamps; silence when nothing is queued.
 
-    It is the call's `AudioOutput`: `write` resamples and buffers (bounded, oldest dropped past
-    `max_ms`, which pacing upstream keeps from happening), `hold` pauses playback while a possible
-    interruption is confirmed, `clear` drops everything at once. As each chunk of a response is
-    handed to the sender, `on_played(response_id, end_ms)` reports it (the send position).
+    It is the call's audio output (`streaming.output.PulledOutput`: resampling, framing, hold,
+    clear, reports and play-out live there): the sender pulls a frame every 20 ms, and as each
+    chunk of a response is handed to it, the call hears of it (the send position). At most
+    `max_ms` is buffered, oldest dropped (pacing upstream keeps that from happening).
     """
 
     def __init__(self, max_ms: int = 2000) -> None:
-        super().__init__()
-        self._chunks: deque[np.ndarray] = deque()
-        self._marks: deque[tuple[int, str, int]] = deque()  # (samples left to the mark, response, ms)
-        self.on_played: Callable[[str, int], None] = lambda response_id, end_ms: None
-        self._buffered = 0
-        self._max = max(FRAME_SAMPLES, TRACK_RATE * max_ms // 1000)
-        self._resampler: Resampler | None = None
-        self.dropped_samples = 0
-        self._held = False
+        PacedAudioTrack.__init__(self)
+        PulledOutput.__init__(self, TRACK_RATE, FRAME_SAMPLES / TRACK_RATE, max_queued_s=max(20, max_ms) / 1000)
 
     @property
     def buffered_ms(self) -> float:
-        return self._buffered * 1000 / TRACK_RATE
+        return (self._queued_samples + len(self._partial) // 2) * 1000 / TRACK_RATE
 
-    def write(self, audio: ResponseAudio, rate: int) -> None:
-        """One chunk of a response (the AudioOutput port)."""
-        self.write_pcm(audio.pcm, rate)
-        self._marks.append((self._buffered, audio.response_id, audio.end_ms))
+    @property
+    def dropped_samples(self) -> int:
+        return self.dropped * FRAME_SAMPLES
 
     def write_pcm(self, pcm: bytes, rate: int) -> None:
-        if self._resampler is None or self._resampler.in_rate != rate:
-            # Low quality is plenty for upsampling speech, and with the session's 100 ms chunks it
-            # holds back ~2 ms instead of HQ's 31 ms, which would sit there at the end of a reply.
-            self._resampler = Resampler(rate, TRACK_RATE, quality="LQ")
-        samples = self._resampler.process(pcm16_to_float(pcm))
-        if not len(samples):
-            return
-        self._chunks.append(np.clip(samples * 32767, -32768, 32767).astype(np.int16))
-        self._buffered += len(samples)
-        while self._buffered > self._max:  # drop-oldest: a late reply is worse than a gap
-            old = self._chunks.popleft()
-            self._buffered -= len(old)
-            self.dropped_samples += len(old)
-            self._advance_marks(len(old), report=False)
-
-    def hold(self, held: bool) -> None:
-        """Pause (True) or resume playback of the buffered reply; frames stay silent meanwhile."""
-        self._held = held
+        """Audio that belongs to no response (nothing is reported when it has played)."""
+        self.write(ResponseAudio("", "", pcm, 0), rate)
 
     def flush(self) -> None:
-        self._chunks.clear()
-        self._marks.clear()
-        self._buffered = 0
-        self._resampler = None  # no tail of the cancelled reply leaks into the next one
+        self.clear()
 
     def _take(self, n: int) -> np.ndarray:
-        out = np.zeros(n, np.int16)
-        if self._held:
-            return out
-        filled = 0
-        while filled < n and self._chunks:
-            chunk = self._chunks[0]
-            k = min(n - filled, len(chunk))
-            out[filled:filled + k] = chunk[:k]
-            filled += k
-            if k == len(chunk):
-                self._chunks.popleft()
-            else:
-                self._chunks[0] = chunk[k:]
-        self._buffered -= filled
-        if filled:
-            self._advance_marks(filled, report=True)
-        return out
-
-    clear = flush
-
-    def _advance_marks(self, taken: int, *, report: bool) -> None:
-        marks = self._marks
-        for i in range(len(marks)):
-            left, rid, ms = marks[i]
-            marks[i] = (left - taken, rid, ms)
-        while marks and marks[0][0] <= 0:
-            _left, rid, ms = marks.popleft()
-            if report:
-                self.on_played(rid, ms)
+        frame = self.next_frame()
+        return np.frombuffer(frame, "<i2") if frame is not None else np.zeros(n, np.int16)
 
 
 def frame_to_mono(frame: av.AudioFrame) -> np.ndarray:
