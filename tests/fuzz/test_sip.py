@@ -31,7 +31,7 @@ from kombain.server.transports.sip.protocol import (
 )
 from kombain.server.transports.sip.sdp import SdpError, build_answer, choose_codec, parse_offer
 from tests.fuzz.strategies import KIB64, fuzz, mutated, timed
-from tests.unit.transports.test_sip_protocol import (
+from tests.unit.transports.sip.test_sip_protocol import (
     NAT,
     PROXIED_INVITE,
     RFC3665_INVITE,
@@ -43,7 +43,7 @@ from tests.unit.transports.test_sip_protocol import (
     make,
     wire,
 )
-from tests.unit.transports.test_sip_sdp import BARESIP
+from tests.unit.transports.sip.test_sip_sdp import BARESIP
 
 CORPUS = [baresip_invite(), wire(SIPP_INVITE), wire(RFC3665_INVITE), wire(PROXIED_INVITE),
           wire(SIPP_OPTIONS, n=1), baresip_request("BYE", "x", 2),
