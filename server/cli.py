@@ -130,6 +130,7 @@ def _serve(args: argparse.Namespace) -> int:
         # No permessage-deflate: audio hardly compresses, and with it 1 MB of compressed zeros on
         # the wire became 1 GB of frames to decompress and analyse (a flood that froze every call).
         ws_per_message_deflate=False,
+        ws_ping_interval=settings.ws_ping_interval_s or None, ws_ping_timeout=settings.ws_ping_timeout_s or None,
         ssl_certfile=settings.ssl_certfile or None, ssl_keyfile=settings.ssl_keyfile or None,
     )
     redact_keys_in_logs()  # after uvicorn.Config, which configures its loggers

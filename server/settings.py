@@ -104,6 +104,10 @@ class Settings:
     max_sessions: int = 32
     max_turn_seconds: int = 30  # a single turn longer than this is committed
     send_queue_frames: int = 256  # events buffered per client before it counts as too slow
+    # WebSocket keepalive: a ping this often; a peer whose pong has not come this long after is closed
+    # (1011 "keepalive ping timeout"; not while the server itself is holding back reading that socket)
+    ws_ping_interval_s: float = 20.0
+    ws_ping_timeout_s: float = 20.0
     # WebRTC calls (POST /v1/realtime/calls); see docs/webrtc.md
     webrtc_ice_servers: str = ""  # STUN/TURN: JSON list of RTCIceServer objects, or comma-separated URLs
     webrtc_hosts: str = ""  # comma-separated local addresses ICE may gather ("" -> aioice's own choice)

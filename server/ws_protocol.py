@@ -7,7 +7,10 @@ before, and the undecodable bytes arrive as lone surrogates, which the event par
 (server/strict_json.py) refuses with an `error` event while the session goes on.
 
 It also aborts a connection whose close cannot be delivered (a peer that stopped reading), which
-uvicorn would otherwise keep open.
+uvicorn would otherwise keep open. Its keepalive waits while the server itself holds back reading
+a socket (a caller sending audio faster than it is taken: the pong is behind it), and a peer that
+really stops answering gets the 1011 close frame and its reason, read on until it has it, rather
+than a TCP reset.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ def websocket_protocol() -> type[asyncio.Protocol] | str:
         from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
     except ImportError:
         return "auto"
-    needed = ("send_receive_event_to_app", "handle_text", "handle_cont", "run_asgi")
+    needed = ("send_receive_event_to_app", "handle_text", "handle_cont", "run_asgi", "keepalive_timeout")
     if not all(hasattr(WebSocketsSansIOProtocol, name) for name in needed):
         log.warning("uvicorn's WebSocket protocol changed; invalid UTF-8 text frames will close the connection")
         return "auto"
@@ -54,6 +57,29 @@ def websocket_protocol() -> type[asyncio.Protocol] | str:
             # flushes what is buffered: to a peer that never reads, that is never, and the socket
             # stays open for good. Give the close a few seconds, then abort the connection.
             self.loop.call_later(ABORT_UNFLUSHED_AFTER_S, self._abort_if_stuck)
+
+        def keepalive_timeout(self) -> None:
+            if self.read_paused and not self.close_sent and not self.transport.is_closing():
+                # We stopped reading this socket ourselves (the caller sends faster than the call
+                # takes it): its pong is among the bytes not read yet. Not the peer's fault: wait
+                # another round rather than cut off a caller that is alive.
+                self.pong_timer = self.loop.call_later(self.ping_timeout, self.keepalive_timeout)
+                return
+            self.pong_timer = None
+            self.pending_ping_payload = None
+            if self.close_sent or self.transport.is_closing():
+                return
+            log.info("WebSocket %s: no pong within %.0f s; closing (1011)", self.client, self.ping_timeout)
+            self.conn.fail(1011, "keepalive ping timeout")
+            self.transport.write(b"".join(self.conn.data_to_send()))
+            self.close_sent = True
+            # Closing a socket with unread bytes makes the kernel send a reset, which can destroy the
+            # close frame before the peer reads it: read (and drop) on for a while, as a closing
+            # handshake started by the app does, so the peer gets the close and its reason.
+            if self.read_paused:
+                self.read_paused = False
+                self.transport.resume_reading()
+            self.close_timer = self.loop.call_later(self.close_timeout, self.transport.close)
 
         def _abort_if_stuck(self) -> None:
             transport = self.transport
