@@ -58,6 +58,10 @@ class SpeechChunk:
         return len(self.pcm) / 2 / self.rate
 
 
+CLAUSE_CACHE_CHARS = 24  # clauses up to this long are kept once rendered (about 1.5 s of audio)
+CLAUSE_CACHE_ENTRIES = 128  # per process: at most about 10 MB of PCM
+
+
 class VoicePool:
     """Every Piper voice this process serves, loaded once, and the threads that run them."""
 
@@ -81,6 +85,9 @@ class VoicePool:
         self._loaded: dict[str, Any] = {}
         self._load_lock = threading.Lock()
         self._executor = SynthExecutor(workers or os.cpu_count() or 1, max_queue, on_depth=on_queue_depth)
+        # Short clauses said again and again ("You said:", "Sure.", "One moment.") are rendered once.
+        self._clauses: collections.OrderedDict[tuple[str, str, float, int], bytes] = collections.OrderedDict()
+        self._clauses_lock = threading.Lock()
 
     @classmethod
     def load(
@@ -176,8 +183,31 @@ class VoicePool:
         audio = np.concatenate(parts)
         return float_to_pcm16(Resampler(voice.config.sample_rate, rate).process(audio, last=True))
 
-    def _submit(self, priority: int, *args: Any) -> concurrent.futures.Future[bytes]:
-        return self._executor.submit(priority, self._render, *args)
+    def _submit(self, priority: int, voice_id: str, text: str, speed: float, rate: int,
+                cancel: threading.Event) -> concurrent.futures.Future[bytes]:
+        key = (voice_id, text.strip(), speed, rate)
+        if len(key[1]) > CLAUSE_CACHE_CHARS:
+            return self._executor.submit(priority, self._render, voice_id, text, speed, rate, cancel)
+        with self._clauses_lock:
+            pcm = self._clauses.get(key)
+            if pcm is not None:
+                self._clauses.move_to_end(key)
+        if pcm is not None:  # no thread hop: the audio is there
+            done: concurrent.futures.Future[bytes] = concurrent.futures.Future()
+            done.set_result(pcm)
+            return done
+        fut = self._executor.submit(priority, self._render, voice_id, text, speed, rate, cancel)
+        fut.add_done_callback(lambda f: self._keep(key, f, cancel))
+        return fut
+
+    def _keep(self, key: tuple[str, str, float, int], fut: concurrent.futures.Future[bytes],
+              cancel: threading.Event) -> None:
+        if fut.cancelled() or fut.exception() is not None or not fut.result() or cancel.is_set():
+            return  # a render stopped early is not the whole clause
+        with self._clauses_lock:
+            self._clauses[key] = fut.result()
+            while len(self._clauses) > CLAUSE_CACHE_ENTRIES:
+                self._clauses.popitem(last=False)
 
     def _first_audio(self, seconds: float) -> None:
         if self._on_first_audio is not None:

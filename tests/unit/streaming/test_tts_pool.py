@@ -87,3 +87,12 @@ def test_validation(pool: VoicePool) -> None:
     with pytest.raises(ValueError):
         pool.stream(rate=1000)
     assert pool.resolve(None) == pool.default_voice == pool.voices()[0].id
+
+
+async def test_short_clauses_are_rendered_once(pool: VoicePool) -> None:
+    first = await collect(pool, "You said: the first thing.", rate=24000)
+    again = await collect(pool, "You said: another thing.", rate=24000)
+    assert first[0].text == again[0].text == "You said:"
+    assert again[0].pcm == first[0].pcm  # the same audio, not a second render (Piper's noise differs)
+    assert "You said:" in {k[1] for k in pool._clauses}
+    assert not any(len(k[1]) > 24 for k in pool._clauses)
