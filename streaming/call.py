@@ -84,6 +84,7 @@ class CallConfig:
     tool_choice: str = "auto"  # auto | none | required | function (then tool_name)
     tool_name: str | None = None
     max_output_tokens: int | None = None
+    word_timestamps: bool = False  # final transcripts carry their words' times
 
 
 @dataclass(frozen=True, slots=True)
@@ -484,5 +485,5 @@ class Call:
     def _stt_config(self) -> SttConfig:
         c = self.config
         return replace(self._stt_base, turn_detection=c.turn_detection, language=c.language or self._stt_base.language,
-                       prompt=c.prompt)
+                       prompt=c.prompt, word_timestamps=c.word_timestamps)
 

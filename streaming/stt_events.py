@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from kombain.streaming.whisper_runtime import Word
+
 
 @dataclass(frozen=True, slots=True)
 class SpeechStartedEvent:
@@ -59,6 +61,8 @@ class TranscriptCompletedEvent:
     decode_s: float  # model time of the decode that produced it (possibly speculative, before the decision)
     speech_end_at: float  # clock time the last voiced sample arrived
     decided_at: float  # clock time the turn was ended (endpointer or commit)
+    # With SttConfig.word_timestamps: the words, times in seconds on the session's audio clock.
+    words: tuple[Word, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

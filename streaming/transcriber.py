@@ -58,6 +58,7 @@ from kombain.streaming.whisper_runtime import (
     DecodeResult,
     RuntimeBusy,
     WhisperRuntime,
+    Word,
 )
 
 log = logging.getLogger("kombain.stt")
@@ -89,6 +90,7 @@ class SttConfig:
     window_pad: float = 2.0
     min_window: float = 10.0
     max_turn_s: float = 30.0
+    word_timestamps: bool = False  # finals carry their words' times (cross-attention alignment, VAD-snapped)
 
 
 @dataclass
@@ -358,12 +360,27 @@ class StreamingTranscriber:
             return
         text = keep_shown(shown, result.text) if result else ""
         language = result.language if result else (self.config.language or "en")
+        words = await self._word_times(turn.start, audio, result) if self.config.word_timestamps else ()
         self._emit(
             TranscriptCompletedEvent(
                 turn.item_id, text, turn.start * 1000 // RATE, (turn.start + len(audio)) * 1000 // RATE,
                 self._clock() - times[1], language, result.inference_seconds if result else 0.0, *times,
+                words=words,
             )
         )
+
+    async def _word_times(self, start: int, audio: np.ndarray, result: DecodeResult | None) -> tuple[Word, ...]:
+        """The final's words on the session clock, their edges moved onto the turn's speech as
+        Silero sees it (as on POST /v1/audio/transcriptions; ~1 ms per second of turn, in a thread)."""
+        from dataclasses import replace
+
+        from kombain.streaming.speech_regions import refine_word_times
+
+        if result is None or not any(s.words for s in result.segments):
+            return ()
+        segments = await asyncio.to_thread(refine_word_times, self.vad.model, audio, result.segments)
+        offset = start / RATE
+        return tuple(replace(w, start=w.start + offset, end=w.end + offset) for s in segments for w in s.words)
 
     def _speculate(self, turn: _Turn, voiced_end: int) -> None:
         if turn.speculative is not None:
@@ -489,7 +506,7 @@ class StreamingTranscriber:
         c = self.config
         return DecodeOptions(
             language=c.language, prompt=c.prompt, beam_size=c.beam_size,
-            window_pad=c.window_pad, min_window=c.min_window,
+            window_pad=c.window_pad, min_window=c.min_window, word_timestamps=c.word_timestamps,
         )
 
     def _spawn(self, coro):  # type: ignore[no-untyped-def]

@@ -42,6 +42,10 @@ class VadStream:
         self._model = model
         self.reset()
 
+    @property
+    def model(self) -> SileroVadModel:
+        return self._model
+
     def reset(self) -> None:
         self._state = np.zeros((2, 1, 128), dtype=np.float32)
         self._context = np.zeros(_CONTEXT, dtype=np.float32)

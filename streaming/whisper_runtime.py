@@ -61,8 +61,8 @@ class DecodeOptions:
     min_window: float = 10.0
     timestamps: bool = False
     vad_filter: bool = False
-    # Offline (file) decodes only: per-word times from the cross-attention alignment
-    # (faster-whisper's word_timestamps, same decode), and Whisper's task.
+    # Per-word times from the cross-attention alignment (faster-whisper's word_timestamps on
+    # files; the same alignment after a live decode), and Whisper's task (files only).
     word_timestamps: bool = False
     task: Literal["transcribe", "translate"] = "transcribe"
 
@@ -337,7 +337,7 @@ class WhisperRuntime:
                     self._cond.notify_all()  # a worker may be waiting for a partial slot
 
     def _decode(self, req: _Request) -> DecodeResult:
-        if req.kind != "offline" and _windowed(req) and not req.options.word_timestamps:
+        if req.kind != "offline" and _windowed(req):
             return self._decode_batch([req.audio], req.options, req.kind != "partial")[0]
         t0 = time.perf_counter()
         segments, info = self._segments(req.audio, req.options)
@@ -430,20 +430,46 @@ class WhisperRuntime:
             return_scores=True, return_no_speech_prob=True, suppress_blank=True,
             suppress_tokens=get_suppressed_tokens(tok, [-1]),
         )
+        token_lists = [[x for x in res.sequences_ids[0] if x < tokenizers[lang].eot][:cap]
+                       for res, lang, cap in zip(found, languages, caps, strict=True)]
+        words_of = (self._align(batch, token_lists, languages, tokenizers, encoded) if o.word_timestamps
+                    else [()] * len(batch))
         took = time.perf_counter() - t0
         results = []
-        for audio, res, lang, cap in zip(batch, found, languages, caps, strict=True):
+        for audio, res, lang, tokens, words in zip(batch, found, languages, token_lists, words_of, strict=True):
             t = tokenizers[lang]
-            tokens = [x for x in res.sequences_ids[0] if x < t.eot][:cap]
             text = t.decode(tokens).strip()
             avg_logprob = res.scores[0] * len(tokens) / (len(tokens) + 1) if tokens else -10.0
             duration = len(audio) / 16000
             ratio = get_compression_ratio(text) if text else 0.0
             redecode = (lambda piece: list(self._decode_batch([piece], o, True)[0].segments)) if rescue else None
-            kept = tuple(self._judge(audio, Segment(0.0, duration, text, avg_logprob, res.no_speech_prob, ratio),
-                                     redecode))
+            kept = tuple(self._judge(audio, Segment(0.0, duration, text, avg_logprob, res.no_speech_prob, ratio,
+                                                    words), redecode))
             results.append(DecodeResult(" ".join(s.text for s in kept), kept, lang, duration, took))
         return results
+
+    def _align(self, batch: list[np.ndarray], token_lists: list[list[int]], languages: list[str],
+               tokenizers: dict[str, Any], encoded: Any) -> list[tuple[Word, ...]]:
+        """Word times of live decodes from the cross-attention over the decode's own encoder
+        output (faster-whisper's alignment: one decoder pass over the decoded tokens, no second
+        decode). A batch whose detected languages differ (a multilingual model) gets none."""
+        from faster_whisper.transcribe import merge_punctuations
+
+        none: list[tuple[Word, ...]] = [()] * len(batch)
+        if len(set(languages)) != 1 or not any(token_lists):
+            return none
+        tok = tokenizers[languages[0]]
+        frames = [max(1, len(audio) // 160) for audio in batch]  # the speech, not the window's padding
+        aligned = self.model.find_alignment(tok, [t or [tok.eot] for t in token_lists], encoded, frames)
+        out: list[tuple[Word, ...]] = []
+        for tokens, words in zip(token_lists, aligned, strict=True):
+            if not tokens:
+                out.append(())
+                continue
+            merge_punctuations(words, "\"'“¿([{-", "\"'.。,，!！?？:：”)]}、")
+            out.append(tuple(Word(w["word"], float(w["start"]), float(w["end"]), float(w["probability"]))
+                             for w in words if w["word"].strip()))
+        return out
 
     def _segments(self, audio: np.ndarray, o: DecodeOptions) -> tuple[Iterator[Any], Any]:
         language = o.language if self.multilingual else "en"

@@ -15,6 +15,7 @@ import pytest
 
 from kombain.clients.realtime_client import read_wav
 from tests.conftest import SPEECH_DIR
+from tests.integration.helpers import clip_pcm16
 
 pytestmark = pytest.mark.asyncio
 
@@ -180,3 +181,35 @@ async def test_diarize_bad_input(live_server):
         await asyncio.to_thread(c.audio.transcriptions.create, model="whisper-1", file=("a.wav", data),
                                 response_format="diarized_json")
     assert err.value.body["param"] == "response_format"
+
+
+async def _realtime_final(live_server, transcription: dict) -> object:
+    aclient = openai.AsyncOpenAI(api_key="unused", base_url=live_server.url + "/v1",
+                                 websocket_base_url=live_server.ws_url + "/v1")
+    pcm = clip_pcm16(SPEECH_DIR / "goforward.wav", 24000)  # 0.3 s of silence, then the clip (speech from 0.5 s)
+    async with aclient.realtime.connect(model="gpt-realtime") as conn:
+        await conn.session.update(session={"type": "transcription", "audio": {"input": {
+            "format": {"type": "audio/pcm", "rate": 24000}, "transcription": transcription,
+            "turn_detection": {"type": "server_vad", "silence_duration_ms": 500}}}})
+        for i in range(0, len(pcm), 9600):
+            await conn.input_audio_buffer.append(audio=base64.b64encode(pcm[i:i + 9600]).decode())
+            await asyncio.sleep(0.02)
+        async with asyncio.timeout(20):
+            async for event in conn:
+                assert event.type != "error", event
+                if event.type == "session.updated":
+                    updated = event.session.audio.input.transcription
+                if event.type == "conversation.item.input_audio_transcription.completed":
+                    return event, updated
+    raise AssertionError("no final transcript")
+
+
+async def test_realtime_word_times_opt_in(live_server):
+    event, updated = await _realtime_final(live_server, {"model": "whisper-1", "kombain_word_timestamps": True})
+    assert updated.model_extra.get("kombain_word_timestamps") is True
+    words = event.model_extra["kombain_words"]
+    assert [w["word"].lower().strip(".") for w in words][:2] == ["go", "forward"]
+    assert 0.6 < words[0]["start"] < 1.1 and words[-1]["end"] <= event.model_extra["audio_end_ms"] / 1000 + 0.01
+    assert all(a["start"] <= b["start"] for a, b in zip(words, words[1:], strict=False))
+    plain, updated = await _realtime_final(live_server, {"model": "whisper-1"})
+    assert "kombain_words" not in plain.model_extra and "kombain_word_timestamps" not in updated.model_extra

@@ -67,6 +67,7 @@ class SessionConfig:
     tool_choice: str = "auto"  # auto | none | required | function (then tool_name)
     tool_name: str | None = None
     max_output_tokens: int | None = None  # None: "inf"
+    word_timestamps: bool = False  # extension: transcription.kombain_word_timestamps
 
 
 def parse_event(raw: str | bytes, max_bytes: int) -> dict[str, Any]:
@@ -224,7 +225,12 @@ def _transcription(value: Any, cfg: SessionConfig, param: str) -> SessionConfig:
         raise ProtocolError("transcription model must be a string", "invalid_value", f"{param}.model")
     if language is not None and len(language) > 32:
         raise ProtocolError("transcription language must be a language code", "invalid_value", f"{param}.language")
-    return replace(cfg, transcription_model=model, language=language or None, prompt=prompt or None)
+    words = value.get("kombain_word_timestamps", cfg.word_timestamps)
+    if not isinstance(words, bool):
+        raise ProtocolError("transcription.kombain_word_timestamps must be true or false", "invalid_value",
+                            f"{param}.kombain_word_timestamps")
+    return replace(cfg, transcription_model=model, language=language or None, prompt=prompt or None,
+                   word_timestamps=words)
 
 
 def _set_voice(cfg: SessionConfig, value: Any, param: str) -> SessionConfig:
@@ -343,7 +349,10 @@ def _turn_out(cfg: SessionConfig) -> dict[str, Any] | None:
 
 def session_object(session_id: str, cfg: SessionConfig, model: str) -> dict[str, Any]:
     """The session as OpenAI reports it, in the dialect the client speaks."""
-    transcription = {"model": cfg.transcription_model, "language": cfg.language, "prompt": cfg.prompt or ""}
+    transcription: dict[str, Any] = {"model": cfg.transcription_model, "language": cfg.language,
+                                     "prompt": cfg.prompt or ""}
+    if cfg.word_timestamps:  # an extension is reported only to a session that asked for it
+        transcription["kombain_word_timestamps"] = True
     if cfg.beta_names:
         return {
             "id": session_id, "object": "realtime.session" if cfg.kind == "realtime" else "realtime.transcription_session",

@@ -113,7 +113,7 @@ class RealtimeSession:
                        auto_respond=c.create_response, interruptible=c.interrupt_response,
                        interrupt_min_speech_ms=c.interrupt_min_speech_ms, interrupt_min_words=c.interrupt_min_words,
                        modalities=c.modalities, tools=c.tools, tool_choice=c.tool_choice, tool_name=c.tool_name,
-                       max_output_tokens=c.max_output_tokens)
+                       max_output_tokens=c.max_output_tokens, word_timestamps=c.word_timestamps)
 
     def attach(self, call: Call) -> None:
         self._call = call
@@ -309,6 +309,8 @@ class RealtimeSession:
                 transcript=ev.transcript, audio_start_ms=ev.audio_start_ms, audio_end_ms=ev.audio_end_ms,
                 latency_ms=round(ev.latency_s * 1000, 1), decode_ms=round(ev.decode_s * 1000, 1),
                 usage={"type": "duration", "seconds": round((ev.audio_end_ms - ev.audio_start_ms) / 1000, 3)},
+                **({"kombain_words": [{"word": w.word.strip(), "start": round(w.start, 3), "end": round(w.end, 3)}
+                                      for w in ev.words]} if self.config.word_timestamps else {}),
             ))
         elif isinstance(ev, TranscriptFailedEvent):
             self.send(server_event("conversation.item.input_audio_transcription.failed", item_id=ev.item_id,
