@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import socket
 import subprocess
@@ -29,16 +30,22 @@ from kombain.loadtest.server_proc import free_port, local_server
 from kombain.loadtest.stats import summary
 from kombain.loadtest.wer import wer
 
-TEXTS = [
-    "Turning on the kitchen lights now.",
-    "The living room is at twenty one degrees, and the heating is off.",
-    "Okay. I set a timer for ten minutes.",
-    "Sure, the front door is locked. Anything else?",
-    "It will be sunny tomorrow with a high of eighteen degrees.",
-    "Playing your morning playlist in the bedroom.",
-    "I could not find a device called garage heater.",
-    "Good night. All the lights are off and the alarm is set.",
+# Answers of a home assistant, each request's its own: a repeated phrase could be served from a
+# cache of rendered clauses rather than synthesised, which is not what this measures.
+_TEMPLATES = [
+    "The {room} lights are on now.",
+    "It is {n} degrees in the {room}, and the heating is off.",
+    "Okay, the {room} timer is set for {n} minutes.",
+    "Sure, the {room} door is locked. Anything else?",
 ]
+_ROOMS = ["kitchen", "living room", "bedroom", "hallway", "garage", "office", "bathroom", "attic", "basement",
+          "porch", "nursery", "study"]
+
+
+def answer(k: int) -> str:
+    """The k-th text to speak; no two of the first 48 start with the same words."""
+    return _TEMPLATES[k % len(_TEMPLATES)].format(room=_ROOMS[(k // len(_TEMPLATES)) % len(_ROOMS)], n=10 + k)
+
 CHUNK_SAMPLES = 1024
 VOICE = "en_US-joe-medium"
 
@@ -163,6 +170,7 @@ async def _run(args: argparse.Namespace) -> int:
                   "--data-dir", str(args.out / "wyoming-peer")) as fw_port, \
             _peer("wyoming_piper", "--voice", VOICE, "--data-dir", str(voice_dir), "--local-files-only") as piper_port:
         servers = {"kombain": (wy_port, wy_port), "peer": (fw_port, piper_port)}
+        spoken = itertools.count()  # texts never repeat within a server
         for sp, tp in servers.values():  # warm both (first loads, first decodes)
             await _transcribe(sp, clips[0][0], clips[0][1], 0.1)
             await _synthesize(tp, "Hello.")
@@ -178,8 +186,8 @@ async def _run(args: argparse.Namespace) -> int:
                     stt[name].setdefault(n, []).extend(r[0] for r in results)
                     if n == 1:
                         pairs[name] += [(ref, r[1]) for (_, _, ref), r in zip(picks, results, strict=True)]
+                texts = [answer(next(spoken)) for _ in range(n)]  # the same texts for both servers
                 for name in order:
-                    texts = [TEXTS[(b * n + i) % len(TEXTS)] for i in range(n)]
                     tts[name].setdefault(n, []).extend(await asyncio.gather(*(_synthesize(servers[name][1], t)
                                                                               for t in texts)))
     report: dict[str, Any] = {"trailing_silence_s": args.trailing_silence, "beam": args.beam, "clients": args.clients,
