@@ -17,7 +17,7 @@ from kombain.server.host import CallHost
 from kombain.server.metrics import Metrics
 from kombain.server.services import Services, SpeechToText
 from kombain.server.settings import Settings
-from kombain.server.transports.wyoming.connection import WyomingServer
+from kombain.server.transports.wyoming.listener import WyomingServer
 
 pytestmark = pytest.mark.asyncio
 
