@@ -7,6 +7,13 @@ reports two first-audio latencies: `pushed` from the first text pushed to the fi
 out of the stream (includes waiting for the tokens that complete the first clause), and `ready`
 from the first chunk of text ready to speak to its audio produced (what the server's
 kombain_tts_first_audio_seconds records). Also the real-time factor (wall time / audio) of a reply.
+
+    python -m loadtest.tts_bench --prompts 50 [--redis redis://127.0.0.1:6379/0]
+
+measures the synthesis cache instead: a whole IVR prompt pushed at once to its first audio chunk out
+of the stream, rendered (cache emptied before each run), from this node's memory, and from the shared
+store (Redis: memory emptied before each run; without --redis a redis-server on a free loopback
+port is started if one is installed).
 """
 
 from __future__ import annotations
@@ -73,6 +80,94 @@ async def bench(pool: VoicePool, runs: int, concurrency: int, piece: int, gap: f
         )
 
 
+PROMPTS = [
+    "Thank you for calling. Your call is important to us.",
+    "One moment, please.",
+    "Press one for sales, two for support.",
+    "Sorry, I did not get that. Please say it again.",
+]
+
+
+async def first_audio(pool: VoicePool, text: str, rate: int = 8000) -> float:
+    start = time.perf_counter()
+    async with pool.stream(rate=rate) as stream:
+        stream.push_text(text)
+        stream.end_input()
+        async for _ in stream:
+            return time.perf_counter() - start
+    raise RuntimeError("no audio")
+
+
+async def bench_prompts(pool: VoicePool, runs: int, url: str | None) -> None:
+    def forget_shared() -> None:
+        if url:
+            import redis
+
+            client = redis.Redis.from_url(url)
+            keys = client.keys("kombain:tts:*")
+            if keys:
+                client.delete(*keys)
+
+    async def series(before: str) -> list[float]:
+        out = []
+        for r in range(runs):
+            text = PROMPTS[r % len(PROMPTS)]
+            if before == "render":
+                pool.cache.clear()
+                forget_shared()
+            else:
+                await first_audio(pool, text)  # make sure it is cached (memory, and the store)
+                await asyncio.sleep(0.02)  # the store's write-back
+                if before == "shared":
+                    pool.cache.clear()
+            out.append((await first_audio(pool, text)) * 1000)
+        return out
+
+    kinds = ["render", "memory"] + (["shared"] if pool.cache.store is not None else [])
+    for kind in kinds:
+        ms = await series(kind)
+        print(f"prompt first audio ({kind:6s}) n={len(ms):3d}: p50 {percentile(ms, 50):7.2f}  "
+              f"p95 {percentile(ms, 95):7.2f}  p99 {percentile(ms, 99):7.2f}  max {max(ms):7.2f} ms")
+
+
+def _redis_for_bench(url: str | None):  # type: ignore[no-untyped-def]
+    """A store for --prompts: the URL given, or a redis-server started here (None if neither)."""
+    import contextlib
+    import shutil
+    import subprocess
+    import tempfile
+
+    from kombain.loadtest.server_proc import free_port
+
+    @contextlib.contextmanager
+    def started():  # type: ignore[no-untyped-def]
+        if url:
+            yield url
+            return
+        if shutil.which("redis-server") is None:
+            yield None
+            return
+        port = free_port()
+        with tempfile.TemporaryDirectory() as folder:
+            proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", folder,
+                                     "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
+            try:
+                import redis
+
+                for _ in range(200):
+                    try:
+                        redis.Redis(port=port).ping()
+                        break
+                    except redis.ConnectionError:
+                        time.sleep(0.05)
+                yield f"redis://127.0.0.1:{port}/0"
+            finally:
+                proc.terminate()
+                proc.wait()
+
+    return started()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=20)
@@ -82,7 +177,23 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=0, help="synthesis threads (0 -> cores)")
     ap.add_argument("--piece", type=int, default=4, help="characters per pushed token")
     ap.add_argument("--gap-ms", type=float, default=5.0, help="pause between pushed tokens")
+    ap.add_argument("--prompts", type=int, default=0, metavar="RUNS",
+                    help="measure the synthesis cache instead: RUNS prompts rendered, from memory, from Redis")
+    ap.add_argument("--redis", default=None, help="--prompts: a Redis URL for the shared tier")
     args = ap.parse_args()
+    if args.prompts:
+        from kombain.server.tts_store import RedisSpeechStore
+        from kombain.streaming.tts_cache import SpeechCache
+
+        with _redis_for_bench(args.redis) as url:
+            store = RedisSpeechStore(url) if url else None
+            pool = VoicePool.load(args.voice, args.voices_dir, workers=args.workers, cache=SpeechCache(store=store))
+            try:
+                print(f"{os.cpu_count()} cores; shared store: {url or 'none (no redis-server)'}")
+                asyncio.run(bench_prompts(pool, args.prompts, url))
+            finally:
+                pool.close()
+        return
 
     t = time.perf_counter()
     pool = VoicePool.load(args.voice, args.voices_dir, workers=args.workers)

@@ -98,8 +98,24 @@ async def _load_turn_model(state: AppState):  # type: ignore[no-untyped-def]
 
 async def _start_tts(state: AppState, stack: contextlib.AsyncExitStack) -> None:
     from kombain.streaming.tts import VoicePool
+    from kombain.streaming.tts_cache import CacheConfig, SpeechCache
 
     s, m = state.settings, state.metrics
+    store = None
+    if s.tts_cache_redis:
+        from kombain.server.tts_store import RedisSpeechStore
+
+        store = RedisSpeechStore(s.tts_cache_redis, ttl_s=s.tts_cache_ttl_s,
+                                 on_error=m.tts_cache_store_errors_total.inc)
+
+    def lookup(outcome: str) -> None:
+        if outcome == "miss":
+            m.tts_cache_misses_total.inc()
+        else:
+            m.tts_cache_hits_total.labels(outcome).inc()
+
+    cache = SpeechCache(CacheConfig(max_bytes=int(s.tts_cache_mb * 1024 * 1024), max_chars=s.tts_cache_max_chars),
+                        store=store, on_lookup=lookup, on_size=m.tts_cache_bytes.set)
     pool = await asyncio.to_thread(
         VoicePool.load,
         s.tts_voice,
@@ -107,6 +123,7 @@ async def _start_tts(state: AppState, stack: contextlib.AsyncExitStack) -> None:
         workers=s.tts_threads,
         on_first_audio=m.tts_first_audio_seconds.observe,
         on_queue_depth=m.tts_queue_depth.set,
+        cache=cache,
     )
     stack.push_async_callback(asyncio.to_thread, pool.close)
     state.services.tts = pool

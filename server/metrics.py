@@ -143,6 +143,21 @@ class Metrics:
         self.tts_streams_active = Gauge(
             "kombain_tts_streams_active", "Speech responses being synthesised and sent", registry=r
         )
+        self.tts_cache_hits_total = Counter(
+            "kombain_tts_cache_hits_total", "Speech chunks served from the synthesis cache, by tier (memory, shared)",
+            ["tier"], registry=r,
+        )
+        self.tts_cache_misses_total = Counter(
+            "kombain_tts_cache_misses_total", "Cacheable speech chunks not in the cache (rendered, then kept)",
+            registry=r,
+        )
+        self.tts_cache_bytes = Gauge(
+            "kombain_tts_cache_bytes", "PCM bytes held by this node's synthesis cache", registry=r
+        )
+        self.tts_cache_store_errors_total = Counter(
+            "kombain_tts_cache_store_errors_total",
+            "Shared synthesis cache (Redis) unreachable: the chunk was rendered here instead", registry=r,
+        )
         self.speech_requests_total = Counter(
             "kombain_speech_requests_total", "REST speech requests", ["status"], registry=r
         )
@@ -172,6 +187,8 @@ class Metrics:
         )
 
         # Known label values exist from the start, so dashboards and rate() see zeros, not gaps.
+        for tier in ("memory", "shared"):
+            self.tts_cache_hits_total.labels(tier)
         for kind in ("final", "partial", "offline"):
             self.stt_inference_seconds.labels(kind)
             self.stt_batch_size.labels(kind)

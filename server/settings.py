@@ -66,6 +66,12 @@ class Settings:
     tts_voices_dir: str = ""  # directory of extra Piper voices (*.onnx beside *.onnx.json); "" -> none
     tts_threads: int = 0  # synthesis worker threads, one single-threaded ONNX run each; 0 -> cores
     tts_max_chars: int = 4096  # longest input accepted by POST /v1/audio/speech
+    # Synthesised clauses and prompts kept for reuse (streaming/tts_cache.py): bytes of PCM per node,
+    # texts up to this many characters, and a Redis shared by nodes ("" -> this node only)
+    tts_cache_mb: float = 32.0
+    tts_cache_max_chars: int = 200
+    tts_cache_redis: str = ""
+    tts_cache_ttl_s: float = 86400.0  # entries in the shared store expire after this
 
     # Voice activity detection and end of turn
     vad_threshold: float = 0.5

@@ -50,6 +50,10 @@ class SynthExecutor:
         return len(self._threads)
 
     @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
     def depth(self) -> int:
         """Jobs waiting for a worker."""
         return self._queue.qsize()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import hashlib
 import os
 import threading
 import time
@@ -30,6 +31,7 @@ import numpy as np
 from kombain.streaming.audio import Resampler, float_to_pcm16
 from kombain.streaming.chunker import ChunkerConfig, TextChunker
 from kombain.streaming.synth_executor import NORMAL, URGENT, Overloaded, SynthExecutor
+from kombain.streaming.tts_cache import SpeechCache, cache_key
 from kombain.streaming.voices import (
     BUNDLED_VOICE,
     UnknownVoice,
@@ -58,10 +60,6 @@ class SpeechChunk:
         return len(self.pcm) / 2 / self.rate
 
 
-CLAUSE_CACHE_CHARS = 24  # clauses up to this long are kept once rendered (about 1.5 s of audio)
-CLAUSE_CACHE_ENTRIES = 128  # per process: at most about 10 MB of PCM
-
-
 class VoicePool:
     """Every Piper voice this process serves, loaded once, and the threads that run them."""
 
@@ -75,6 +73,7 @@ class VoicePool:
         max_queue: int = 256,
         on_first_audio: Callable[[float], None] | None = None,
         on_queue_depth: Callable[[int], None] | None = None,
+        cache: SpeechCache | None = None,
     ) -> None:
         if default_voice not in catalog:
             raise UnknownVoice(f"default voice {default_voice!r} is not in the catalog")
@@ -85,9 +84,13 @@ class VoicePool:
         self._loaded: dict[str, Any] = {}
         self._load_lock = threading.Lock()
         self._executor = SynthExecutor(workers or os.cpu_count() or 1, max_queue, on_depth=on_queue_depth)
-        # Short clauses said again and again ("You said:", "Sure.", "One moment.") are rendered once.
-        self._clauses: collections.OrderedDict[tuple[str, str, float, int], bytes] = collections.OrderedDict()
-        self._clauses_lock = threading.Lock()
+        # Clauses and prompts said again and again ("You said:", "One moment, please.") are rendered
+        # once: kept in this process and, with a shared store, for every node (streaming/tts_cache.py).
+        self.cache = cache if cache is not None else SpeechCache()
+        self._fingerprints: dict[str, str] = {}
+        # Shared-store lookups and writes run here, never on the event loop or a synthesis worker.
+        self._store_thread = (concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="tts-cache")
+                              if self.cache.store is not None else None)
 
     @classmethod
     def load(
@@ -151,6 +154,9 @@ class VoicePool:
     def close(self) -> None:
         """Stop the workers (waiting jobs are cancelled, running ones finish)."""
         self._executor.shutdown(wait=True)
+        if self._store_thread is not None:
+            self._store_thread.shutdown(wait=True, cancel_futures=True)
+            self.cache.store.close()  # type: ignore[union-attr]
 
     # --- run on worker threads ------------------------------------------------------------
 
@@ -183,31 +189,88 @@ class VoicePool:
         audio = np.concatenate(parts)
         return float_to_pcm16(Resampler(voice.config.sample_rate, rate).process(audio, last=True))
 
+    def fingerprint(self, voice_id: str) -> str:
+        """What identifies a voice's audio across nodes: its id, model size and config digest."""
+        fp = self._fingerprints.get(voice_id)
+        if fp is None:
+            info = self.catalog[voice_id]
+            try:
+                size = info.path.stat().st_size
+                config = hashlib.sha256(Path(f"{info.path}.json").read_bytes()).hexdigest()[:16]
+            except OSError:
+                size, config = 0, "unreadable"
+            fp = self._fingerprints[voice_id] = f"{voice_id}:{size}:{config}"
+        return fp
+
     def _submit(self, priority: int, voice_id: str, text: str, speed: float, rate: int,
                 cancel: threading.Event) -> concurrent.futures.Future[bytes]:
-        key = (voice_id, text.strip(), speed, rate)
-        if len(key[1]) > CLAUSE_CACHE_CHARS:
+        cache = self.cache
+        if not cache.wanted(text):
             return self._executor.submit(priority, self._render, voice_id, text, speed, rate, cancel)
-        with self._clauses_lock:
-            pcm = self._clauses.get(key)
-            if pcm is not None:
-                self._clauses.move_to_end(key)
+        key = cache_key(self.fingerprint(voice_id), text, length_scale=1.0 / speed, rate=rate)
+        pcm = cache.get(key)
         if pcm is not None:  # no thread hop: the audio is there
+            cache.count("memory")
             done: concurrent.futures.Future[bytes] = concurrent.futures.Future()
             done.set_result(pcm)
             return done
-        fut = self._executor.submit(priority, self._render, voice_id, text, speed, rate, cancel)
-        fut.add_done_callback(lambda f: self._keep(key, f, cancel))
-        return fut
+        if self._store_thread is None:
+            cache.count("miss")
+            fut = self._executor.submit(priority, self._render, voice_id, text, speed, rate, cancel)
+            fut.add_done_callback(lambda f: self._keep(key, f, cancel))
+            return fut
+        # Ask the shared store first (on its own thread); render only on a miss. The future handed
+        # back is ours, so cancelling it (barge-in) drops the reply whichever stage it is in.
+        outer: concurrent.futures.Future[bytes] = concurrent.futures.Future()
+        if self._executor.closed:
+            raise RuntimeError("synthesis executor is shut down")
+        self._store_thread.submit(self._from_store, outer, priority, key, voice_id, text, speed, rate, cancel)
+        return outer
 
-    def _keep(self, key: tuple[str, str, float, int], fut: concurrent.futures.Future[bytes],
-              cancel: threading.Event) -> None:
+    def _from_store(self, outer: concurrent.futures.Future[bytes], priority: int, key: str, voice_id: str,
+                    text: str, speed: float, rate: int, cancel: threading.Event) -> None:
+        if outer.cancelled() or cancel.is_set():
+            return
+        pcm = self.cache.store.get(key)  # type: ignore[union-attr]
+        if pcm is not None:
+            self.cache.count("shared")
+            self.cache.put(key, pcm)
+            if not outer.cancelled():
+                outer.set_result(pcm)
+            return
+        self.cache.count("miss")
+        try:
+            inner = self._executor.submit(priority, self._render, voice_id, text, speed, rate, cancel)
+        except BaseException as exc:  # Overloaded, or shut down: the stream sees it as the chunk's error
+            if not outer.cancelled():
+                outer.set_exception(exc)
+            return
+
+        def done(f: concurrent.futures.Future[bytes]) -> None:
+            self._keep(key, f, cancel, share=True)
+            if outer.cancelled():
+                return
+            if f.cancelled():
+                outer.cancel()
+            elif f.exception() is not None:
+                outer.set_exception(f.exception())  # type: ignore[arg-type]
+            else:
+                outer.set_result(f.result())
+
+        inner.add_done_callback(done)
+        outer.add_done_callback(lambda o: inner.cancel() if o.cancelled() else None)
+
+    def _keep(self, key: str, fut: concurrent.futures.Future[bytes], cancel: threading.Event,
+              share: bool = False) -> None:
         if fut.cancelled() or fut.exception() is not None or not fut.result() or cancel.is_set():
             return  # a render stopped early is not the whole clause
-        with self._clauses_lock:
-            self._clauses[key] = fut.result()
-            while len(self._clauses) > CLAUSE_CACHE_ENTRIES:
-                self._clauses.popitem(last=False)
+        pcm = fut.result()
+        self.cache.put(key, pcm)
+        if share and self._store_thread is not None:
+            try:
+                self._store_thread.submit(self.cache.store.set, key, pcm)  # type: ignore[union-attr]
+            except RuntimeError:
+                pass  # shutting down
 
     def _first_audio(self, seconds: float) -> None:
         if self._on_first_audio is not None:

@@ -228,3 +228,16 @@ def test_voice_as_an_object_with_an_id(server: LiveServer) -> None:
         "response_format": "wav"})
     assert r.status_code == 200, r.text
     assert decode_seconds(r.content, "wav") > 0.5
+
+
+def test_a_repeated_prompt_is_served_from_the_cache(server: LiveServer) -> None:
+    body = {"model": "tts-1", "voice": "alloy", "input": "Welcome to the cache test line. Please hold.",
+            "response_format": "wav"}
+    hits, misses = (_metric(server, 'kombain_tts_cache_hits_total{tier="memory"}'),
+                    _metric(server, "kombain_tts_cache_misses_total"))
+    first = httpx.post(server.url + "/v1/audio/speech", json=body, timeout=30)
+    assert _metric(server, "kombain_tts_cache_misses_total") >= misses + 2  # two clauses rendered, then kept
+    again = httpx.post(server.url + "/v1/audio/speech", json=body, timeout=30)
+    assert first.status_code == again.status_code == 200 and again.content == first.content  # Piper's noise differs
+    assert _metric(server, 'kombain_tts_cache_hits_total{tier="memory"}') >= hits + 2
+    assert _metric(server, "kombain_tts_cache_bytes") > 0

@@ -94,5 +94,34 @@ async def test_short_clauses_are_rendered_once(pool: VoicePool) -> None:
     again = await collect(pool, "You said: another thing.", rate=24000)
     assert first[0].text == again[0].text == "You said:"
     assert again[0].pcm == first[0].pcm  # the same audio, not a second render (Piper's noise differs)
-    assert "You said:" in {k[1] for k in pool._clauses}
-    assert not any(len(k[1]) > 24 for k in pool._clauses)
+    assert pool.cache.get(_key(pool, "You said:", 24000)) == first[0].pcm
+
+
+def _key(pool: VoicePool, text: str, rate: int, speed: float = 1.0) -> str:
+    from kombain.streaming.tts_cache import cache_key
+
+    return cache_key(pool.fingerprint(pool.default_voice), text, length_scale=1.0 / speed, rate=rate)
+
+
+async def test_a_repeated_prompt_is_served_from_memory(pool: VoicePool) -> None:
+    outcomes: list[str] = []
+    pool.cache._on_lookup = outcomes.append
+    prompt = "Thank you for calling. One moment, please."
+    first = await collect(pool, prompt, rate=8000)
+    again = await collect(pool, "Thank you  for calling.   One moment, please. ", rate=8000)  # same after cleaning
+    assert [c.pcm for c in again] == [c.pcm for c in first]
+    assert outcomes == ["miss", "miss", "memory", "memory"]
+    other_rate = await collect(pool, prompt, rate=16000)  # another format is another entry
+    assert outcomes[4:] == ["miss", "miss"] and len(other_rate[0].pcm) > len(first[0].pcm)
+    long = "word " * 60  # past max_chars: a document, not a prompt
+    assert not pool.cache.wanted(long) and pool.cache.wanted(prompt)
+
+
+async def test_a_render_cut_short_is_not_kept(pool: VoicePool) -> None:
+    text = "This sentence is cancelled before a worker gets to finish it, so nothing is kept."
+    stream = pool.stream(rate=22050)
+    stream.push_text(text)
+    stream.end_input()
+    await stream.aclose()
+    await asyncio.sleep(0.5)
+    assert pool.cache.get(_key(pool, text, 22050)) is None
