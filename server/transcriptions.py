@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import numpy as np
@@ -20,7 +20,8 @@ from kombain.server.file_models import TRANSLATE_MODEL
 from kombain.server.openapi import AUTH_ERRORS, errors, request_body
 from kombain.server.services import SpeechToText
 from kombain.server.transcript_render import FORMATS, GRANULARITIES, render
-from kombain.streaming.decode_file import BadAudioFile, decode_audio_file
+from kombain.streaming.decode_file import BadAudioFile, decode_audio_file, decode_audio_pieces
+from kombain.streaming.long_file import Refine, transcribe_pieces
 from kombain.streaming.speech_regions import refine_word_times
 from kombain.streaming.whisper_runtime import (
     DecodeOptions,
@@ -86,17 +87,16 @@ async def transcribe(request: Request) -> Response:
     prompt = str(form.get("prompt") or "")[:2000] or None
     granularities = _granularities(form, fmt)
     stream = str(form.get("stream") or "false").lower() == "true"
-    audio = await decode_upload(st, data)
+    pieces = await decode_pieces(st, data)
     options = DecodeOptions(language=language, prompt=prompt, beam_size=5,
                             timestamps=fmt in ("verbose_json", "srt", "vtt"), vad_filter=True,
                             word_timestamps="word" in granularities)
     if stream:
-        return StreamingResponse(_sse(runtime, audio, options), media_type="text/event-stream",
+        return StreamingResponse(_sse(runtime, pieces, options), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache"})
-    result = await _offline(runtime, audio, options)
-    if options.word_timestamps:
-        segments = await asyncio.to_thread(refine_word_times, st.services.stt.vad, audio, result.segments)
-        result = dataclasses.replace(result, segments=segments)
+    vad = st.services.stt.vad
+    refine = (lambda piece, segments: refine_word_times(vad, piece, segments)) if options.word_timestamps else None
+    result = await _offline(st, runtime, pieces, options, refine)
     st.metrics.transcriptions_total.labels("ok").inc()
     return render(result, fmt, granularities)
 
@@ -124,14 +124,14 @@ async def translate(request: Request) -> Response:
     fmt = str(form.get("response_format") or "json")
     _check_format(fmt)
     prompt = str(form.get("prompt") or "")[:2000] or None
-    audio = await decode_upload(st, data)
+    pieces = await decode_pieces(st, data)
     try:
         runtime = await st.services.file_models.translator()
     except Exception as exc:
         raise ApiError(503, f"the translation model could not be loaded: {exc}", "model_unavailable") from None
     options = DecodeOptions(prompt=prompt, beam_size=5, timestamps=fmt in ("verbose_json", "srt", "vtt"),
                             vad_filter=True, task="translate")
-    result = await _offline(runtime, audio, options)
+    result = await _offline(st, runtime, pieces, options)
     st.metrics.transcriptions_total.labels("ok").inc()
     return render(dataclasses.replace(result, language="english"), fmt, task="translate")
 
@@ -164,11 +164,32 @@ async def decode_upload(st: Any, data: bytes) -> np.ndarray:
         raise ApiError(400, str(exc), "invalid_audio", "file") from None
 
 
-async def _offline(runtime: WhisperRuntime, audio: np.ndarray, options: DecodeOptions) -> DecodeResult:
+async def decode_pieces(st: Any, data: bytes) -> Iterator[np.ndarray]:
+    """The uploaded file's audio, decoded as it is taken, in bounded pieces (streaming/long_file.py:
+    a 4 h file costs what a minute does); a 400 naming `file` if it is not audio."""
+    pieces = decode_audio_pieces(data)
     try:
-        return await runtime.transcribe(audio, "offline", options)
+        first = await asyncio.to_thread(next, pieces)
+    except BadAudioFile as exc:
+        st.metrics.transcriptions_total.labels("bad_audio").inc()
+        raise ApiError(400, str(exc), "invalid_audio", "file") from None
+    return _chain(first, pieces)
+
+
+def _chain(first: np.ndarray, rest: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+    yield first
+    yield from rest  # closing this closes `rest` (the decoder's container) too
+
+
+async def _offline(st: Any, runtime: WhisperRuntime, pieces: Iterator[np.ndarray], options: DecodeOptions,
+                   refine: Refine | None = None) -> DecodeResult:
+    try:
+        return await transcribe_pieces(runtime, pieces, options, refine=refine)
     except RuntimeBusy as exc:
         raise ApiError(503, str(exc), "server_busy", headers={"Retry-After": "1"}) from None
+    except BadAudioFile as exc:  # past the first piece: a file cut short or corrupt further on
+        st.metrics.transcriptions_total.labels("bad_audio").inc()
+        raise ApiError(400, str(exc), "invalid_audio", "file") from None
 
 
 def _check_format(fmt: str) -> None:
@@ -193,10 +214,10 @@ def _granularities(form: Any, fmt: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(values))
 
 
-async def _sse(runtime: WhisperRuntime, audio: Any, options: DecodeOptions) -> AsyncIterator[bytes]:
+async def _sse(runtime: WhisperRuntime, pieces: Iterator[np.ndarray], options: DecodeOptions) -> AsyncIterator[bytes]:
     """Server-sent events as OpenAI streams them: transcript.text.delta ..., transcript.text.done."""
     queue: asyncio.Queue[Segment] = asyncio.Queue(maxsize=10_000)  # segments of <= 4 h of audio
-    job = asyncio.ensure_future(runtime.transcribe(audio, "offline", options, on_segment=queue.put_nowait))
+    job = asyncio.ensure_future(transcribe_pieces(runtime, pieces, options, on_segment=queue.put_nowait))
     try:
         first = True
         while not (job.done() and queue.empty()):

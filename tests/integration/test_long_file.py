@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 
@@ -15,7 +16,7 @@ from kombain.loadtest.wer import normalize
 from kombain.streaming.decode_file import BadAudioFile, decode_audio_file, decode_audio_pieces
 from kombain.streaming.long_file import transcribe_pieces
 from kombain.streaming.whisper_runtime import DecodeOptions, WhisperRuntime
-from tests.conftest import SPEECH_DIR, speech_clips
+from tests.conftest import SPEECH_DIR, LiveServer, speech_clips
 
 RATE = 16000
 SECONDS = 150.0
@@ -72,3 +73,18 @@ async def test_transcribed_in_pieces_as_a_whole_file_reads(flac: bytes, tmp_path
     for block in (0, 1, 2):
         assert any(block * EVERY - 1 <= s.start < block * EVERY + 5 for s in result.segments), starts
     assert not any(26 < s.start % EVERY < EVERY - 1 for s in result.segments), starts
+
+
+def test_rest_transcribes_a_long_file_in_pieces(flac: bytes, live_server: LiveServer) -> None:
+    """Through POST /v1/audio/transcriptions (60 s pieces): the whole file's text, times on its clock."""
+    r = httpx.post(live_server.url + "/v1/audio/transcriptions", timeout=120,
+                   files={"file": ("long.flac", flac, "audio/flac")},
+                   data={"model": "whisper-1", "response_format": "verbose_json"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["duration"] == pytest.approx(SECONDS, abs=0.1)
+    reference = normalize(" ".join(text for _, text in speech_clips()))
+    assert len(normalize(body["text"])) >= 0.9 * 3 * len(reference), body["text"]
+    starts = [s["start"] for s in body["segments"]]
+    for block in (0, 1, 2):
+        assert any(block * EVERY - 1 <= s < block * EVERY + 5 for s in starts), starts
