@@ -217,7 +217,7 @@ async def _stream(ws: WebSocket, state: Any, settings: Settings) -> None:
     # KOMBAIN_RESPONDER set in the dialplan before Dial(WebSocket/...).
     variables = {k.lower().removeprefix("kombain_"): v for k, v in start.variables.items()}
     options = dict(ws.query_params.items()) | variables
-    config, responder = apply_options(settings, state.services.get("ivr_script"), host.default_config(),
+    config, responder = apply_options(settings, state.services.ivr_script, host.default_config(),
                                       options, log)
     assert proto.rate is not None
     synth_rate = min(proto.rate, _MAX_OUTPUT_RATE)  # higher channel rates are resampled in the port

@@ -29,6 +29,7 @@ from kombain.server.ids import new_id
 from kombain.server.metrics import Metrics
 from kombain.server.openapi import AUTH_ERRORS, errors
 from kombain.server.peers import PeerAllowList
+from kombain.server.services import Services
 from kombain.server.settings import Settings
 from kombain.server.transports.audiosocket.protocol import (
     Audio,
@@ -117,7 +118,7 @@ class MalformedStream(PeerError):
 class AudioSocketServer:
     """The TCP listener and its calls."""
 
-    def __init__(self, settings: Settings, metrics: Metrics, host: CallHost, services: dict[str, Any]) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics, host: CallHost, services: Services) -> None:
         self.settings, self.metrics, self.host, self.services = settings, metrics, host, services
         self.pending = PendingConfigs(settings.audiosocket_config_ttl_s, settings.audiosocket_max_configs)
         self.allow = PeerAllowList(settings.audiosocket_allow, "audiosocket_allow")
@@ -186,7 +187,7 @@ class AudioSocketConnection(CallLink):
         options = self.server.pending.pop(uuid)
         self.log.info("AudioSocket call %s from %s", uuid, self.writer.get_extra_info("peername"))
         host = self.server.host
-        config, responder = apply_options(self.settings, self.server.services.get("ivr_script"),
+        config, responder = apply_options(self.settings, self.server.services.ivr_script,
                                           host.default_config(), options, self.log)
         rate = self.proto.rate or 8000
         port = self.port = AudioSocketOutput(self.writer, rate)
@@ -282,7 +283,7 @@ async def configure_call(call_uuid: str, options: CallOptions, request: Request)
         key = str(uuidlib.UUID(call_uuid))
     except ValueError:
         raise ApiError(400, f"{call_uuid[:64]!r} is not a UUID", "invalid_value", "call_uuid") from None
-    server: AudioSocketServer | None = request.app.state.kombain.services.get("audiosocket")
+    server: AudioSocketServer | None = request.app.state.kombain.services.transports.get("audiosocket", AudioSocketServer)
     if server is None:
         raise ApiError(404, "AudioSocket is not enabled on this node (KOMBAIN_AUDIOSOCKET_LISTEN)", "not_found")
     values = {k: v for k, v in options.model_dump().items() if v}
@@ -296,7 +297,7 @@ async def configure_call(call_uuid: str, options: CallOptions, request: Request)
                 responses=errors(*AUTH_ERRORS, 400, 404))
 async def forget_call(call_uuid: str, request: Request) -> Response:
     """Drop a configuration that will not be used."""
-    server: AudioSocketServer | None = request.app.state.kombain.services.get("audiosocket")
+    server: AudioSocketServer | None = request.app.state.kombain.services.transports.get("audiosocket", AudioSocketServer)
     try:
         key = str(uuidlib.UUID(call_uuid))
     except ValueError:
@@ -313,4 +314,4 @@ async def start(state: Any, stack: contextlib.AsyncExitStack) -> None:
     server = AudioSocketServer(state.settings, state.metrics, state.host, state.services)
     await server.start()
     stack.push_async_callback(server.aclose)
-    state.services["audiosocket"] = server
+    state.services.transports.put("audiosocket", server)

@@ -28,6 +28,7 @@ import numpy as np
 from kombain.server.host import CallHost, CallRefused
 from kombain.server.metrics import Metrics
 from kombain.server.peers import PeerAllowList
+from kombain.server.services import Services
 from kombain.server.settings import Settings
 from kombain.server.transports.link import CallLink, call_logger
 from kombain.server.transports.options import apply_options
@@ -100,7 +101,7 @@ class _Udp(asyncio.DatagramProtocol):
 class SipServer:
     """The SIP listener, its timers and its calls."""
 
-    def __init__(self, settings: Settings, metrics: Metrics, host: CallHost, services: dict[str, Any]) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics, host: CallHost, services: Services) -> None:
         self.settings, self.metrics, self.host, self.services = settings, metrics, host, services
         self.listen = parse_hostport(settings.sip_listen, 5060)
         # The address peers reach us at (SDP c=, Contact): a wildcard listen address cannot be it.
@@ -394,7 +395,7 @@ class SipCall(CallLink):
             server.perform(server.protocol.reject(self.ic.call_id, 503, "Service Unavailable", retry_after=1))
             return
         host = server.host
-        config, responder = apply_options(self.settings, server.services.get("ivr_script"), host.default_config(),
+        config, responder = apply_options(self.settings, server.services.ivr_script, host.default_config(),
                                           dict(self.ic.options), self.log)
         port = self.port_out
         try:
@@ -461,4 +462,4 @@ async def start(state: Any, stack: contextlib.AsyncExitStack) -> None:
     server = SipServer(state.settings, state.metrics, state.host, state.services)
     await server.start()
     stack.push_async_callback(server.aclose)
-    state.services["sip"] = server
+    state.services.transports.put("sip", server)

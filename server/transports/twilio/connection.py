@@ -198,7 +198,7 @@ async def _stream(ws: WebSocket, state: Any, settings: Settings) -> None:
         await close(ws, 1000, "stream stopped")
         return
     log.info("stream %s of Twilio call %s started", start.stream_sid, start.call_sid)
-    config, responder = apply_options(settings, state.services.get("ivr_script"), host.default_config(),
+    config, responder = apply_options(settings, state.services.ivr_script, host.default_config(),
                                       start.custom_parameters, log)
     try:
         async with link.open(replace(config, output_rate=RATE), output=link.port, responder=responder,
