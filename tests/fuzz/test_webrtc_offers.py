@@ -10,6 +10,10 @@ import time
 import httpx
 import pytest
 
+from kombain.server.metrics import Metrics
+from kombain.server.settings import Settings
+from kombain.server.transports.webrtc.call import WebRTCCall
+from kombain.server.transports.webrtc.sdp import SdpError
 from tests.conftest import LiveServer
 from tests.fuzz.webrtc_offers import NAMED, OFFER, cases
 
@@ -59,3 +63,14 @@ def test_a_connection_reused_after_bad_offers_still_gets_answers(live_server: Li
         r, _ = post(client, live_server.url, OFFER)
         assert r.status_code == 201, r.text
         assert r.headers["content-type"].startswith("application/sdp") and r.text.startswith("v=0")
+
+
+@pytest.mark.parametrize("name", ["mid nan", "mid deleted", "setup garbled"])
+async def test_offer_past_the_checks_fails_as_sdp_error_and_closes_quietly(name: str) -> None:
+    """The second line of defence, without the first: an offer aiortc trips on half-way (fed to the
+    call directly, past sdp.check_offer) is an SdpError, and closing the half-built peer connection
+    (which raised again in the error path) raises nothing."""
+    call = WebRTCCall(Settings(), Metrics(), [])
+    with pytest.raises(SdpError):
+        await call.answer(NAMED[name])
+    await call.discard()

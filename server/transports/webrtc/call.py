@@ -94,11 +94,28 @@ class WebRTCCall:
         except (ValueError, AssertionError, KeyError, IndexError, aiortc_exceptions.InternalError,
                 aiortc_exceptions.InvalidAccessError, aiortc_exceptions.InvalidStateError) as exc:
             raise SdpError(f"the offer could not be applied: {exc or type(exc).__name__}") from None
+        except Exception as exc:  # an offer sdp.check_offer let through that aiortc still trips on
+            log.warning("offer refused by aiortc: %s: %s", type(exc).__name__, exc)
+            raise SdpError(f"the offer could not be applied: {type(exc).__name__}") from None
         if not self._remote_tracks:
             raise SdpError("the offer has no audio the server can receive", "no_audio")
         self.pc.addTrack(self.track)  # reuses the offer's audio transceiver, now sendrecv
-        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        try:
+            await self.pc.setLocalDescription(await self.pc.createAnswer())
+        except Exception as exc:  # aiortc's answer fails on a half-applied offer (a 500 before)
+            log.warning("no answer to an offer: %s: %s", type(exc).__name__, exc)
+            raise SdpError(f"no answer can be made to this offer: {type(exc).__name__}") from None
         return self.pc.localDescription.sdp
+
+    async def discard(self) -> None:
+        """Close the peer connection of an offer that failed: aiortc's close raises on a half-built
+        one (after the error that failed the offer, a second traceback); nothing may escape it."""
+        self.track.stop()
+        try:
+            async with asyncio.timeout(2):
+                await self.pc.close()
+        except Exception as exc:
+            log.debug("closing a half-built peer connection: %s: %s", type(exc).__name__, exc)
 
     def _on_track(self, track: MediaStreamTrack) -> None:
         if track.kind == "audio" and not self._remote_tracks:

@@ -194,7 +194,7 @@ async def _answer(request: Request, state: Any, settings: Settings, host: CallHo
             call.session.handle_event({"type": "session.update", "session": session_cfg})
         answer = await call.answer(offer)
     except BaseException as exc:
-        await call.pc.close()
+        await call.discard()
         if isinstance(exc, SdpError):
             raise ApiError(400, str(exc), exc.code, "sdp") from None
         raise
