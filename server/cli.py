@@ -29,8 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", default=None, help=f"address to listen on (KOMBAIN_HOST; default {d.host}; "
                                                     "0.0.0.0 for every interface)")
     serve.add_argument("--port", type=int, default=None, help=f"HTTP/WebSocket port (KOMBAIN_PORT; default {d.port})")
-    serve.add_argument("--stt-model", default=None, help="speech-to-text model: tiny.en, base, or a CTranslate2 "
-                                                         f"model dir (KOMBAIN_STT_MODEL; default {d.stt_model})")
+    serve.add_argument("--stt-model", default=None, help="speech-to-text model: tiny.en, base, moonshine-base, "
+                                                         f"or a CTranslate2 or Moonshine model dir (KOMBAIN_STT_MODEL; default {d.stt_model})")
     serve.add_argument("--data-dir", default=None, help="assembled models, lane queue and results "
                                                         f"(KOMBAIN_DATA_DIR; default {d.data_dir})")
     serve.add_argument("--log-level", default=None, help="critical, error, warning, info or debug "

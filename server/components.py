@@ -39,13 +39,13 @@ async def start_all(state: AppState, stack: contextlib.AsyncExitStack,
 
 
 async def _start_stt(state: AppState, stack: contextlib.AsyncExitStack) -> None:
+    from kombain.streaming.stt_engine import load_engine
     from kombain.streaming.vad import SileroVadModel
-    from kombain.streaming.whisper_runtime import WhisperRuntime
 
     s = state.settings
     vad_model = await asyncio.to_thread(SileroVadModel.load)
-    runtime = await asyncio.to_thread(
-        WhisperRuntime.load,
+    runtime = await asyncio.to_thread(  # EngineLoadError (names KOMBAIN_STT_MODEL): not ready
+        load_engine,
         s.stt_model,
         data_dir=s.data_dir,
         device=s.stt_device,

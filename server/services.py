@@ -27,7 +27,7 @@ T = TypeVar("T")
 class SpeechToText:
     """Speech recognition and what a call's turn-taking needs with it, loaded together."""
 
-    whisper: WhisperRuntime
+    whisper: WhisperRuntime  # the engine KOMBAIN_STT_MODEL picked: faster-whisper or Moonshine (stt_engine.py)
     vad: SileroVadModel
     turn_model: TurnPredictor | None = None  # semantic_vad; None: calls fall back to server_vad
 

@@ -45,7 +45,7 @@ class Settings:
     ssl_keyfile: str = ""
 
     # Speech-to-text
-    stt_model: str = "tiny.en"  # "tiny.en" | "base" (bundled) | path to a CTranslate2 model dir
+    stt_model: str = "tiny.en"  # "tiny.en" | "base" | "moonshine-base" (bundled) | a CTranslate2 or Moonshine model dir
     stt_device: str = "auto"  # auto | cpu | cuda
     stt_compute_type: str = "auto"  # auto -> int8 on CPU, float16 on CUDA
     stt_threads: int = 0  # per decode worker; 0 -> cores / workers

