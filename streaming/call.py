@@ -84,6 +84,7 @@ class CallConfig:
     tool_choice: str = "auto"  # auto | none | required | function (then tool_name)
     tool_name: str | None = None
     max_output_tokens: int | None = None
+    idle_timeout_ms: int | None = None  # with turn detection: reply after this long without the caller speaking
     word_timestamps: bool = False  # final transcripts carry their words' times
 
 
@@ -102,8 +103,18 @@ class HangupEvent:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class IdleTimeoutEvent:
+    """The caller said nothing for `idle_timeout_ms` after the last reply was heard: the silence
+    (session audio clock) becomes an empty user turn, and the responder is asked to go on."""
+
+    item_id: str
+    audio_start_ms: int
+    audio_end_ms: int
+
+
 # ResponseAudio never appears here: it goes to the output port.
-CallEvent = SttEvent | ConversationEvent | DtmfEvent | HangupEvent
+CallEvent = SttEvent | ConversationEvent | DtmfEvent | HangupEvent | IdleTimeoutEvent
 
 
 @dataclass(slots=True)
@@ -209,6 +220,7 @@ class Call:
         self._confirm: _PendingInterruption | None = None
         self._ignored_items: set[str] = set()  # turns that were backchannels during a reply
         self.hangup_reason: str | None = None
+        self._heard_from: tuple[float, int] = (clock(), 0)  # last sign of the caller: (clock, audio ms)
 
     # --- lifetime --------------------------------------------------------------------------------
 
@@ -229,6 +241,7 @@ class Call:
             if self.conversation is not None:
                 tg.create_task(self.conversation.run())
                 timer = tg.create_task(self._digit_timer())
+                idle = tg.create_task(self._idle_timer())
             await asyncio.sleep(0)  # let the transcriber enter its TaskGroup before early audio
             self._running = True
             early, self._early = self._early, []
@@ -238,6 +251,7 @@ class Call:
             await self._closed.wait()
             if timer is not None:
                 timer.cancel()
+                idle.cancel()
 
     def close(self) -> None:
         self.transcriber.close()
@@ -384,6 +398,8 @@ class Call:
 
     def _on_stt(self, ev: SttEvent) -> None:
         conv = self.conversation
+        if isinstance(ev, SpeechStartedEvent | SpeechStoppedEvent | TranscriptCompletedEvent):
+            self._heard_from = (self._clock(), self.transcriber.position_ms)
         if isinstance(ev, VoiceOnsetEvent):
             if conv is not None:
                 conv.voice_onset(ev.at)
@@ -444,6 +460,28 @@ class Call:
             # More speech in the same turn can still confirm the interruption and cancel it.
             pending.resumed = True
             conv.resume()
+
+    async def _idle_timer(self) -> None:
+        """`idle_timeout_ms`: once the caller has been silent that long after the last reply was
+        heard, their silence is a turn (empty) and the responder is asked to go on."""
+        while True:
+            conv, c = self.conversation, self.config
+            wait = 1.0
+            if conv is not None and c.conversation and c.turn_detection is not None and c.idle_timeout_ms:
+                since = max(self._heard_from[0], conv.played_until)
+                left = since + c.idle_timeout_ms / 1000 - self._clock()
+                if left <= 0 and not self.busy:
+                    end_ms = self.transcriber.position_ms
+                    start_ms = min(end_ms, max(self._heard_from[1], end_ms - c.idle_timeout_ms))
+                    self._heard_from = (self._clock(), end_ms)
+                    item_id = "item_" + secrets.token_hex(10)
+                    self._emit(IdleTimeoutEvent(item_id, start_ms, end_ms))
+                    self._emit(CommittedEvent(item_id, None))
+                    conv.audio_committed(item_id)
+                    conv.create_response()
+                    continue
+                wait = 0.25 if self.busy else min(wait, max(left, 0.05))
+            await asyncio.sleep(wait)
 
     async def _digit_timer(self) -> None:
         """Calls the responder's `poll` at its digit-collection deadline (an IVR timeout)."""

@@ -128,7 +128,31 @@ async def test_function_call_items_and_truncate(live_server):
         await s.close()
 
 
+async def test_idle_timeout_prompts_a_response(live_server):
+    s = await open_session(live_server.ws_url, turn_detection={"type": "server_vad", "idle_timeout_ms": 1000})
+    try:
+        assert s.of("session.updated")[0]["session"]["audio"]["input"]["turn_detection"]["idle_timeout_ms"] == 1000
+        await s.append(bytes(24000 * 2 * 2), 4800, speed=1.0, rate=24000)  # two seconds of silence
+        timeout = (await s.wait_for("input_audio_buffer.timeout_triggered", timeout=10))[0]
+        await s.wait_for("response.done", timeout=10)
+        types = [e["type"] for e in s.events]
+        at = types.index("input_audio_buffer.timeout_triggered")
+        assert types[at + 1:at + 4] == ["input_audio_buffer.committed", "conversation.item.added",
+                                        "conversation.item.done"]
+        assert s.events[at + 1]["item_id"] == timeout["item_id"] == s.events[at + 2]["item"]["id"]
+        assert 0 <= timeout["audio_start_ms"] < timeout["audio_end_ms"] <= 2100
+        assert types.index("response.created") > at and not s.of("error")
+    finally:
+        await s.close()
+
+
 @pytest.mark.parametrize(("event", "code", "param"), [
+    ({"type": "session.update", "session": {"audio": {"input": {"turn_detection": {
+        "type": "semantic_vad", "idle_timeout_ms": 5000}}}}},
+     "invalid_value", "session.audio.input.turn_detection.idle_timeout_ms"),
+    ({"type": "session.update", "session": {"audio": {"input": {"turn_detection": {
+        "type": "server_vad", "idle_timeout_ms": 50}}}}},
+     "invalid_value", "session.audio.input.turn_detection.idle_timeout_ms"),
     ({"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": "hi"}},
      "invalid_value", "item.content"),
     ({"type": "conversation.item.create", "item": {"type": "message", "role": "robot",

@@ -67,6 +67,7 @@ class SessionConfig:
     tool_choice: str = "auto"  # auto | none | required | function (then tool_name)
     tool_name: str | None = None
     max_output_tokens: int | None = None  # None: "inf"
+    idle_timeout_ms: int | None = None  # server_vad: reply after this long without the caller speaking
     word_timestamps: bool = False  # extension: transcription.kombain_word_timestamps
 
 
@@ -186,6 +187,26 @@ def _turn_detection(value: Any, current: TurnDetection | None, param: str) -> Tu
         raise ProtocolError(f"invalid turn_detection: {exc}", "invalid_value", param) from None
 
 
+IDLE_TIMEOUT_MS = (1000, 300_000)
+
+
+def _idle_timeout(value: Any, cfg: SessionConfig, param: str) -> int | None:
+    """server_vad's `idle_timeout_ms`: null (off) or a whole number of milliseconds."""
+    if not isinstance(value, dict) or cfg.turn_detection is None:
+        return None
+    if value.get("type", "server_vad") != "server_vad":
+        if value.get("idle_timeout_ms") is not None:
+            raise ProtocolError("turn_detection.idle_timeout_ms is a server_vad setting", "invalid_value",
+                                f"{param}.idle_timeout_ms")
+        return None
+    ms = value.get("idle_timeout_ms", cfg.idle_timeout_ms)
+    low, high = IDLE_TIMEOUT_MS
+    if ms is not None and (isinstance(ms, bool) or not isinstance(ms, int) or not low <= ms <= high):
+        raise ProtocolError(f"turn_detection.idle_timeout_ms must be null or an integer from {low} to {high}",
+                            "invalid_value", f"{param}.idle_timeout_ms")
+    return ms
+
+
 def _number(value: dict[str, Any], key: str, default: float, param: str) -> float:
     v = value.get(key, default)
     if isinstance(v, bool) or not isinstance(v, int | float) or v != v or v in (float("inf"), float("-inf")):
@@ -239,6 +260,7 @@ def _set_voice(cfg: SessionConfig, value: Any, param: str) -> SessionConfig:
 
 def _set_turn_detection(cfg: SessionConfig, value: Any, param: str) -> SessionConfig:
     cfg = replace(cfg, turn_detection=_turn_detection(value, cfg.turn_detection, param))
+    cfg = replace(cfg, idle_timeout_ms=_idle_timeout(value, cfg, param))
     return _interruption(_turn_flags(cfg, value, param), value, param)
 
 
@@ -343,7 +365,8 @@ def _turn_out(cfg: SessionConfig) -> dict[str, Any] | None:
         return {"type": "semantic_vad", "eagerness": td.eagerness, "create_response": cfg.create_response,
                 "interrupt_response": cfg.interrupt_response, **ext}
     return {"type": "server_vad", "threshold": td.threshold, "prefix_padding_ms": td.prefix_padding_ms,
-            "silence_duration_ms": td.silence_ms, "create_response": cfg.create_response,
+            "silence_duration_ms": td.silence_ms, "idle_timeout_ms": cfg.idle_timeout_ms,
+            "create_response": cfg.create_response,
             "interrupt_response": cfg.interrupt_response, **ext}
 
 

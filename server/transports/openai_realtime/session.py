@@ -41,6 +41,7 @@ from kombain.streaming.call import (
     CallEvent,
     DtmfEvent,
     HangupEvent,
+    IdleTimeoutEvent,
 )
 from kombain.streaming.conversation import ResponseAudio, ResponseNotice
 from kombain.streaming.items import ItemError, Items
@@ -113,6 +114,7 @@ class RealtimeSession:
                        auto_respond=c.create_response, interruptible=c.interrupt_response,
                        interrupt_min_speech_ms=c.interrupt_min_speech_ms, interrupt_min_words=c.interrupt_min_words,
                        modalities=c.modalities, tools=c.tools, tool_choice=c.tool_choice, tool_name=c.tool_name,
+                       idle_timeout_ms=c.idle_timeout_ms,
                        max_output_tokens=c.max_output_tokens, word_timestamps=c.word_timestamps)
 
     def attach(self, call: Call) -> None:
@@ -291,6 +293,10 @@ class RealtimeSession:
             # OpenAI's name for a key press on a SIP call.
             self.send(server_event("input_audio_buffer.dtmf_event_received", event=ev.digit,
                                    received_at=int(time.time())))
+            return
+        if isinstance(ev, IdleTimeoutEvent):
+            self.send(server_event("input_audio_buffer.timeout_triggered", audio_start_ms=ev.audio_start_ms,
+                                   audio_end_ms=ev.audio_end_ms, item_id=ev.item_id))
             return
         if isinstance(ev, SpeechStartedEvent):
             self.send(server_event("input_audio_buffer.speech_started", audio_start_ms=ev.audio_start_ms, item_id=ev.item_id))
