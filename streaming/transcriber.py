@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
 from collections import deque
 from collections.abc import Callable
@@ -38,6 +37,7 @@ from kombain.streaming.endpointer import (
     VoiceOnset,
     VoiceOnsetCancelled,
 )
+from kombain.streaming.items import new_item_id
 from kombain.streaming.smart_turn import WINDOW_SAMPLES
 from kombain.streaming.stabilizer import Stabilizer, keep_shown
 from kombain.streaming.stt_events import (
@@ -52,6 +52,7 @@ from kombain.streaming.stt_events import (
     VoiceOnsetCancelledEvent,
     VoiceOnsetEvent,
 )
+from kombain.streaming.turn_audio import Preroll, Turn
 from kombain.streaming.vad import FRAME_SAMPLES, VadStream
 from kombain.streaming.whisper_runtime import (
     DecodeOptions,
@@ -72,10 +73,6 @@ _MIN_DECODE_SAMPLES = RATE * 250 // 1000
 _SPEC_WAIT_S = 1.0
 
 
-def new_item_id() -> str:
-    return "item_" + secrets.token_hex(10)
-
-
 @dataclass(frozen=True, slots=True)
 class SttConfig:
     """Per-session recognition settings (changed by session.update)."""
@@ -91,22 +88,6 @@ class SttConfig:
     min_window: float = 10.0
     max_turn_s: float = 30.0
     word_timestamps: bool = False  # finals carry their words' times (cross-attention alignment, VAD-snapped)
-
-
-@dataclass
-class _Turn:
-    item_id: str
-    start: int  # first sample of the turn audio (session clock, 16 kHz samples)
-    chunks: list[np.ndarray]
-    length: int = 0
-    last_partial_at: int = 0
-    speculative: asyncio.Task[DecodeResult | None] | None = None
-    speculative_end: int = -1
-
-    def audio(self, end: int | None = None) -> np.ndarray:
-        data = np.concatenate(self.chunks) if self.chunks else np.zeros(0, np.float32)
-        self.chunks = [data]
-        return data if end is None else data[: max(0, end - self.start)]
 
 
 class StreamingTranscriber:
@@ -142,10 +123,9 @@ class StreamingTranscriber:
         self._total = 0  # samples received
         self._vad_pos = 0  # samples the VAD has seen
         self._arrivals: deque[tuple[int, float]] = deque(maxlen=4096)  # (end sample, wall time)
-        self._preroll: deque[np.ndarray] = deque()
-        self._preroll_len = 0
-        self._turn: _Turn | None = None
-        self._manual: _Turn | None = None  # buffer when turn detection is off
+        self._preroll = Preroll()
+        self._turn: Turn | None = None
+        self._manual: Turn | None = None  # buffer when turn detection is off
         self._manual_voiced = False
         self._last_item: str | None = None
         self._finals: asyncio.Task[None] | None = None  # chain, so finals leave in turn order
@@ -215,7 +195,7 @@ class StreamingTranscriber:
 
         if self.config.turn_detection is None:
             if self._manual is None:
-                self._manual = _Turn(new_item_id(), start, [])
+                self._manual = Turn(new_item_id(), start, [])
             self._manual.chunks.append(samples)
             self._manual.length += len(samples)
             threshold = self._endpointer.config.threshold
@@ -230,7 +210,8 @@ class StreamingTranscriber:
             self._turn.chunks.append(samples)
             self._turn.length += len(samples)
         else:
-            self._remember_preroll(samples)
+            keep = (self._endpointer.config.prefix_padding_ms + 200) * RATE // 1000 + FRAME_SAMPLES
+            self._preroll.push(samples, keep)
         for p in probs:
             self._vad_pos += FRAME_SAMPLES
             for ev in self._endpointer.feed(p, self._vad_pos, FRAME_SAMPLES):
@@ -285,21 +266,10 @@ class StreamingTranscriber:
 
     # --- turns -----------------------------------------------------------------------------------
 
-    def _remember_preroll(self, samples: np.ndarray) -> None:
-        self._preroll.append(samples)
-        self._preroll_len += len(samples)
-        keep = (self._endpointer.config.prefix_padding_ms + 200) * RATE // 1000 + FRAME_SAMPLES
-        while self._preroll and self._preroll_len - len(self._preroll[0]) >= keep:
-            self._preroll_len -= len(self._preroll.popleft())
-
     def _begin_turn(self, voiced_start: int) -> None:
         pad = self._endpointer.config.prefix_padding_ms * RATE // 1000
-        start = max(0, voiced_start - pad, self._total - self._preroll_len)
-        buf = np.concatenate(list(self._preroll)) if self._preroll else np.zeros(0, np.float32)
-        audio = buf[start - (self._total - self._preroll_len) :]
-        self._preroll.clear()
-        self._preroll_len = 0
-        self._turn = _Turn(new_item_id(), start, [audio], len(audio), last_partial_at=start)
+        start, audio = self._preroll.take(max(0, voiced_start - pad), self._total)
+        self._turn = Turn(new_item_id(), start, [audio], len(audio), last_partial_at=start)
         self._stabilizer.reset()
         self._emit(SpeechStartedEvent(self._turn.item_id, voiced_start * 1000 // RATE))
 
@@ -315,7 +285,7 @@ class StreamingTranscriber:
         end = self._total if forced else min(self._total, voiced_end + _TAIL_SAMPLES)
         self._commit_turn(turn, end, speech_end=voiced_end)
 
-    def _commit_turn(self, turn: _Turn, end: int, *, speech_end: int, voiced: bool = True) -> None:
+    def _commit_turn(self, turn: Turn, end: int, *, speech_end: int, voiced: bool = True) -> None:
         decided = self._clock()
         speech_end_at = self._arrival_time(speech_end)
         self._emit(CommittedEvent(turn.item_id, self._last_item))
@@ -332,7 +302,7 @@ class StreamingTranscriber:
 
     async def _finalize(
         self,
-        turn: _Turn,
+        turn: Turn,
         audio: np.ndarray,
         spec: asyncio.Task[DecodeResult | None] | None,
         times: tuple[float, float],
@@ -382,7 +352,7 @@ class StreamingTranscriber:
         offset = start / RATE
         return tuple(replace(w, start=w.start + offset, end=w.end + offset) for s in segments for w in s.words)
 
-    def _speculate(self, turn: _Turn, voiced_end: int) -> None:
+    def _speculate(self, turn: Turn, voiced_end: int) -> None:
         if turn.speculative is not None:
             turn.speculative.cancel()
         end = voiced_end + _TAIL_SAMPLES
@@ -392,7 +362,7 @@ class StreamingTranscriber:
         turn.speculative_end = end
         turn.speculative = self._spawn(self._speculative_decode(turn, end))
 
-    async def _speculative_decode(self, turn: _Turn, end: int) -> DecodeResult | None:
+    async def _speculative_decode(self, turn: Turn, end: int) -> DecodeResult | None:
         # The tail of silence is still arriving; wait for it rather than decode a shorter span.
         while self._total < end and self._turn is turn:
             self._audio_arrived.clear()
@@ -410,12 +380,12 @@ class StreamingTranscriber:
 
     # --- semantic end of turn --------------------------------------------------------------------
 
-    def _check_turn(self, turn: _Turn, voiced_end: int) -> None:
+    def _check_turn(self, turn: Turn, voiced_end: int) -> None:
         if self._turn_check is not None:
             self._turn_check.cancel()
         self._turn_check = self._spawn(self._semantic_end(turn, voiced_end))
 
-    async def _semantic_end(self, turn: _Turn, voiced_end: int) -> None:
+    async def _semantic_end(self, turn: Turn, voiced_end: int) -> None:
         """Ask the end-of-turn model, now and again as the silence grows, until it says the turn is
         complete (end it at once) or the endpointer's longer wait ends it anyway."""
         assert self._predictor is not None
@@ -444,7 +414,7 @@ class StreamingTranscriber:
                 return
             check_at = self._total + RECHECK_MS * RATE // 1000
 
-    async def _guess_text(self, turn: _Turn) -> str | None:
+    async def _guess_text(self, turn: Turn) -> str | None:
         """The text of the turn so far: the speculative decode of it (launched at the same pause,
         and needed by the final transcript anyway, so waiting for it costs the reply nothing), or
         the latest partial when there is none (a turn too short to decode)."""
@@ -461,7 +431,7 @@ class StreamingTranscriber:
 
     # --- partials --------------------------------------------------------------------------------
 
-    def _partial_due(self, turn: _Turn) -> bool:
+    def _partial_due(self, turn: Turn) -> bool:
         if (self._partial_task is not None and not self._partial_task.done()) or turn.speculative is not None:
             return False
         new_ms = (self._total - turn.last_partial_at) * 1000 // RATE
@@ -471,11 +441,11 @@ class StreamingTranscriber:
         idle_ms = self.config.idle_partial_interval_ms
         return bool(idle_ms) and new_ms >= idle_ms and self.runtime.pending == 0
 
-    def _launch_partial(self, turn: _Turn) -> None:
+    def _launch_partial(self, turn: Turn) -> None:
         turn.last_partial_at = self._total
         self._partial_task = self._spawn(self._partial(turn, self._total))
 
-    async def _partial(self, turn: _Turn, end: int) -> None:
+    async def _partial(self, turn: Turn, end: int) -> None:
         try:
             result = await self.runtime.transcribe(turn.audio(end), "partial", self._options(), key=id(self))
         except RuntimeBusy:
@@ -487,7 +457,7 @@ class StreamingTranscriber:
             return  # the turn ended while decoding; its final supersedes this
         self._publish(turn, result.text, end)
 
-    def _publish(self, turn: _Turn, hypothesis: str, end: int) -> None:
+    def _publish(self, turn: Turn, hypothesis: str, end: int) -> None:
         """A decode of the turn up to `end`: words it agrees on with the one before are shown."""
         delta = self._stabilizer.update(hypothesis)
         if delta:
