@@ -146,16 +146,19 @@ def _np_type(onnx_type: int) -> Any:
 
 def fold_constants(model: Any) -> int:
     """Compute in numpy every Cast/Mul/Add/Sub/Transpose whose inputs are all initializers (of
-    its graph or an enclosing one), in place; returns how many nodes were folded."""
-    return _fold(model.graph, {})
+    its graph or an enclosing one), in place; returns how many nodes were folded. A result made
+    only of the main graph's constants is kept there once (both branches of the decoder's If
+    transpose the same embedding)."""
+    return _fold(model.graph, {}, model.graph)
 
 
-def _fold(graph: Any, outer: dict[str, Any]) -> int:
+def _fold(graph: Any, outer: dict[str, Any], root: Any) -> int:
     import onnx
     from onnx import numpy_helper
 
     consts = dict(outer)
     consts.update({t.name: t for t in graph.initializer})
+    local = {t.name for t in graph.initializer}
     values: dict[str, np.ndarray] = {}
 
     def value(name: str) -> np.ndarray:
@@ -168,7 +171,7 @@ def _fold(graph: Any, outer: dict[str, Any]) -> int:
     for node in graph.node:
         for attr in node.attribute:
             if attr.type == onnx.AttributeProto.GRAPH:
-                folded += _fold(attr.g, consts)
+                folded += _fold(attr.g, consts, root)
         if node.op_type in _FOLDABLE and node.input and all(i in consts for i in node.input):
             args = [value(i) for i in node.input]
             if node.op_type == "Cast":
@@ -182,9 +185,16 @@ def _fold(graph: Any, outer: dict[str, Any]) -> int:
             else:
                 perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
                 result = np.transpose(args[0], perm)
-            tensor = numpy_helper.from_array(np.ascontiguousarray(result), node.output[0])
-            graph.initializer.append(tensor)
-            consts[node.output[0]] = tensor
+            name = node.output[0]
+            hoist = graph is not root and not any(i in local for i in node.input)
+            home = root if hoist else graph
+            tensor = next((t for t in home.initializer if t.name == name), None) if hoist else None
+            if tensor is None:
+                tensor = numpy_helper.from_array(np.ascontiguousarray(result), name)
+                home.initializer.append(tensor)
+            if not hoist:
+                local.add(name)
+            consts[name] = tensor
             values[node.output[0]] = result
             folded += 1
             continue

@@ -45,6 +45,7 @@ from kombain.streaming.call import (
 )
 from kombain.streaming.conversation import ResponseAudio, ResponseNotice
 from kombain.streaming.items import ItemError, Items
+from kombain.streaming.stt_engine import requested_model_error
 from kombain.streaming.stt_events import (
     ClearedEvent,
     CommittedEvent,
@@ -201,7 +202,12 @@ class RealtimeSession:
     # --- event handlers --------------------------------------------------------------------------
 
     def _session_update(self, event: dict[str, Any]) -> None:
-        self.config = apply_session_update(self.config, event.get("session"), event["type"])
+        config = apply_session_update(self.config, event.get("session"), event["type"])
+        if self.model_name and (refused := requested_model_error(config.transcription_model, self.model_name)):
+            beta = "input_audio_transcription" in (event.get("session") or {})
+            raise ProtocolError(refused, "invalid_value", "session.input_audio_transcription.model" if beta
+                                else "session.audio.input.transcription.model")
+        self.config = config
         if self._call is not None:
             self._call.update(self.call_config(self._call.config))
         beta_tx = event["type"] == "transcription_session.update"
