@@ -89,7 +89,8 @@ class Conversation:
         # Session defaults a response may override.
         self.modalities: tuple[str, ...] = ("audio",)
         self.tools: tuple[Tool, ...] = ()
-        self.tool_choice, self.tool_name = "auto", None
+        self.tool_choice: str = "auto"
+        self.tool_name: str | None = None
         self.max_output_tokens: int | None = None
         self._clock = clock
         self._on_turn = on_turn or (lambda s: None)

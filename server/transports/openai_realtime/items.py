@@ -67,9 +67,9 @@ def parse_item(raw: Any, param: str = "item") -> Item:
         call_id = _str(raw.get("call_id"), f"{param}.call_id", 64) or "call_" + item_id[-16:]
         return Item(item_id, "function_call", call_id=call_id, name=name, arguments=arguments)
     if kind == "function_call_output":
-        call_id = _str(raw.get("call_id"), f"{param}.call_id", 64, required=True)
+        answers = _str(raw.get("call_id"), f"{param}.call_id", 64, required=True)
         output = _str(raw.get("output", ""), f"{param}.output", MAX_OUTPUT_CHARS) or ""
-        return Item(item_id, "function_call_output", call_id=call_id, output=output)
+        return Item(item_id, "function_call_output", call_id=answers, output=output)
     raise _bad(f"{param}.type must be message, function_call or function_call_output, not {kind!r}",
                f"{param}.type")
 
@@ -90,7 +90,7 @@ def _message(raw: dict[str, Any], item_id: str, param: str) -> Item:
         if not isinstance(p, dict) or p.get("type") not in allowed:
             raise _bad(f"{where}.type must be one of {', '.join(sorted(allowed))} for a {role} message",
                        f"{where}.type")
-        kind = {"text": "output_text", "audio": "output_audio"}.get(p["type"], p["type"])
+        kind = str({"text": "output_text", "audio": "output_audio"}.get(p["type"], p["type"]))
         field = allowed[p["type"]]
         words = _str(p.get(field), f"{where}.{field}", MAX_TEXT_CHARS, required=field == "text") or ""
         if p.get("audio") is not None:
