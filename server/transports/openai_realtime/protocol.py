@@ -183,8 +183,10 @@ def _turn_detection(value: Any, current: TurnDetection | None, param: str) -> Tu
         )
     except ProtocolError:
         raise
-    except ValueError as exc:
-        raise ProtocolError(f"invalid turn_detection: {exc}", "invalid_value", param) from None
+    except ValueError as exc:  # out of range: the message starts with the field's name
+        key = str(exc).split(" ", 1)[0].removeprefix("turn_detection.")
+        where = f"{param}.{key}" if key in ("threshold", "silence_duration_ms", "prefix_padding_ms") else param
+        raise ProtocolError(f"invalid turn_detection: {exc}", "invalid_value", where) from None
 
 
 IDLE_TIMEOUT_MS = (1000, 300_000)
