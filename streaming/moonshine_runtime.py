@@ -93,9 +93,10 @@ class MoonshineRuntime(WhisperRuntime):
         for audio, d in zip(batch, decoded, strict=True):
             duration = len(audio) / RATE
             quiet = not len(audio) or float(np.sqrt(np.mean(np.square(audio)))) < _QUIET_RMS
-            ratio = get_compression_ratio(d.text) if d.text else 0.0
+            text = cut_capped_loop(d.text) if d.hit_cap else d.text
+            ratio = get_compression_ratio(text) if text else 0.0
             redecode = (lambda piece: list(self._decode_batch([piece], o, True)[0].segments)) if rescue else None
-            seg = Segment(0.0, duration, d.text, d.avg_logprob, 1.0 if quiet else 0.0, ratio)
+            seg = Segment(0.0, duration, text, d.avg_logprob, 1.0 if quiet else 0.0, ratio)
             kept = tuple(self._judge(audio, seg, redecode))
             results.append(DecodeResult(" ".join(s.text for s in kept), kept, "en", duration, took))
         return results
@@ -120,3 +121,17 @@ def pieces(audio: np.ndarray, piece_s: float = PIECE_SECONDS) -> list[tuple[int,
         start = cut
     out.append((start, audio[start:]))
     return out
+
+
+def cut_capped_loop(text: str, max_n: int = 8) -> str:
+    """A decode that ran into its length bound (no end token) without a loop of the shared guard's
+    four repeats: the first run of a phrase of 2+ words said again straight after itself, and all
+    that follows, cut off (noise after "four queen of cloves" decoded it three times and a half).
+    Only for capped decodes: a phrase said twice in speech that ended normally is kept."""
+    words = text.split()
+    norm = [w.lower().strip(",.!?") for w in words]
+    for i in range(len(words)):
+        for n in range(2, max_n + 1):
+            if i + 2 * n <= len(words) and norm[i : i + n] == norm[i + n : i + 2 * n]:
+                return " ".join(words[: i + n])
+    return text

@@ -218,3 +218,34 @@ def _all_nodes(graph: Any) -> list[Any]:
             if attr.type == onnx.AttributeProto.GRAPH:
                 out += _all_nodes(attr.g)
     return out
+
+
+def split_branches(model: Any, flag: str) -> dict[str, Any]:
+    """A model whose graph is an If on the boolean input `flag` (after `fold_constants`, all
+    that is left of a merged decoder's main graph) as two models, {"then": ..., "else": ...},
+    each the branch's nodes on the main graph's inputs and constants, without `flag`. Each can
+    then be optimised (and quantized) on its own: ONNX Runtime's quantizer does not enter If
+    branches. Outputs a branch does not compute (the cached branch's cross-attention keys) are
+    left out of it."""
+    import onnx
+    from onnx import helper
+
+    g = model.graph
+    ifs = [n for n in g.node if n.op_type == "If"]
+    if len(ifs) != 1 or len(g.node) != 1 or list(ifs[0].input) != [flag]:
+        raise ValueError(f"the graph is not one If on {flag!r}")
+    out = {}
+    for branch, key in (("then_branch", "then"), ("else_branch", "else")):
+        sub = next(a.g for a in ifs[0].attribute if a.name == branch)
+        nodes = list(sub.node)
+        for inner, outer in zip(sub.output, ifs[0].output, strict=True):
+            if inner.name != outer:
+                nodes.append(helper.make_node("Identity", [inner.name], [outer]))
+        used = {i for n in _all_nodes(onnx.helper.make_graph(nodes, "x", [], [])) for i in n.input}
+        made = {o for n in nodes for o in n.output}
+        graph = helper.make_graph(
+            nodes, key, [i for i in g.input if i.name in used],
+            [o for o in g.output if o.name in made],
+            initializer=[t for t in (*g.initializer, *sub.initializer) if t.name in used])
+        out[key] = helper.make_model(graph, opset_imports=model.opset_import, ir_version=model.ir_version)
+    return out

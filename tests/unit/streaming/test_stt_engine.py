@@ -95,3 +95,12 @@ def test_long_audio_is_cut_at_a_quiet_point_within_the_piece_limit() -> None:
     assert all(len(p) <= 20 * rate for _, p in cut)
     assert sum(len(p) for _, p in cut) == len(audio)
     assert [s for s, _ in cut][1] == len(cut[0][1])
+
+
+def test_a_capped_decode_loses_its_repeated_tail_and_normal_speech_keeps_repeats() -> None:
+    from kombain.streaming.moonshine_runtime import cut_capped_loop
+
+    looped = "Four queen of cloves four queen of cloves four queen of cloves four queen"
+    assert cut_capped_loop(looped) == "Four queen of cloves"
+    assert cut_capped_loop("five five five") == "five five five"  # single words: speech repeats them
+    assert cut_capped_loop("go forward ten meters") == "go forward ten meters"
