@@ -8,6 +8,8 @@ import asyncio
 import logging
 from typing import Any
 
+import numpy as np
+
 from kombain.server.settings import Settings
 from kombain.streaming.whisper_runtime import WhisperRuntime
 
@@ -53,3 +55,9 @@ class FileModels:
     async def aclose(self) -> None:
         if self._translator is not None:
             await self._translator.aclose()
+
+    async def embed_voice(self, audio: np.ndarray) -> np.ndarray:
+        """One voice embedding of 16 kHz float32 audio (the encoder loaded on first use; the
+        model runs in a worker thread): live speaker labels of realtime sessions use it."""
+        encoder = await self.speaker_encoder()
+        return await asyncio.to_thread(encoder.embed_utterance, audio)  # type: ignore[no-any-return]

@@ -170,7 +170,8 @@ class CallHost:
                     tts=tts, responder=responder, hooks=hooks, lead_s=s.response_lead_ms / 1000,
                     frame_ms=s.response_frame_ms, call_id=call_id,
                     ingest=IngestPacer(s.max_audio_speed, s.max_audio_burst_s) if s.max_audio_speed > 0 else None,
-                    turn_predictor=stt.turn_model)
+                    turn_predictor=stt.turn_model,
+                    embed_voice=services.file_models.embed_voice if services.file_models is not None else None)
 
     def _refused(self, transport: str, reason: str) -> None:
         self.metrics.sessions_rejected.labels(transport, reason).inc()

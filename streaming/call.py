@@ -14,7 +14,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -86,6 +86,7 @@ class CallConfig:
     max_output_tokens: int | None = None
     idle_timeout_ms: int | None = None  # with turn detection: reply after this long without the caller speaking
     word_timestamps: bool = False  # final transcripts carry their words' times
+    speaker_labels: bool = False  # final transcripts carry the speaker (A, B, ...) they are attributed to
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +183,8 @@ class Call:
                  tts: VoicePool | None = None, responder: Responder | None = None,
                  hooks: CallHooks | None = None, lead_s: float = 0.5, frame_ms: int = 100,
                  turn_predictor: TurnPredictor | None = None, ingest: IngestPacer | None = None,
-                 call_id: str | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 call_id: str | None = None, clock: Callable[[], float] = time.monotonic,
+                 embed_voice: Callable[[np.ndarray], Awaitable[np.ndarray]] | None = None) -> None:
         self.id = call_id or "call_" + secrets.token_hex(10)
         self.config = config
         self.model_name = runtime.name
@@ -199,7 +201,8 @@ class Call:
                                                 clock=clock, on_vad_seconds=self._hooks.vad_seconds,
                                                 turn_predictor=turn_predictor, on_turn_check=self._hooks.turn_check,
                                                 on_partial_late=self._hooks.partial_late,
-                                                on_semantic_fallback=self._hooks.semantic_fallback)
+                                                on_semantic_fallback=self._hooks.semantic_fallback,
+                                                embed_voice=embed_voice)
         self.responder = responder
         self.conversation: Conversation | None = None
         if tts is not None and responder is not None and config.conversation:
@@ -523,5 +526,5 @@ class Call:
     def _stt_config(self) -> SttConfig:
         c = self.config
         return replace(self._stt_base, turn_detection=c.turn_detection, language=c.language or self._stt_base.language,
-                       prompt=c.prompt, word_timestamps=c.word_timestamps)
+                       prompt=c.prompt, word_timestamps=c.word_timestamps, speaker_labels=c.speaker_labels)
 

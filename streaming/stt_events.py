@@ -63,6 +63,7 @@ class TranscriptCompletedEvent:
     decided_at: float  # clock time the turn was ended (endpointer or commit)
     # With SttConfig.word_timestamps: the words, times in seconds on the session's audio clock.
     words: tuple[Word, ...] = ()
+    speaker: str | None = None  # with SttConfig.speaker_labels: the session's speaker label (A, B, ...)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,6 +39,7 @@ from kombain.streaming.endpointer import (
 )
 from kombain.streaming.items import new_item_id
 from kombain.streaming.smart_turn import WINDOW_SAMPLES
+from kombain.streaming.speaker_tracker import SpeakerTracker
 from kombain.streaming.stabilizer import Stabilizer, keep_shown
 from kombain.streaming.stt_events import (
     ClearedEvent,
@@ -88,6 +89,7 @@ class SttConfig:
     min_window: float = 10.0
     max_turn_s: float = 30.0
     word_timestamps: bool = False  # finals carry their words' times (cross-attention alignment, VAD-snapped)
+    speaker_labels: bool = False  # finals carry the session's speaker label (needs an `embed_voice`)
 
 
 class StreamingTranscriber:
@@ -106,8 +108,11 @@ class StreamingTranscriber:
         on_turn_check: Callable[[float], None] | None = None,
         on_semantic_fallback: Callable[[], None] | None = None,
         on_partial_late: Callable[[], None] | None = None,
+        embed_voice: Callable[[np.ndarray], Awaitable[np.ndarray]] | None = None,
     ) -> None:
         self.runtime = runtime
+        self._embed_voice = embed_voice
+        self._speakers = SpeakerTracker()
         self.vad = vad
         self.config = config
         self._emit = emit
@@ -331,13 +336,28 @@ class StreamingTranscriber:
         text = keep_shown(shown, result.text) if result else ""
         language = result.language if result else (self.config.language or "en")
         words = await self._word_times(turn.start, audio, result) if self.config.word_timestamps else ()
+        speaker = await self._speaker(audio) if self.config.speaker_labels and text else None
         self._emit(
             TranscriptCompletedEvent(
                 turn.item_id, text, turn.start * 1000 // RATE, (turn.start + len(audio)) * 1000 // RATE,
                 self._clock() - times[1], language, result.inference_seconds if result else 0.0, *times,
-                words=words,
+                words=words, speaker=speaker,
             )
         )
+
+    async def _speaker(self, audio: np.ndarray) -> str | None:
+        """The turn's speaker among the session's (SpeakerTracker), from its voice embedding;
+        None when no encoder is available (logged)."""
+        if self._embed_voice is None:
+            return None
+        try:
+            embedding = await self._embed_voice(audio)
+        except Exception as exc:
+            if _cancelling():
+                raise
+            log.warning("speaker label unavailable: %s", exc)
+            return None
+        return self._speakers.assign(embedding)
 
     async def _word_times(self, start: int, audio: np.ndarray, result: DecodeResult | None) -> tuple[Word, ...]:
         """The final's words on the session clock, their edges moved onto the turn's speech as

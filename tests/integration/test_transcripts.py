@@ -12,6 +12,7 @@ import wave
 import numpy as np
 import openai
 import pytest
+import soxr
 
 from kombain.clients.realtime_client import read_wav
 from tests.conftest import SPEECH_DIR
@@ -213,3 +214,30 @@ async def test_realtime_word_times_opt_in(live_server):
     assert all(a["start"] <= b["start"] for a, b in zip(words, words[1:], strict=False))
     plain, updated = await _realtime_final(live_server, {"model": "whisper-1"})
     assert "kombain_words" not in plain.model_extra and "kombain_word_timestamps" not in updated.model_extra
+
+
+async def test_realtime_speaker_labels_opt_in(live_server):
+    aclient = openai.AsyncOpenAI(api_key="unused", base_url=live_server.url + "/v1",
+                                 websocket_base_url=live_server.ws_url + "/v1")
+    turns = [("cards_001.wav", "cards_003.wav"), ("arctic_a0009.wav",), ("cards_002.wav", "cards_004.wav")]
+    pause = np.zeros(2400, np.float32)  # 0.15 s inside a turn; 1.2 s of silence ends it
+    audio = np.concatenate([np.concatenate([x for n in t for x in (_clip(n), pause)] + [np.zeros(19200, np.float32)])
+                            for t in turns])
+    pcm = (np.clip(soxr.resample(audio, 16000, 24000), -1, 1) * 32767).astype("<i2").tobytes()
+    labels = []
+    async with aclient.realtime.connect(model="gpt-realtime") as conn:
+        await conn.session.update(session={"type": "transcription", "audio": {"input": {
+            "format": {"type": "audio/pcm", "rate": 24000},
+            "transcription": {"model": "whisper-1", "kombain_speaker_labels": True},
+            "turn_detection": {"type": "server_vad", "silence_duration_ms": 500}}}})
+        for i in range(0, len(pcm), 9600):
+            await conn.input_audio_buffer.append(audio=base64.b64encode(pcm[i:i + 9600]).decode())
+            await asyncio.sleep(0.02)
+        async with asyncio.timeout(30):
+            async for event in conn:
+                assert event.type != "error", event
+                if event.type == "conversation.item.input_audio_transcription.completed":
+                    labels.append((event.model_extra["kombain_speaker"], event.transcript))
+                    if len(labels) == len(turns):
+                        break
+    assert [s for s, _ in labels] == ["A", "B", "A"], labels

@@ -69,6 +69,7 @@ class SessionConfig:
     max_output_tokens: int | None = None  # None: "inf"
     idle_timeout_ms: int | None = None  # server_vad: reply after this long without the caller speaking
     word_timestamps: bool = False  # extension: transcription.kombain_word_timestamps
+    speaker_labels: bool = False  # extension: transcription.kombain_speaker_labels
 
 
 def parse_event(raw: str | bytes, max_bytes: int) -> dict[str, Any]:
@@ -252,8 +253,12 @@ def _transcription(value: Any, cfg: SessionConfig, param: str) -> SessionConfig:
     if not isinstance(words, bool):
         raise ProtocolError("transcription.kombain_word_timestamps must be true or false", "invalid_value",
                             f"{param}.kombain_word_timestamps")
+    speakers = value.get("kombain_speaker_labels", cfg.speaker_labels)
+    if not isinstance(speakers, bool):
+        raise ProtocolError("transcription.kombain_speaker_labels must be true or false", "invalid_value",
+                            f"{param}.kombain_speaker_labels")
     return replace(cfg, transcription_model=model, language=language or None, prompt=prompt or None,
-                   word_timestamps=words)
+                   word_timestamps=words, speaker_labels=speakers)
 
 
 def _set_voice(cfg: SessionConfig, value: Any, param: str) -> SessionConfig:
@@ -378,6 +383,8 @@ def session_object(session_id: str, cfg: SessionConfig, model: str) -> dict[str,
                                      "prompt": cfg.prompt or ""}
     if cfg.word_timestamps:  # an extension is reported only to a session that asked for it
         transcription["kombain_word_timestamps"] = True
+    if cfg.speaker_labels:
+        transcription["kombain_speaker_labels"] = True
     if cfg.beta_names:
         return {
             "id": session_id, "object": "realtime.session" if cfg.kind == "realtime" else "realtime.transcription_session",

@@ -116,7 +116,8 @@ class RealtimeSession:
                        interrupt_min_speech_ms=c.interrupt_min_speech_ms, interrupt_min_words=c.interrupt_min_words,
                        modalities=c.modalities, tools=c.tools, tool_choice=c.tool_choice, tool_name=c.tool_name,
                        idle_timeout_ms=c.idle_timeout_ms,
-                       max_output_tokens=c.max_output_tokens, word_timestamps=c.word_timestamps)
+                       max_output_tokens=c.max_output_tokens, word_timestamps=c.word_timestamps,
+                       speaker_labels=c.speaker_labels)
 
     def attach(self, call: Call) -> None:
         self._call = call
@@ -323,6 +324,7 @@ class RealtimeSession:
                 usage={"type": "duration", "seconds": round((ev.audio_end_ms - ev.audio_start_ms) / 1000, 3)},
                 **({"kombain_words": [{"word": w.word.strip(), "start": round(w.start, 3), "end": round(w.end, 3)}
                                       for w in ev.words]} if self.config.word_timestamps else {}),
+                **({"kombain_speaker": ev.speaker} if self.config.speaker_labels else {}),
             ))
         elif isinstance(ev, TranscriptFailedEvent):
             self.send(server_event("conversation.item.input_audio_transcription.failed", item_id=ev.item_id,

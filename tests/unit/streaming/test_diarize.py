@@ -45,3 +45,16 @@ def test_words_grouped_by_speaker():
     turns = speaker_segments([seg], spans, ["A", "B"])
     assert [(t.speaker, t.text) for t in turns] == [("A", "w0 w1 w2"), ("B", "w3 w4 w5")]
     assert speaker_segments([], spans, ["A", "B"]) == []
+
+
+def test_live_speaker_labels_stay_consistent():
+    from kombain.streaming.speaker_tracker import SpeakerTracker
+
+    rng = np.random.default_rng(2)
+    a, b = _unit(rng.standard_normal(256)), _unit(rng.standard_normal(256))
+    tracker = SpeakerTracker()
+    turns = [a, b, a, a, b]
+    got = [tracker.assign(_unit(v + 0.02 * rng.standard_normal(256))) for v in turns]
+    assert got == ["A", "B", "A", "A", "B"] and tracker.speakers == 2
+    capped = SpeakerTracker(max_speakers=1)
+    assert [capped.assign(v) for v in (a, b)] == ["A", "A"]  # past the cap: the closest speaker
