@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from starlette.datastructures import FormData
 
 from kombain.server.errors import ApiError
+from kombain.server.upload_audio import decode_upload
 from kombain.streaming.decode_file import BadAudioFile, decode_audio_file
 from kombain.streaming.diarize import SpeakerSegment
 from kombain.streaming.whisper_runtime import DecodeOptions, DecodeResult, RuntimeBusy
@@ -39,8 +40,6 @@ class Chunking:
 
 async def diarize(request: Request, form: FormData, data: bytes, model: str, fmt: str) -> Response:
     """The diarized transcript of the upload (the form is read, the model is a diarizing one)."""
-    from kombain.server.transcriptions import decode_upload
-
     st = request.app.state.kombain
     if fmt not in DIARIZED_FORMATS:
         raise ApiError(400, f"with {model} response_format must be one of {', '.join(DIARIZED_FORMATS)}",

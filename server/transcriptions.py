@@ -20,7 +20,8 @@ from kombain.server.file_models import TRANSLATE_MODEL
 from kombain.server.openapi import AUTH_ERRORS, errors, request_body
 from kombain.server.services import SpeechToText
 from kombain.server.transcript_render import FORMATS, GRANULARITIES, render
-from kombain.streaming.decode_file import BadAudioFile, decode_audio_file, decode_audio_pieces
+from kombain.server.upload_audio import decode_pieces
+from kombain.streaming.decode_file import BadAudioFile
 from kombain.streaming.long_file import Refine, transcribe_pieces
 from kombain.streaming.speech_regions import refine_word_times
 from kombain.streaming.whisper_runtime import (
@@ -153,32 +154,6 @@ async def _read_form(request: Request) -> tuple[FormData, bytes]:
     if len(data) > limit:
         raise ApiError(413, f"file exceeds the limit of {limit} bytes", "file_too_large", "file")
     return form, data
-
-
-async def decode_upload(st: Any, data: bytes) -> np.ndarray:
-    """The uploaded file as 16 kHz mono float32; a 400 naming `file` if it is not audio."""
-    try:
-        return await asyncio.to_thread(decode_audio_file, data)
-    except BadAudioFile as exc:
-        st.metrics.transcriptions_total.labels("bad_audio").inc()
-        raise ApiError(400, str(exc), "invalid_audio", "file") from None
-
-
-async def decode_pieces(st: Any, data: bytes) -> Iterator[np.ndarray]:
-    """The uploaded file's audio, decoded as it is taken, in bounded pieces (streaming/long_file.py:
-    a 4 h file costs what a minute does); a 400 naming `file` if it is not audio."""
-    pieces = decode_audio_pieces(data)
-    try:
-        first = await asyncio.to_thread(next, pieces)
-    except BadAudioFile as exc:
-        st.metrics.transcriptions_total.labels("bad_audio").inc()
-        raise ApiError(400, str(exc), "invalid_audio", "file") from None
-    return _chain(first, pieces)
-
-
-def _chain(first: np.ndarray, rest: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
-    yield first
-    yield from rest  # closing this closes `rest` (the decoder's container) too
 
 
 async def _offline(st: Any, runtime: WhisperRuntime, pieces: Iterator[np.ndarray], options: DecodeOptions,
