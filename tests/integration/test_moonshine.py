@@ -23,7 +23,7 @@ async def test_moonshine_serves_realtime_and_rest(tmp_path):
     }, 240)
     try:
         assert "moonshine-base" in httpx.get(server.url + "/readyz").json()["models"]
-        assert list((tmp_path / "data" / "models").glob("moonshine-*/decoder_model_merged.onnx"))
+        assert list((tmp_path / "data" / "models").glob("moonshine-*/decoder_step.onnx"))
 
         s = await open_session(server.ws_url, type="transcription")
         await s.append(clip_pcm16(SPEECH_DIR / "arctic_a0007.wav", 24000), 4800, speed=2.0, rate=24000)
