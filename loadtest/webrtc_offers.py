@@ -1,6 +1,6 @@
 """Seeded mutations of a valid WebRTC offer (aiortc's, with loopback candidates): truncations,
 deleted and duplicated lines, garbled values, BUNDLE groups naming unknown mids, and bodies of
-nothing but odd whitespace or control characters."""
+nothing but odd whitespace or control characters (tests/fuzz and the soak send them)."""
 
 from __future__ import annotations
 

@@ -10,12 +10,12 @@ import time
 import httpx
 import pytest
 
+from kombain.loadtest.webrtc_offers import NAMED, OFFER, cases
 from kombain.server.metrics import Metrics
 from kombain.server.settings import Settings
 from kombain.server.transports.webrtc.call import WebRTCCall
 from kombain.server.transports.webrtc.sdp import SdpError
 from tests.conftest import LiveServer
-from tests.fuzz.webrtc_offers import NAMED, OFFER, cases
 
 SEED, COUNT = 25, 40  # seeded mutations besides the named ones: a few seconds against the server
 WHITESPACE = ("nbsp", "line separator", "record separator", "nbsp lines")

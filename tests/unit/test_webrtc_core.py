@@ -8,10 +8,10 @@ import contextlib
 import numpy as np
 import pytest
 
+from kombain.loadtest.webrtc_offers import cases
 from kombain.server.transports.webrtc.ice import ice_servers_json, parse_hosts, parse_ice_servers
 from kombain.server.transports.webrtc.media import FRAME_SAMPLES, ReplyAudioTrack, frame_to_mono
 from kombain.server.transports.webrtc.sdp import SdpError, check_offer
-from tests.fuzz.webrtc_offers import cases
 
 OFFER = """v=0
 o=- 1 1 IN IP4 0.0.0.0
