@@ -274,6 +274,10 @@ class RealtimeSession:
             raise ProtocolError("previous_item_id must be a string", "invalid_value", "previous_item_id")
         self.call.add_item(parse_item(event.get("item")), previous)
 
+    def _buffer_clear(self, event: dict[str, Any]) -> None:
+        """WebRTC clients cut the audio the server buffers: the reply stops (nothing playing: no-op)."""
+        self.call.cancel("client_cancelled")
+
     def _item_id(self, event: dict[str, Any]) -> str:
         item_id = event.get("item_id")
         if not isinstance(item_id, str):
@@ -351,5 +355,6 @@ _HANDLERS: dict[str, Callable[[RealtimeSession, dict[str, Any]], None]] = {
     "conversation.item.create": RealtimeSession._item_create,
     "conversation.item.retrieve": RealtimeSession._item_retrieve,
     "conversation.item.delete": RealtimeSession._item_delete,
+    "output_audio_buffer.clear": RealtimeSession._buffer_clear,
 }
 _NO_ITEMS = Items()

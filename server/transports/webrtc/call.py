@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import av
@@ -40,9 +41,11 @@ from kombain.server.transports.openai_realtime.protocol import (
     parse_event,
 )
 from kombain.server.transports.openai_realtime.session import RealtimeSession
+from kombain.server.transports.webrtc.buffer_events import OutputBufferEvents
 from kombain.server.transports.webrtc.media import ReplyAudioTrack, frame_to_mono
 from kombain.server.transports.webrtc.sdp import SdpError
-from kombain.streaming.call import Call
+from kombain.streaming.call import Call, CallEvent
+from kombain.streaming.conversation import ResponseFinished
 
 if TYPE_CHECKING:
     from kombain.streaming.responders import Responder
@@ -79,6 +82,7 @@ class WebRTCCall:
         self._early: list[str | bytes] = []
         self._link: _RtcLink | None = None  # the call's lifecycle, once the host has opened it
         self.session = RealtimeSession(settings, metrics, self._send, kind=kind, on_hangup=self.end)
+        self._buffer = OutputBufferEvents(self._send)  # output_audio_buffer.started/stopped/cleared
         self.pc.on("datachannel", self._on_datachannel)
         self.pc.on("track", self._on_track)
         self.pc.on("connectionstatechange", self._on_state)
@@ -159,6 +163,18 @@ class WebRTCCall:
             return
         self.session.handle_event(event)
 
+    def _on_call_event(self, ev: CallEvent) -> None:
+        self.session.on_call_event(ev)
+        if isinstance(ev, ResponseFinished):
+            self._buffer.finished(ev.response_id, ev.status, ev.audio_sent_ms)
+
+    def _playback(self, call: Call) -> Callable[[str, int, bool], None]:
+        """The track's playback reports go to the call and make the output_audio_buffer events."""
+        def report(response_id: str, position_ms: int, interrupted: bool) -> None:
+            call.playback(response_id, position_ms, interrupted)
+            self._buffer.played(response_id, position_ms, interrupted)
+        return report
+
     def _send(self, event: dict[str, Any]) -> None:
         if not self._events or self._ended.is_set():
             return
@@ -221,9 +237,10 @@ class WebRTCCall:
             if self.reason is not None:  # ended before it started
                 link.finish(self.reason)
             config = self.session.call_config(host.default_config())
-            async with link.open(config, emit=self.session.on_call_event, output=self.track,
+            async with link.open(config, emit=self._on_call_event, output=self.track,
                                  responder=self._responder, call_id=self.session.id) as call:
                 self.session.attach(call)
+                self.track.bind(self._playback(call))
                 self.session.start()
                 early, self._early = self._early, []
                 for message in early:

@@ -42,6 +42,8 @@ async def test_call_transcribes_and_answers(rtc_server, tmp_path):
     assert "turned sharply" in final and "table" in final, result.finals
     done = result.of("response.done")[0].event["response"]
     assert done["status"] == "completed"
+    # The server owns the audio buffer over WebRTC: it says when the reply started playing.
+    assert [e.event["response_id"] for e in result.of("output_audio_buffer.started")][:1] == [done["id"]]
     assert "table" in done["output"][0]["content"][0]["transcript"].lower()
     # The reply came back as audio on the track, not as JSON deltas.
     assert not result.of("response.output_audio.delta")
@@ -71,6 +73,8 @@ async def test_barge_in_silences_the_track(rtc_server):
         started = (await caller.wait_for("input_audio_buffer.speech_started", timeout=15))[0].t
         done = (await caller.wait_for("response.done", timeout=15))[0]
         assert done.event["response"]["status"] == "cancelled"
+        cleared = (await caller.wait_for("output_audio_buffer.cleared", timeout=5))[0]
+        assert cleared.event["response_id"] == done.event["response"]["id"]
         # Give the window time to fill, but stop before the answer to the interruption starts.
         quiet_from = max(started, done.t) + 0.5
         await wait_until(lambda: caller.now() > quiet_from + 0.8 or res.of("response.created")[1:], 10, "window")
