@@ -22,10 +22,19 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
+from kombain.streaming.decoding import (
+    DecodeOptions,
+    DecodeResult,
+    Kind,
+    RuntimeBusy,
+    Segment,
+    Word,
+    shifted,
+)
 from kombain.streaming.hallucination import (
     cut_repetition_loops,
     looks_like_loop,
@@ -34,65 +43,17 @@ from kombain.streaming.hallucination import (
 )
 from kombain.streaming.models import resolve_stt_model
 
+# The decode's types live in decoding.py (shared by every engine); they are re-exported here.
+__all__ = ["DecodeOptions", "DecodeResult", "Kind", "RuntimeBusy", "Segment", "WhisperRuntime", "Word",
+           "batch_limits", "decode_workers", "pick_device", "shifted"]
 log = logging.getLogger("kombain.stt")
 
-Kind = Literal["final", "partial", "offline"]
 _PRIORITY: dict[str, int] = {"final": 0, "partial": 1, "offline": 2}
 _MAX_WINDOW = 30.0
 _RATE = 16000
 # A window whose transcript looks like a repetition loop is decoded again in halves, down to
 # pieces this long (30 s -> 15 -> 7.5: at most six more decodes of a 30 s window).
 _MIN_PIECE = 4 * _RATE
-
-
-class RuntimeBusy(RuntimeError):
-    """The queue is full: the request was refused rather than queued without bound."""
-
-
-@dataclass(frozen=True, slots=True)
-class DecodeOptions:
-    language: str | None = None
-    prompt: str | None = None
-    beam_size: int = 1
-    # Live decodes: encoder window = audio + pad, at least min_window seconds (see docs/performance.md).
-    # Whisper is trained on 30 s windows; a short window cuts encoder cost several-fold.
-    # Below ~10 s the decoder loops (repeats the transcript) on short clips, so 10 s is the floor.
-    window_pad: float = 2.0
-    min_window: float = 10.0
-    timestamps: bool = False
-    vad_filter: bool = False
-    # Per-word times from the cross-attention alignment (faster-whisper's word_timestamps on
-    # files; the same alignment after a live decode), and Whisper's task (files only).
-    word_timestamps: bool = False
-    task: Literal["transcribe", "translate"] = "transcribe"
-
-
-@dataclass(frozen=True, slots=True)
-class Word:
-    word: str  # as decoded, with its leading space
-    start: float
-    end: float
-    probability: float
-
-
-@dataclass(frozen=True, slots=True)
-class Segment:
-    start: float
-    end: float
-    text: str
-    avg_logprob: float
-    no_speech_prob: float
-    compression_ratio: float
-    words: tuple[Word, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class DecodeResult:
-    text: str
-    segments: tuple[Segment, ...]
-    language: str
-    duration: float
-    inference_seconds: float
 
 
 @dataclass(order=True)
@@ -502,14 +463,6 @@ def _segment(seg: Any) -> Segment:
     """One of faster-whisper's segments as ours."""
     words = tuple(Word(w.word, float(w.start), float(w.end), float(w.probability)) for w in (seg.words or ()))
     return Segment(seg.start, seg.end, seg.text, seg.avg_logprob, seg.no_speech_prob, seg.compression_ratio, words)
-
-
-def shifted(seg: Segment, by: float) -> Segment:
-    """`seg` (and its words) `by` seconds later: a piece's times on its whole audio's clock."""
-    if not by:
-        return seg
-    words = tuple(dataclasses.replace(w, start=w.start + by, end=w.end + by) for w in seg.words)
-    return dataclasses.replace(seg, start=seg.start + by, end=seg.end + by, words=words)
 
 
 def _windowed(req: _Request) -> bool:
