@@ -5,6 +5,7 @@ session going."""
 from __future__ import annotations
 
 import pytest
+import websockets
 
 from tests.integration.helpers import RawSession, open_session
 
@@ -126,6 +127,30 @@ async def test_function_call_items_and_truncate(live_server):
         assert err["code"] == "invalid_value" and err["param"] == "audio_end_ms"
     finally:
         await s.close()
+
+
+async def test_beta_dialect_and_transcription_intent(live_server):
+    # A beta client gets conversation.item.created and beta part and event names.
+    s = await open_session(live_server.ws_url, input_audio_format="pcm16", turn_detection=None)
+    try:
+        await s.send({"type": "conversation.item.create", "item": user_text("old style")})
+        created = (await s.wait_for("conversation.item.created"))[0]
+        assert created["item"]["content"] == [{"type": "input_text", "text": "old style"}]
+        resp = await reply_to(s, {"modalities": ["text"]})
+        assert resp["output"][0]["content"] == [{"type": "text", "text": "You said: old style"}]
+        assert s.of("response.text.done")[0]["text"] == "You said: old style"
+        assert not s.of("conversation.item.added") and not s.of("conversation.item.done")
+    finally:
+        await s.close()
+    # ?intent=transcription: a transcription session, which keeps no conversation.
+    ws = await websockets.connect(live_server.ws_url + "/v1/realtime?intent=transcription")
+    t = RawSession(ws)
+    try:
+        assert (await t.wait_for("session.created"))[0]["session"]["type"] == "transcription"
+        await t.send({"type": "conversation.item.create", "item": user_text("hello")})
+        assert (await t.wait_for("error"))[0]["error"]["code"] == "responses_unavailable"
+    finally:
+        await t.close()
 
 
 async def test_idle_timeout_prompts_a_response(live_server):

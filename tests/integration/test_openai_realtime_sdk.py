@@ -128,7 +128,7 @@ async def test_chat_endpoint_failures_fail_the_response_and_the_session_goes_on(
             await conn.session.update(session={"type": "realtime", "output_modalities": ["text"], "tools": [WEATHER]})
             await conn.conversation.item.create(item=user("What is the weather in Oslo?"))
             events: list[Any] = []
-            for mode, reason in (("bad_tool", "not JSON"), ("error", "HTTP 500")):
+            for mode, reason in (("bad_tool", "not JSON"), ("error", "HTTP 500"), ("slow", "ReadTimeout")):
                 chat.state.mode = mode
                 await conn.response.create()
                 response = await until_done(conn, events)
