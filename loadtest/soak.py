@@ -103,7 +103,8 @@ async def soak(url: str, pid: int | None, args: argparse.Namespace) -> dict[str,
         stop = start + args.seconds
         long_done: dict[str, Any] = {}
         tasks = [asyncio.create_task(_caller(url, speech, stop, finals, statuses)) for _ in range(args.callers)]
-        tasks.append(asyncio.create_task(_hostile(url, http, stop, statuses, args.upload_mib)))
+        mib_sent: list[float] = []
+        tasks.append(asyncio.create_task(_hostile(url, http, stop, statuses, args.upload_mib, mib_sent)))
         long_task = None
         if args.long_file_s > 0:
             data, _ = await asyncio.to_thread(long_flac, args.audio, args.long_file_s)
@@ -126,6 +127,9 @@ async def soak(url: str, pid: int | None, args: argparse.Namespace) -> dict[str,
         "long_file": long_done,
         "finals": summary(finals),
         "statuses": statuses,
+        # what the client had sent of each chunked upload when its 413 came: the server reads the
+        # limit (KOMBAIN_MAX_UPLOAD_BYTES + 64 KiB); the rest is what the kernel's socket buffers held
+        "chunked_upload_mib_sent_before_answer": mib_sent,
         "failures": failures,
         "clips": len(texts),
     }
@@ -226,7 +230,7 @@ async def _long_file(url: str, data: bytes, statuses: dict[str, dict[str, int]],
 
 
 async def _hostile(url: str, http: httpx.AsyncClient, stop: float, statuses: dict[str, dict[str, int]],
-                   upload_mib: int) -> None:
+                   upload_mib: int, mib_sent: list[float]) -> None:
     """Round after round of what a careless or hostile client sends, until `stop`."""
     from kombain.loadtest.webrtc_offers import NAMED, mutate
 
@@ -239,7 +243,7 @@ async def _hostile(url: str, http: httpx.AsyncClient, stop: float, statuses: dic
         if round_ % 10 == 1:  # every tenth round: a big chunked upload, refused when?
             sent = await asyncio.to_thread(_chunked_upload, host, int(port), upload_mib * 2**20)
             _count(statuses, "chunked_upload", sent[0])
-            statuses.setdefault("chunked_upload_mib_sent_before_answer", {})[str(round_)] = round(sent[1] / 2**20, 1)
+            mib_sent.append(round(sent[1] / 2**20, 1))
         text = offers[round_ % len(offers)] if round_ % 2 else mutate(rng)[1]
         for multipart in (False, True):
             try:
