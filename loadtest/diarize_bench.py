@@ -48,6 +48,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--seed", type=int, default=21)
     p.add_argument("--url", help="an already running server (default: start one here)")
     p.add_argument("--out", type=Path, default=Path("loadtest/results"))
+    p.add_argument("--voice", type=int, default=0, metavar="N",
+                   help="instead: N streaming callers' latency with no diarization, then while diarizations "
+                        "run back to back (the voice path's busy/idle ratio)")
+    p.add_argument("--voice-load", choices=("diarize", "transcribe"), default="diarize",
+                   help="with --voice: the requests run back to back (transcribe: plain verbose_json, to compare)")
 
 
 def _load(audio_dir: Path, name: str) -> np.ndarray:
@@ -215,10 +220,59 @@ def _stage_timing(args: argparse.Namespace) -> dict:
             "extrapolated_s_per_hour": round(per_hour, 1)}
 
 
+async def _voice(url: str, args: argparse.Namespace) -> dict:
+    """Streaming callers (loadtest stt, words off) idle, then with diarization requests back to back."""
+    import openai
+
+    from kombain.loadtest.stt import run_stt
+
+    client = openai.OpenAI(api_key="unused", base_url=url + "/v1", max_retries=0, timeout=1800)
+    audio, _ = build_conversation(args.audio, args.minutes * 60, args.seed)
+    data = wav_bytes(audio)
+    idle = await run_stt(url, args.voice, args.audio, words=False)
+    stop = asyncio.Event()
+    done = 0
+
+    def diarize_loop() -> None:
+        nonlocal done
+        while not stop.is_set():
+            if args.voice_load == "diarize":
+                client.audio.transcriptions.create(model="gpt-4o-transcribe-diarize", file=("talk.wav", data),
+                                                   response_format="diarized_json")
+            else:
+                client.audio.transcriptions.create(model="whisper-1", file=("talk.wav", data),
+                                                   response_format="verbose_json")
+            done += 1
+
+    worker = asyncio.create_task(asyncio.to_thread(diarize_loop))
+    await asyncio.sleep(3)  # the first request is decoding before the callers start
+    try:
+        busy = await run_stt(url, args.voice, args.audio, words=False)
+    finally:
+        stop.set()
+        await worker
+    out: dict = {"sessions": args.voice, "load": args.voice_load, "requests_during": done, "stages": {}}
+    for stage in ("stt_final", "final_decode", "partial_lag"):
+        a, b = idle["stages"].get(stage, {}), busy["stages"].get(stage, {})
+        out["stages"][stage] = {"idle_p95_ms": a.get("p95_ms"), "busy_p95_ms": b.get("p95_ms"),
+                                "ratio": round(b["p95_ms"] / a["p95_ms"], 2) if a.get("p95_ms") and b.get("p95_ms") else None}
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     from kombain.loadtest.server_proc import local_server
 
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.voice:
+        if args.url:
+            result = asyncio.run(_voice(args.url, args))
+        else:
+            with local_server({}, args.out / "server.log") as (url, _pid):
+                result = asyncio.run(_voice(url, args))
+        print(json.dumps(result, indent=1))
+        path = args.out / f"diarize-voice-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        path.write_text(json.dumps(result, indent=1))
+        return 0
     if args.url:
         result = asyncio.run(_measure(args.url, args))
     else:

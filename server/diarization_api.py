@@ -78,7 +78,7 @@ async def _run(st: Any, runtime: Any, encoder: Any, audio: np.ndarray, options: 
     from kombain.streaming.speech_regions import snap_words, speech_probabilities, speech_regions
 
     async def regions() -> list[tuple[float, float]]:
-        probs = await asyncio.to_thread(speech_probabilities, st.services.stt.vad, audio)
+        probs = await st.services.file_models.in_background(speech_probabilities, st.services.stt.vad, audio)
         return speech_regions(probs, on=chunking.threshold, off=max(0.05, chunking.threshold - 0.15),
                               min_silence_s=chunking.silence_s)
 
@@ -92,8 +92,8 @@ async def _run(st: Any, runtime: Any, encoder: Any, audio: np.ndarray, options: 
     segments = snap_words(result.segments, speech)
     known = {}
     for name, ref in zip(names, references, strict=True):
-        known[name] = await asyncio.to_thread(encoder.embed_utterance, ref)
-    turns = await asyncio.to_thread(dz.diarize, encoder, audio, speech, segments, known)
+        known[name] = await st.services.file_models.in_background(encoder.embed_utterance, ref)
+    turns = await st.services.file_models.in_background(dz.diarize, encoder, audio, speech, segments, known)
     return dataclasses.replace(result, segments=segments), turns
 
 

@@ -5,8 +5,12 @@ memory and the live voice path stay as they were on a node that never gets such 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from typing import Any
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -16,6 +20,16 @@ from kombain.streaming.whisper_runtime import WhisperRuntime
 log = logging.getLogger("kombain.file_models")
 
 TRANSLATE_MODEL = "base"  # the bundled multilingual Whisper
+T = TypeVar("T")
+
+
+def _lower_priority() -> None:
+    """Nice 10 for the calling thread (on Linux the nice value is per thread): file work then
+    gets the CPU the calls leave over instead of an equal share of it."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, 10)
+    except (AttributeError, OSError):  # not Linux, or not allowed: run at normal priority
+        pass
 
 
 class FileModels:
@@ -27,6 +41,14 @@ class FileModels:
         self._lock = asyncio.Lock()
         self._translator: WhisperRuntime | None = None
         self._encoder: Any = None
+        # One low-priority thread for the diarizer's own work (VAD over the file, embeddings,
+        # clustering): requests queue behind each other there rather than fight the calls for CPU.
+        self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kombain-file-work",
+                                              initializer=_lower_priority)
+
+    async def in_background(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)` on the low-priority file-work thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._background, functools.partial(fn, *args))
 
     async def translator(self) -> WhisperRuntime:
         """A multilingual runtime: the live one if it is multilingual, else `base` on one worker
@@ -53,6 +75,7 @@ class FileModels:
             return self._encoder
 
     async def aclose(self) -> None:
+        self._background.shutdown(wait=False, cancel_futures=True)
         if self._translator is not None:
             await self._translator.aclose()
 
