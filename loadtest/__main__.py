@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     from kombain.loadtest import wyoming_bench  # `wyoming`: against wyoming-faster-whisper and wyoming-piper
 
     wyoming_bench.add_parser(sub)
+    from kombain.loadtest import turn_calibration  # `turn_calibration`: Smart Turn at pauses, per kind of speech
+
+    turn_calibration.add_parser(sub)
     stt = sub.add_parser("stt", help="concurrent streaming speech-to-text callers")
     stt.add_argument("--sessions", type=int, nargs="+", default=[1], help="one or more N to run in turn")
     stt.add_argument("--audio", type=Path, default=Path("tests/data/speech"))
@@ -84,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         return word_align.run(args)
     if args.test == "wyoming":
         return wyoming_bench.run(args)
+    if args.test == "turn_calibration":
+        return turn_calibration.run(args)
     if args.test == "conversation" and args.interrupt_every is None:
         args.interrupt_every = 2 if args.transport in PHONE else 3
     if args.test == "conversation" and (args.loss or args.jitter_ms) and args.transport != "sip":

@@ -296,6 +296,7 @@ class Call:
             self._ingest.add(len(samples) / rate)
         if self._resampler is None or self._resampler.in_rate != rate:
             self._resampler = Resampler(rate, INTERNAL_RATE)
+            self.transcriber.narrowband = rate <= 8000  # a phone line: semantic_vad's phone schedule
         self.transcriber.push_audio(self._resampler.process(samples))
         if self._confirm is not None:
             self._check_interruption()

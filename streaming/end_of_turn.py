@@ -11,16 +11,16 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
-# Complete-turn probability needed to answer at once, per eagerness (tuned with
-# `python -m kombain.loadtest turns`; see docs/performance.md).
+# What semantic_vad used before its schedules (below): one threshold per eagerness, rechecks every
+# 400 ms up to the eagerness's cap. Kept for the offline sweep of `python -m kombain.loadtest turns`.
 THRESHOLDS = {"low": 0.8, "medium": 0.5, "auto": 0.5, "high": 0.3}
-# After an "incomplete" verdict the turn is checked again as the silence grows, this often.
 RECHECK_MS = 400
 
 # Words a finished sentence does not end on: conjunctions, articles, prepositions, fillers.
@@ -30,6 +30,58 @@ my your his her their our its um uh er erm like is are was were i you we they he
 """.split())
 _WORD = re.compile(r"[a-z']+")
 UNFINISHED_ENDINGS = ("...", "\u2026", ",", "-", "\u2014", "\u2013")
+
+
+@dataclass(frozen=True, slots=True)
+class TurnSchedule:
+    """When semantic_vad asks the turn model, and what verdict ends the turn (silence in ms).
+
+    The model is asked at the pause (`first_ms` of silence) and then every `step_ms` while the
+    verdict is "unfinished"; at `cap_ms` of silence the turn ends whatever it says. A verdict ends
+    the turn when its complete probability reaches `alone` while the turn's words are not decoded
+    yet (the model's word alone), or `with_words` once they are (the transcript cue has capped it
+    where the words cannot end a sentence). Calibrated with
+    `python -m kombain.loadtest turn_calibration` (docs/performance.md)."""
+
+    first_ms: int = 160
+    alone: float = 0.99
+    with_words: float = 0.3
+    step_ms: int = 160
+    cap_ms: int = 2000
+
+    def checks(self) -> Iterator[int]:
+        """The silences (ms) at which the model is asked, before the cap."""
+        ms = self.first_ms
+        while ms < self.cap_ms:
+            yield ms
+            ms += max(1, self.step_ms)
+
+    def threshold(self, have_words: bool) -> float:
+        return self.with_words if have_words else self.alone
+
+    def next_check(self, silence_ms: int) -> int:
+        """The silence of the check after one at `silence_ms` (the cap if that comes first)."""
+        return min(self.cap_ms, silence_ms + max(1, self.step_ms))
+
+
+# Per eagerness (auto = medium) and kind of audio (wideband: WebSocket, WebRTC; phone: audio from an
+# 8 kHz source, i.e. G.711 on Twilio, Asterisk, SIP). Calibrated on the data of
+# `python -m kombain.loadtest turn_calibration` (docs/performance.md).
+SCHEDULES: dict[tuple[str, str], TurnSchedule] = {
+    ("low", "wideband"): TurnSchedule(alone=0.99, with_words=0.8, step_ms=160, cap_ms=4000),
+    ("medium", "wideband"): TurnSchedule(alone=0.99, with_words=0.3, step_ms=160, cap_ms=2000),
+    ("high", "wideband"): TurnSchedule(alone=0.985, with_words=0.3, step_ms=160, cap_ms=2000),
+    # The G.711 round trip moved the scores too little on this data to call for other values.
+    ("low", "phone"): TurnSchedule(alone=0.99, with_words=0.8, step_ms=160, cap_ms=4000),
+    ("medium", "phone"): TurnSchedule(alone=0.99, with_words=0.3, step_ms=160, cap_ms=2000),
+    ("high", "phone"): TurnSchedule(alone=0.985, with_words=0.3, step_ms=160, cap_ms=2000),
+}
+
+
+def schedule_for(eagerness: str, narrowband: bool = False) -> TurnSchedule:
+    """The schedule for a session's eagerness and its audio (narrowband: from an 8 kHz source)."""
+    key = "medium" if eagerness == "auto" else eagerness
+    return SCHEDULES.get((key, "phone" if narrowband else "wideband"), SCHEDULES[("medium", "wideband")])
 
 
 class TurnModel(Protocol):

@@ -23,10 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from kombain.streaming.end_of_turn import (
-    RECHECK_MS,
-    THRESHOLDS,
     TurnPredictor,
     complete_probability,
+    schedule_for,
 )
 from kombain.streaming.endpointer import (
     Endpointer,
@@ -68,10 +67,6 @@ log = logging.getLogger("kombain.stt")
 RATE = 16000
 _TAIL_SAMPLES = RATE * 200 // 1000  # silence kept after the last voiced frame in a final decode
 _MIN_DECODE_SAMPLES = RATE * 250 // 1000
-# How long the end-of-turn check waits for the speculative transcript of the turn (normally
-# 50-200 ms): a stale partial a word or two behind ("10 of" for "ten of clubs") misleads the
-# last-word cue, and the final transcript waits for that decode anyway.
-_SPEC_WAIT_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +118,8 @@ class StreamingTranscriber:
         self._on_fallback = on_semantic_fallback or (lambda: None)
         self._on_partial_late = on_partial_late or (lambda: None)
         self._endpointer = Endpointer(self._effective(config.turn_detection))
+        # Audio from an 8 kHz source (a phone line): semantic_vad uses the schedule calibrated on it.
+        self.narrowband = False
         self._turn_check: asyncio.Task[None] | None = None
         self._stabilizer = Stabilizer()
         self._total = 0  # samples received
@@ -406,17 +403,31 @@ class StreamingTranscriber:
         self._turn_check = self._spawn(self._semantic_end(turn, voiced_end))
 
     async def _semantic_end(self, turn: Turn, voiced_end: int) -> None:
-        """Ask the end-of-turn model, now and again as the silence grows, until it says the turn is
-        complete (end it at once) or the endpointer's longer wait ends it anyway."""
+        """Ask the end-of-turn model at the pause and again, in steps, as the silence grows: a
+        complete verdict ends the turn at once, and the schedule's cap ends it whatever the model
+        says (the endpointer's longer wait is only a backstop). The verdict is not held for the
+        transcript: the speculative decode's words refine it as soon as they are there (between
+        checks too), and until then only a near-certain verdict ends the turn. Schedules per eagerness and kind of audio:
+        `schedule_for`."""
         assert self._predictor is not None
-        td = self._endpointer.config
-        threshold = THRESHOLDS.get(td.eagerness, 0.5)
-        check_at = self._total
-        while self._turn is turn and self._endpointer.last_voiced_end <= voiced_end:
+        schedule = schedule_for(self._endpointer.config.eagerness, self.narrowband)
+        silence_ms = schedule.first_ms
+        unrefined: float | None = None  # the last verdict, while it has had no words to refine it
+        while True:
+            check_at = voiced_end + silence_ms * RATE // 1000
             while self._total < check_at and self._turn is turn:  # wait for more silence
+                if unrefined is not None and (words := self._ready_text(turn)) is not None:
+                    prob, unrefined = complete_probability(unrefined, words), None  # the words came in
+                    self._on_turn_check(prob)
+                    if prob >= schedule.with_words and not self._gone(turn, voiced_end):
+                        self._end_turn(voiced_end)
+                        return
                 self._audio_arrived.clear()
                 await self._audio_arrived.wait()
-            if self._turn is not turn or self._endpointer.last_voiced_end > voiced_end:
+            if self._gone(turn, voiced_end):
+                return  # ended, or speech resumed
+            if silence_ms >= schedule.cap_ms:
+                self._end_turn(voiced_end)
                 return
             audio = turn.audio(self._total)[-WINDOW_SAMPLES:]
             try:
@@ -424,30 +435,30 @@ class StreamingTranscriber:
             except Exception:
                 log.warning("end-of-turn model failed; the silence timeout decides", exc_info=True)
                 return
-            transcript = await self._guess_text(turn)
-            prob = complete_probability(p, transcript)
+            words = self._ready_text(turn)
+            prob = complete_probability(p, words)
             self._on_turn_check(prob)
-            if self._turn is not turn or self._endpointer.last_voiced_end > voiced_end:
+            if self._gone(turn, voiced_end):
                 return  # speech resumed while the model thought
-            if prob >= threshold:
+            if prob >= schedule.threshold(have_words=words is not None):
                 self._end_turn(voiced_end)
                 return
-            check_at = self._total + RECHECK_MS * RATE // 1000
+            unrefined = p if words is None else None
+            silence_ms = schedule.next_check(silence_ms)
 
-    async def _guess_text(self, turn: Turn) -> str | None:
-        """The text of the turn so far: the speculative decode of it (launched at the same pause,
-        and needed by the final transcript anyway, so waiting for it costs the reply nothing), or
-        the latest partial when there is none (a turn too short to decode)."""
+    def _gone(self, turn: Turn, voiced_end: int) -> bool:
+        return self._turn is not turn or self._endpointer.last_voiced_end > voiced_end
+
+    @staticmethod
+    def _ready_text(turn: Turn) -> str | None:
+        """The speculative decode's words if it has finished (it starts at the same pause), else None:
+        the verdict is not held for them. No partial: a word or two behind ("10 of" for "ten of
+        clubs"), its last word would mislead the cue."""
         spec = turn.speculative
-        if spec is not None:
-            try:
-                async with asyncio.timeout(_SPEC_WAIT_S):
-                    result = await asyncio.shield(spec)
-                    return result.text if result else None
-            except (TimeoutError, asyncio.CancelledError):
-                if _cancelling():
-                    raise
-        return " ".join(self._stabilizer.published) or None
+        if spec is None or not spec.done() or spec.cancelled() or spec.exception() is not None:
+            return None
+        result = spec.result()
+        return result.text if result else None
 
     # --- partials --------------------------------------------------------------------------------
 
