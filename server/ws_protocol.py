@@ -63,7 +63,7 @@ def websocket_protocol() -> type[asyncio.Protocol] | str:
                 # We stopped reading this socket ourselves (the caller sends faster than the call
                 # takes it): its pong is among the bytes not read yet. Not the peer's fault: wait
                 # another round rather than cut off a caller that is alive.
-                self.pong_timer = self.loop.call_later(self.ping_timeout, self.keepalive_timeout)
+                self.pong_timer = self.loop.call_later(self.ping_timeout or 20.0, self.keepalive_timeout)
                 return
             self.pong_timer = None
             self.pending_ping_payload = None

@@ -90,7 +90,7 @@ def _check_for_aiortc(text: str) -> None:
         mids.append(mid)
         if media.dtls is None or not media.dtls.fingerprints:
             raise SdpError(f"malformed SDP: {where} needs a=fingerprint and a=setup (DTLS)")
-        if not media.ice.usernameFragment or not media.ice.password:
+        if media.ice is None or not media.ice.usernameFragment or not media.ice.password:
             raise SdpError(f"malformed SDP: {where} needs a=ice-ufrag and a=ice-pwd")
         if media.kind != "application" and not media.rtcp_mux:
             raise SdpError(f"malformed SDP: {where} needs a=rtcp-mux (WebRTC multiplexes RTCP)")
