@@ -36,12 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     from kombain.loadtest import turn_calibration  # `turn_calibration`: Smart Turn at pauses, per kind of speech
 
     turn_calibration.add_parser(sub)
-    stt = sub.add_parser("stt", help="concurrent streaming speech-to-text callers")
-    stt.add_argument("--sessions", type=int, nargs="+", default=[1], help="one or more N to run in turn")
-    stt.add_argument("--audio", type=Path, default=Path("tests/data/speech"))
     from kombain.loadtest import soak  # `soak`: live callers beside hostile clients, memory before/peak/after
 
     soak.add_parser(sub)
+    stt = sub.add_parser("stt", help="concurrent streaming speech-to-text callers")
+    stt.add_argument("--sessions", type=int, nargs="+", default=[1], help="one or more N to run in turn")
+    stt.add_argument("--audio", type=Path, default=Path("tests/data/speech"))
     stt.add_argument("--arrivals", choices=("stagger", "burst", "poisson"), default="stagger",
                      help="callers start over 1 s (stagger), all at once (burst: every turn ends together), "
                           "or with exponential gaps (poisson, --mean-gap)")
@@ -89,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         return wyoming_bench.run(args)
     if args.test == "turn_calibration":
         return turn_calibration.run(args)
+    if args.test == "soak":
+        return soak.run(args)
     if args.test == "conversation" and args.interrupt_every is None:
         args.interrupt_every = 2 if args.transport in PHONE else 3
     if args.test == "conversation" and (args.loss or args.jitter_ms) and args.transport != "sip":
@@ -97,8 +99,6 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--loss is a fraction in [0, 1)")
     transport = getattr(args, "transport", "websocket")
     # WebRTC (ICE gathers on every interface) and SIP/RTP calls to a server started here run in a
-    if args.test == "soak":
-        return soak.run(args)
     # loopback-only network namespace: a load test sends to nothing but this machine.
     if (transport == "webrtc" or (transport in PBX and not args.url)) and not os.environ.get("KOMBAIN_NETNS_INNER"):
         return _in_namespace(sys.argv[1:] if argv is None else argv)
