@@ -14,14 +14,15 @@ from typing import Any
 
 from kombain.server.errors import ApiError
 
-# Transcription: every name is transcribed by the served Whisper model. The diarize name also
-# asks for speaker labels (server/transcriptions.py); the others differ only in name.
+# Transcription: every name is transcribed by the served Whisper model. The diarize names also
+# ask for speaker labels (server/transcriptions.py DIARIZE_MODELS); the others differ only in name.
 STT_ALIASES = (
     "whisper-1",
     "gpt-4o-transcribe",
     "gpt-4o-mini-transcribe",
     "gpt-transcribe",
     "gpt-4o-transcribe-diarize",
+    "kombain-diarize",
 )
 # Speech: every name is spoken by Piper with the voice the request names.
 TTS_ALIASES = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts", "piper")
