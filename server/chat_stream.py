@@ -4,6 +4,7 @@ streamed answer (`data:` lines) folded into text, tool calls, usage and the fini
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 from kombain.streaming.items import Item
@@ -21,8 +22,15 @@ def chat_messages(request: ResponseRequest, system_prompt: str, max_items: int) 
     # A tool message must follow the call it answers: never start the window on an orphan output.
     while items and items[0].type == "function_call_output":
         items.pop(0)
+    requests = {i.id: i for i in items if i.type == "mcp_approval_request"}
     for item in items:
-        messages += _item_messages(item, messages)
+        if item.type == "mcp_approval_response" and not item.approve and item.approval_request_id in requests:
+            # A call the client declined: the model hears that it was not made.
+            declined = replace(requests[item.approval_request_id], type="mcp_call", status="completed",
+                               error="the user declined this call")
+            messages += _item_messages(declined, messages)
+        else:
+            messages += _item_messages(item, messages)
     return messages
 
 
@@ -42,6 +50,11 @@ def _item_messages(item: Item, so_far: list[dict[str, Any]]) -> list[dict[str, A
         return [{"role": "assistant", "content": None, "tool_calls": [call]}]
     if item.type == "function_call_output":
         return [{"role": "tool", "tool_call_id": item.call_id, "content": item.output or ""}]
+    if item.type == "mcp_call" and item.status != "in_progress":  # run by the server: call and result
+        result = item.output if item.error is None else f"The tool failed: {item.error}"
+        return [{"role": "assistant", "content": None, "tool_calls": [
+                    {"id": item.id, "type": "function", "function": {"name": item.name, "arguments": item.arguments}}]},
+                {"role": "tool", "tool_call_id": item.id, "content": result or ""}]
     return []
 
 

@@ -31,6 +31,7 @@ from kombain.streaming.conversation_events import (
     ResponseOptions,
     ResponseStarted,
     ResponseText,
+    ToolRunState,
     TurnTiming,
 )
 from kombain.streaming.items import Item, ItemError, Items, Part, heard_text, new_item_id
@@ -42,6 +43,7 @@ from kombain.streaming.responders import (
     Responder,
     ResponderError,
     ResponseRequest,
+    ServerTools,
     Tool,
 )
 from kombain.streaming.response_state import (
@@ -52,15 +54,17 @@ from kombain.streaming.response_state import (
     timings,
     usage,
 )
+from kombain.streaming.tool_runs import run_approved, run_tool_calls
 from kombain.streaming.tts import SpeechStream, VoicePool
 
 __all__ = ["APOLOGY", "ArgumentsDelta", "Conversation", "ConversationEvent", "ItemAdded", "ItemDone",
            "ResponseAudio", "ResponseFailed", "ResponseFinished", "ResponseNotice", "ResponseOptions",
-           "ResponseStarted", "ResponseText", "TurnTiming"]
+           "ResponseStarted", "ResponseText", "ToolRunState", "TurnTiming"]
 
 log = logging.getLogger("kombain.conversation")
 
 APOLOGY = "Sorry, I can't answer that right now."
+MAX_TOOL_ROUNDS = 4  # responses in a row that go on from a server-run tool's output
 
 
 class Conversation:
@@ -92,6 +96,7 @@ class Conversation:
         self.tool_choice: str = "auto"
         self.tool_name: str | None = None
         self.max_output_tokens: int | None = None
+        self.server_tools: ServerTools | None = None  # tools the server runs itself (MCP)
         self._clock = clock
         self._on_turn = on_turn or (lambda s: None)
         self._on_barge_in = on_barge_in or (lambda s: None)
@@ -142,6 +147,10 @@ class Conversation:
         if item.type == "function_call_output" and self.items.function_call(item.call_id or "") is None:
             raise ItemError(f"no function_call with call_id {item.call_id!r} in the conversation",
                             "invalid_value", "item.call_id")
+        if item.type == "mcp_approval_response" and not any(
+                i.id == item.approval_request_id and i.type == "mcp_approval_request" for i in self.items):
+            raise ItemError(f"no mcp_approval_request {item.approval_request_id!r} in the conversation",
+                            "item_not_found", "item.approval_request_id")
         previous = self.items.add(item, previous_item_id)
         self._emit(ItemAdded(item.copy(), previous))
         self._emit(ItemDone(item.copy(), previous))
@@ -259,13 +268,15 @@ class Conversation:
     def _request(self, opts: ResponseOptions) -> ResponseRequest:
         context = opts.input if opts.input is not None else tuple(i.copy() for i in self.items)
         tools = self.tools if opts.tools is None else opts.tools
+        if self.server_tools is not None:
+            tools = (*tools, *(t for t in self.server_tools.tools() if all(t.name != x.name for x in tools)))
         choice = opts.tool_choice or self.tool_choice
         return ResponseRequest(context, opts.instructions or self.instructions, tools, choice,
                                opts.tool_name if opts.tool_choice else self.tool_name,
                                opts.max_output_tokens or self.max_output_tokens)
 
     def _start(self, source: AsyncIterator[ReplyPiece] | None, timing: TurnTiming | None, force: bool = False,
-               options: ResponseOptions | None = None) -> str:
+               options: ResponseOptions | None = None, depth: int = 0) -> str:
         if self._tg is None:
             raise RuntimeError("Conversation.run() is not running")
         if self._final and not force:
@@ -273,9 +284,11 @@ class Conversation:
         opts = options or ResponseOptions()
         modalities = opts.modalities or self.modalities
         request = self._request(opts)
+        asks = source is None
         if source is None:
             source = self.responder.respond(request)
-        resp = Response("resp_" + secrets.token_hex(10), new_item_id(), source, timing, opts, modalities, request)
+        resp = Response("resp_" + secrets.token_hex(10), new_item_id(), source, timing, opts, modalities, request,
+                        asks_responder=asks, depth=depth)
         if not opts.in_conversation and "audio" not in modalities:
             resp.side = True  # text out of band (a summary, a classification): the reply goes on
             self._tg.create_task(self._respond(resp, None))
@@ -294,18 +307,26 @@ class Conversation:
             self._active = resp
             self._set_hold(False)
         self._emit(ResponseStarted(resp.id, resp.item_id, resp.options, resp.modalities))
+        ran = False
         try:
+            if resp.asks_responder and await run_approved(self, resp):  # the model answers from their output
+                await aclose_quietly(resp.source)
+                resp.request = self._request(resp.options)
+                resp.source = self.responder.respond(resp.request)
             if resp.audio:
                 await self._speak(resp)
             else:
                 await self._write(resp)
             if resp.cancel_reason is None:
-                self._call_tools(resp)
+                ran = await run_tool_calls(self, resp)
         except Exception as exc:  # synthesis failure: report, keep the session
             log.warning("response %s failed: %r", resp.id, exc)
             resp.error = resp.error or f"{type(exc).__name__}: {exc}"
         finally:
             self._finish(resp)
+        if ran and resp.cancel_reason is None and resp.options.in_conversation and resp.depth < MAX_TOOL_ROUNDS:
+            # A tool the server ran answered: the model goes on from its output in a new response.
+            self._start(None, None, options=replace(resp.options, say=None, hangup=False), depth=resp.depth + 1)
 
     async def _speak(self, resp: Response) -> None:
         stream = self.pool.stream(self.voice, self.rate)
@@ -363,18 +384,6 @@ class Conversation:
             previous = self.items.add(item)
         resp.output.append(item)
         self._emit(ItemAdded(item.copy(), previous, resp.id, len(resp.output) - 1, resp.options.in_conversation))
-
-    def _call_tools(self, resp: Response) -> None:
-        """The function calls the responder made, each an output item after the spoken part."""
-        for call in resp.tool_calls:
-            item = Item(new_item_id(), "function_call", call_id=call.call_id or "call_" + secrets.token_hex(8),
-                        name=call.name, arguments="", status="in_progress")
-            self._output_item(resp, item)
-            index = len(resp.output) - 1
-            item.arguments = call.arguments
-            self._emit(ArgumentsDelta(resp.id, item.id, item.call_id or "", call.arguments, index))
-            item.status = "completed"
-            self._emit(ItemDone(item.copy(), self._previous(resp, item), resp.id, index, resp.options.in_conversation))
 
     def _previous(self, resp: Response, item: Item) -> str | None:
         return self.items.previous_id(item.id) if resp.options.in_conversation else None

@@ -85,13 +85,24 @@ class ResponseText:
 
 @dataclass(frozen=True, slots=True)
 class ArgumentsDelta:
-    """Arguments of a function call the response is making."""
+    """Arguments of a function call the response is making (`kind` mcp_call: a call the server runs)."""
 
     response_id: str
     item_id: str
     call_id: str
     delta: str
     output_index: int = 0
+    kind: str = "function_call"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolRunState:
+    """A call the server runs (MCP) is `in_progress`, `completed` or `failed`."""
+
+    response_id: str
+    item_id: str
+    output_index: int
+    state: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,4 +144,4 @@ class ResponseNotice:
 
 
 ConversationEvent = (ResponseStarted | ResponseAudio | ResponseText | ResponseFinished | ResponseFailed
-                     | ItemAdded | ItemDone | ArgumentsDelta | ResponseNotice)
+                     | ItemAdded | ItemDone | ArgumentsDelta | ResponseNotice | ToolRunState)

@@ -51,14 +51,20 @@ class Part:
 @dataclass(slots=True)
 class Item:
     id: str
-    type: str  # message | function_call | function_call_output
+    type: str  # message | function_call | function_call_output | mcp_call | mcp_approval_request | ...
     role: str | None = None  # message: system | user | assistant
     content: list[Part] = field(default_factory=list)
     status: str = "completed"  # in_progress | completed | incomplete
     call_id: str | None = None  # function_call, function_call_output
     name: str | None = None  # function_call
     arguments: str | None = None  # function_call (a JSON string)
-    output: str | None = None  # function_call_output
+    output: str | None = None  # function_call_output, mcp_call
+    # MCP (tools the server runs): mcp_call, mcp_approval_request, mcp_approval_response, mcp_list_tools
+    server_label: str | None = None
+    error: str | None = None  # mcp_call: why the call failed
+    approval_request_id: str | None = None  # mcp_call, mcp_approval_response
+    approve: bool | None = None  # mcp_approval_response
+    tools: list[dict[str, object]] | None = None  # mcp_list_tools: name, description, input_schema
 
     @property
     def text(self) -> str:

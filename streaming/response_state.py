@@ -41,6 +41,8 @@ class Response:
     modalities: tuple[str, ...] = ("audio",)
     request: ResponseRequest | None = None
     side: bool = False  # out of band and text only: runs beside the spoken reply
+    asks_responder: bool = False  # the source is the responder's answer (not text to say)
+    depth: int = 0  # responses before this one that went on from a server-run tool's output
     cancel_reason: str | None = None
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
     chunks: list[tuple[str, int, int]] = field(default_factory=list)  # (text, start_ms, end_ms)

@@ -10,8 +10,10 @@ from kombain.streaming.responders.base import (
     Responder,
     ResponderError,
     ResponseRequest,
+    ServerTools,
     Tool,
     ToolCall,
+    ToolFailed,
     Usage,
 )
 from kombain.streaming.responders.echo import EchoResponder
@@ -25,6 +27,6 @@ from kombain.streaming.responders.ivr import (
 
 __all__ = [
     "DTMF_KEYS", "EchoResponder", "IvrScript", "Message", "Notice", "Reply", "ReplyEnd", "ReplyPiece", "Responder",
-    "ResponderError", "ResponseRequest", "ScriptResponder", "Tool", "ToolCall", "Usage", "fill_prompt",
+    "ResponderError", "ResponseRequest", "ScriptResponder", "ServerTools", "Tool", "ToolCall", "ToolFailed", "Usage", "fill_prompt",
     "spoken_digits",
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from kombain.streaming.items import Item, message
 
@@ -112,6 +112,26 @@ class ResponseRequest:
         """Every message before the last user message, as plain text."""
         out = [Message(i.role or "user", i.text) for i in self.items if i.type == "message" and i.text]
         return out[:-1] if out and out[-1].role == "user" else out
+
+
+class ToolFailed(RuntimeError):
+    """A tool the server runs (MCP) failed; the message says why."""
+
+
+class ServerTools(Protocol):
+    """Tools the server runs itself (MCP): the responder may call them, the conversation runs them."""
+
+    def tools(self) -> tuple[Tool, ...]: ...
+
+    def label(self, name: str) -> str | None:
+        """The server label of the tool called `name`, or None when it is not one of these."""
+        ...
+
+    def needs_approval(self, name: str) -> bool: ...
+
+    async def call(self, name: str, arguments: str) -> str:
+        """Run the tool; its output as text. Raises ToolFailed."""
+        ...
 
 
 class Responder:

@@ -7,6 +7,7 @@ import json
 import re
 from typing import Any
 
+from kombain.server.mcp_tools import McpServer
 from kombain.server.transports.openai_realtime.protocol import ProtocolError
 from kombain.streaming.conversation_events import ResponseOptions
 from kombain.streaming.items import (
@@ -66,12 +67,18 @@ def parse_item(raw: Any, param: str = "item") -> Item:
         arguments = _str(raw.get("arguments", "{}"), f"{param}.arguments", MAX_TEXT_CHARS) or "{}"
         call_id = _str(raw.get("call_id"), f"{param}.call_id", 64) or "call_" + item_id[-16:]
         return Item(item_id, "function_call", call_id=call_id, name=name, arguments=arguments)
+    if kind == "mcp_approval_response":
+        request_id = _str(raw.get("approval_request_id"), f"{param}.approval_request_id", 64, required=True)
+        if not isinstance(raw.get("approve"), bool):
+            raise _bad(f"{param}.approve must be true or false", f"{param}.approve")
+        return Item(item_id, "mcp_approval_response", approval_request_id=request_id, approve=raw["approve"],
+                    output=_str(raw.get("reason"), f"{param}.reason", 2000))
     if kind == "function_call_output":
         answers = _str(raw.get("call_id"), f"{param}.call_id", 64, required=True)
         output = _str(raw.get("output", ""), f"{param}.output", MAX_OUTPUT_CHARS) or ""
         return Item(item_id, "function_call_output", call_id=answers, output=output)
-    raise _bad(f"{param}.type must be message, function_call or function_call_output, not {kind!r}",
-               f"{param}.type")
+    raise _bad(f"{param}.type must be message, function_call, function_call_output or mcp_approval_response, "
+               f"not {kind!r}", f"{param}.type")
 
 
 def _message(raw: dict[str, Any], item_id: str, param: str) -> Item:
@@ -121,7 +128,8 @@ def parse_input(raw: Any, items: Items) -> tuple[Item, ...]:
 
 # --- tools -----------------------------------------------------------------------------------------
 
-def parse_tools(raw: Any, param: str) -> tuple[Tool, ...]:
+def parse_tools(raw: Any, param: str, *, mcp: bool = True) -> tuple[Tool, ...]:
+    """The function tools of a tools list (`mcp`: MCP entries are allowed, and left to parse_mcp)."""
     if not isinstance(raw, list):
         raise _bad(f"{param} must be a list", param)
     if len(raw) > MAX_TOOLS:
@@ -135,8 +143,10 @@ def parse_tools(raw: Any, param: str) -> tuple[Tool, ...]:
             raise _bad(f"{where} must be an object", where)
         kind = t.get("type", "function")
         if kind == "mcp":
-            raise _bad(f"{where}: MCP tools are not supported by this server; use function tools",
-                       f"{where}.type")
+            if not mcp:
+                raise _bad(f"{where}: MCP tools are set for the session (session.update), not per response",
+                           f"{where}.type")
+            continue  # parse_mcp reads these
         if kind != "function":
             raise _bad(f"{where}.type must be 'function'", f"{where}.type")
         name = t.get("name")
@@ -149,6 +159,41 @@ def parse_tools(raw: Any, param: str) -> tuple[Tool, ...]:
         _check_schema(params, f"{where}.parameters")
         tools.append(Tool(name, description, params))
     return tuple(tools)
+
+
+def parse_mcp(raw: Any, param: str, allowed_urls: tuple[str, ...]) -> tuple[McpServer, ...]:
+    """The `type: "mcp"` tools of a session's tools list; their URLs must start with an allowed prefix."""
+    servers: list[McpServer] = []
+    for i, t in enumerate(raw if isinstance(raw, list) else []):
+        if not isinstance(t, dict) or t.get("type") != "mcp":
+            continue
+        where = f"{param}[{i}]"
+        label = t.get("server_label")
+        if not isinstance(label, str) or not _NAME.match(label) or any(s.label == label for s in servers):
+            raise _bad(f"{where}.server_label must be a unique name of 1 to 64 letters, digits, '_' or '-'",
+                       f"{where}.server_label")
+        url = _str(t.get("server_url"), f"{where}.server_url", 2000, required=True) or ""
+        if not url.startswith(("http://", "https://")):
+            raise _bad(f"{where}.server_url must be an http(s) URL", f"{where}.server_url")
+        if not any(url.startswith(prefix) for prefix in allowed_urls):
+            raise _bad(f"{where}.server_url is not among the MCP servers this node may call "
+                       "(KOMBAIN_MCP_ALLOWED_URLS)", f"{where}.server_url")
+        headers = t.get("headers") or {}
+        if not isinstance(headers, dict) or len(headers) > 32 or not all(
+                isinstance(k, str) and isinstance(v, str) and len(k) <= 256 and len(v) <= 4096
+                for k, v in headers.items()):
+            raise _bad(f"{where}.headers must map up to 32 names to strings", f"{where}.headers")
+        allowed = t.get("allowed_tools")
+        if isinstance(allowed, dict):
+            allowed = allowed.get("tool_names")
+        if allowed is not None and (not isinstance(allowed, list) or not all(isinstance(n, str) for n in allowed)):
+            raise _bad(f"{where}.allowed_tools must be a list of tool names", f"{where}.allowed_tools")
+        approval = t.get("require_approval", "always")
+        if approval not in ("always", "never"):
+            raise _bad(f"{where}.require_approval must be \"always\" or \"never\"", f"{where}.require_approval")
+        servers.append(McpServer(label, url, tuple(headers.items()), tuple(allowed) if allowed is not None else None,
+                                 approval))
+    return tuple(servers)
 
 
 def _check_schema(schema: Any, param: str) -> None:
@@ -213,7 +258,7 @@ def parse_response(resp: dict[str, Any], items: Items, session_tools: tuple[Tool
         raise _bad("response.conversation must be \"auto\" or \"none\"", "response.conversation")
     in_conversation = conversation != "none"
     context = parse_input(resp["input"], items) if resp.get("input") is not None else None
-    tools = parse_tools(resp["tools"], "response.tools") if resp.get("tools") is not None else None
+    tools = parse_tools(resp["tools"], "response.tools", mcp=False) if resp.get("tools") is not None else None
     choice, name = (None, None)
     if resp.get("tool_choice") is not None:
         choice, name = parse_tool_choice(resp["tool_choice"], "response.tool_choice",
@@ -241,8 +286,18 @@ def item_json(item: Item, beta: bool = False) -> dict[str, Any]:
         out["content"] = [_part_json(p, beta) for p in item.content]
     elif item.type == "function_call":
         out.update(call_id=item.call_id, name=item.name, arguments=item.arguments or "")
-    else:
+    elif item.type == "function_call_output":
         out.update(call_id=item.call_id, output=item.output or "")
+    elif item.type == "mcp_call":
+        error = None if item.error is None else {"type": "tool_execution_error", "message": item.error}
+        out.update(server_label=item.server_label, name=item.name, arguments=item.arguments or "",
+                   output=item.output, error=error, approval_request_id=item.approval_request_id)
+    elif item.type == "mcp_approval_request":
+        out.update(server_label=item.server_label, name=item.name, arguments=item.arguments or "")
+    elif item.type == "mcp_approval_response":
+        out.update(approval_request_id=item.approval_request_id, approve=item.approve, reason=item.output)
+    elif item.type == "mcp_list_tools":
+        out.update(server_label=item.server_label, tools=item.tools or [])
     return out
 
 

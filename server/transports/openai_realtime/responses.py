@@ -26,6 +26,7 @@ from kombain.streaming.conversation import (
     ResponseFinished,
     ResponseStarted,
     ResponseText,
+    ToolRunState,
 )
 from kombain.streaming.items import Item
 
@@ -131,9 +132,15 @@ def render(ev: ConversationEvent, cfg: SessionConfig, extensions: bool = True) -
     if isinstance(ev, ResponseAudio):
         return [server_event(n["audio"], response_id=ev.response_id, item_id=ev.item_id, output_index=0,
                              content_index=0, delta=base64.b64encode(_encode(ev.pcm, cfg)).decode())]
+    if isinstance(ev, ArgumentsDelta) and ev.kind == "mcp_call":  # the server has the whole call: one delta
+        ids = {"response_id": ev.response_id, "item_id": ev.item_id, "output_index": ev.output_index}
+        return [server_event("response.mcp_call_arguments.delta", **ids, delta=ev.delta),
+                server_event("response.mcp_call_arguments.done", **ids, arguments=ev.delta)]
     if isinstance(ev, ArgumentsDelta):
         return [server_event("response.function_call_arguments.delta", response_id=ev.response_id,
                              item_id=ev.item_id, output_index=ev.output_index, call_id=ev.call_id, delta=ev.delta)]
+    if isinstance(ev, ToolRunState):
+        return [server_event(f"response.mcp_call.{ev.state}", item_id=ev.item_id, output_index=ev.output_index)]
     if isinstance(ev, ResponseFinished):
         return _finished(ev, cfg, extensions)
     return []

@@ -20,7 +20,13 @@ import numpy as np
 from kombain.server.host import default_turn_detection
 from kombain.server.metrics import Metrics
 from kombain.server.settings import Settings
-from kombain.server.transports.openai_realtime.items import item_json, parse_item, parse_response
+from kombain.server.transports.openai_realtime.items import (
+    item_json,
+    parse_item,
+    parse_mcp,
+    parse_response,
+)
+from kombain.server.transports.openai_realtime.mcp_session import McpSession
 from kombain.server.transports.openai_realtime.protocol import (
     ProtocolError,
     SessionConfig,
@@ -99,6 +105,7 @@ class RealtimeSession:
         self._call: Call | None = None
         self.model_name = ""
         self._logged_codes: set[str] = set()
+        self._mcp: McpSession | None = None  # the MCP servers the session named, once it named one
 
     @property
     def call(self) -> Call:
@@ -203,6 +210,10 @@ class RealtimeSession:
     # --- event handlers --------------------------------------------------------------------------
 
     def _session_update(self, event: dict[str, Any]) -> None:
+        raw = event.get("session")
+        allowed = tuple(p.strip() for p in self.settings.mcp_allowed_urls.split(",") if p.strip())
+        mcp = parse_mcp(raw["tools"], "session.tools", allowed) \
+            if isinstance(raw, dict) and raw.get("tools") is not None else None
         config = apply_session_update(self.config, event.get("session"), event["type"])
         if self.model_name and (refused := requested_model_error(config.transcription_model, self.model_name)):
             beta = "input_audio_transcription" in (event.get("session") or {})
@@ -214,6 +225,9 @@ class RealtimeSession:
         beta_tx = event["type"] == "transcription_session.update"
         self.send(server_event("transcription_session.updated" if beta_tx else "session.updated",
                                session=session_object(self.id, self.config, self.model_name)))
+        if mcp is not None and (mcp or self._mcp is not None):
+            self._mcp = self._mcp or McpSession(self.send, self.settings.responder_timeout_s)
+            self._mcp.update(mcp, self._call.conversation if self._call is not None else None)
 
     def _append(self, event: dict[str, Any]) -> None:
         self.handle_audio_bytes(decode_audio_b64(event), event.get("event_id"))
