@@ -96,10 +96,12 @@ class McpTools:
         return text[:MAX_OUTPUT_CHARS]
 
     async def _run(self, server: McpServer, op: Any) -> Any:
-        from mcp import Client
-        from mcp.client.streamable_http import streamable_http_client
-        from mcp.shared._httpx_utils import create_mcp_http_client
-
+        try:  # imported on first use: a node whose sessions name no MCP server never loads the SDK
+            from mcp import Client
+            from mcp.client.streamable_http import streamable_http_client
+            from mcp.shared._httpx_utils import create_mcp_http_client
+        except ImportError as exc:
+            raise McpError(f"the mcp package is not installed: {exc}") from None
         http = create_mcp_http_client(headers=dict(server.headers))
         try:
             async with asyncio.timeout(self.timeout_s):
