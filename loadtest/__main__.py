@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     from kombain.loadtest import wyoming_bench  # `wyoming`: against wyoming-faster-whisper and wyoming-piper
 
     wyoming_bench.add_parser(sub)
+    from kombain.loadtest import engines  # `engines`: speech engines side by side
+
+    engines.add_parser(sub)
     from kombain.loadtest import turn_calibration  # `turn_calibration`: Smart Turn at pauses, per kind of speech
 
     turn_calibration.add_parser(sub)
@@ -87,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         return word_align.run(args)
     if args.test == "wyoming":
         return wyoming_bench.run(args)
+    if args.test == "engines":
+        return engines.run(args)
     if args.test == "turn_calibration":
         return turn_calibration.run(args)
     if args.test == "soak":
