@@ -18,7 +18,6 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -40,6 +39,7 @@ from kombain.streaming.items import new_item_id
 from kombain.streaming.smart_turn import WINDOW_SAMPLES
 from kombain.streaming.speaker_tracker import SpeakerTracker
 from kombain.streaming.stabilizer import Stabilizer, keep_shown
+from kombain.streaming.stt_config import SttConfig
 from kombain.streaming.stt_events import (
     ClearedEvent,
     CommittedEvent,
@@ -67,24 +67,6 @@ log = logging.getLogger("kombain.stt")
 RATE = 16000
 _TAIL_SAMPLES = RATE * 200 // 1000  # silence kept after the last voiced frame in a final decode
 _MIN_DECODE_SAMPLES = RATE * 250 // 1000
-
-
-@dataclass(frozen=True, slots=True)
-class SttConfig:
-    """Per-session recognition settings (changed by session.update)."""
-
-    turn_detection: TurnDetection | None = TurnDetection()
-    language: str | None = None
-    prompt: str | None = None
-    partial_interval_ms: int = 400
-    idle_partial_interval_ms: int = 0  # when the decoder is idle, partials this often (0: off)
-    partials: bool = True
-    beam_size: int = 1
-    window_pad: float = 2.0
-    min_window: float = 10.0
-    max_turn_s: float = 30.0
-    word_timestamps: bool = False  # finals carry their words' times (cross-attention alignment, VAD-snapped)
-    speaker_labels: bool = False  # finals carry the session's speaker label (needs an `embed_voice`)
 
 
 class StreamingTranscriber:
@@ -416,7 +398,7 @@ class StreamingTranscriber:
         while True:
             check_at = voiced_end + silence_ms * RATE // 1000
             while self._total < check_at and self._turn is turn:  # wait for more silence
-                if unrefined is not None and (words := self._ready_text(turn)) is not None:
+                if unrefined is not None and (words := turn.speculative_text()) is not None:
                     prob, unrefined = complete_probability(unrefined, words), None  # the words came in
                     self._on_turn_check(prob)
                     if prob >= schedule.with_words and not self._gone(turn, voiced_end):
@@ -435,7 +417,7 @@ class StreamingTranscriber:
             except Exception:
                 log.warning("end-of-turn model failed; the silence timeout decides", exc_info=True)
                 return
-            words = self._ready_text(turn)
+            words = turn.speculative_text()
             prob = complete_probability(p, words)
             self._on_turn_check(prob)
             if self._gone(turn, voiced_end):
@@ -448,17 +430,6 @@ class StreamingTranscriber:
 
     def _gone(self, turn: Turn, voiced_end: int) -> bool:
         return self._turn is not turn or self._endpointer.last_voiced_end > voiced_end
-
-    @staticmethod
-    def _ready_text(turn: Turn) -> str | None:
-        """The speculative decode's words if it has finished (it starts at the same pause), else None:
-        the verdict is not held for them. No partial: a word or two behind ("10 of" for "ten of
-        clubs"), its last word would mislead the cue."""
-        spec = turn.speculative
-        if spec is None or not spec.done() or spec.cancelled() or spec.exception() is not None:
-            return None
-        result = spec.result()
-        return result.text if result else None
 
     # --- partials --------------------------------------------------------------------------------
 

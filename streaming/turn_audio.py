@@ -29,6 +29,16 @@ class Turn:
         self.chunks = [data]
         return data if end is None else data[: max(0, end - self.start)]
 
+    def speculative_text(self) -> str | None:
+        """The speculative decode's words if it has finished (it starts at the same pause), else
+        None: the end-of-turn verdict is not held for them. No partial: a word or two behind ("10
+        of" for "ten of clubs"), its last word would mislead the cue."""
+        spec = self.speculative
+        if spec is None or not spec.done() or spec.cancelled() or spec.exception() is not None:
+            return None
+        result = spec.result()
+        return result.text if result else None
+
 
 class Preroll:
     """The most recent audio before a turn, bounded to what a turn's start can reach back to."""
