@@ -90,3 +90,12 @@ def requested_model_error(requested: str | None, served: str) -> str | None:
     if requested is None or requested == served or requested not in MODEL_NAMES:
         return None
     return f"model {requested!r} is not loaded on this server; it serves {served!r} (KOMBAIN_STT_MODEL)"
+
+
+def describe(engine: Any) -> str:
+    """One line naming a loaded engine and its model (Wyoming's `info`, logs)."""
+    from kombain.streaming.moonshine_runtime import MoonshineRuntime
+
+    if isinstance(engine, MoonshineRuntime):
+        return f"Moonshine {engine.name} (ONNX Runtime, int8)"
+    return f"Whisper {engine.name} (faster-whisper, batched across clients)"

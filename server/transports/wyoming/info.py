@@ -33,8 +33,9 @@ def describe(settings: Settings, services: Services, version: str) -> dict[str, 
     info: dict[str, Any] = {"asr": [], "tts": [], "handle": [], "intent": [], "wake": [], "mic": [], "snd": []}
     runtime = services.stt.whisper if services.stt is not None else None
     if runtime is not None:
-        model = _artifact(runtime.name, f"Whisper {runtime.name} (faster-whisper, batched across clients)",
-                          languages=asr_languages(runtime))
+        from kombain.streaming.stt_engine import describe as describe_engine
+
+        model = _artifact(runtime.name, describe_engine(runtime), languages=asr_languages(runtime))
         info["asr"].append(_artifact(ASR_PROGRAM, "kombain speech to text", version, models=[model],
                                      supports_transcript_streaming=True, requires_external_vad=True))
     pool = services.tts

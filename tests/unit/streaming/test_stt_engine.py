@@ -104,3 +104,16 @@ def test_a_capped_decode_loses_its_repeated_tail_and_normal_speech_keeps_repeats
     assert cut_capped_loop(looped) == "Four queen of cloves"
     assert cut_capped_loop("five five five") == "five five five"  # single words: speech repeats them
     assert cut_capped_loop("go forward ten meters") == "go forward ten meters"
+
+
+def test_an_engine_describes_itself_by_its_kind() -> None:
+    from kombain.streaming.moonshine_runtime import MoonshineRuntime
+    from kombain.streaming.stt_engine import describe
+    from kombain.streaming.whisper_runtime import WhisperRuntime
+
+    moon = object.__new__(MoonshineRuntime)
+    moon.name = "moonshine-base"
+    whisper = object.__new__(WhisperRuntime)
+    whisper.name = "tiny.en"
+    assert describe(moon).startswith("Moonshine moonshine-base")
+    assert describe(whisper).startswith("Whisper tiny.en")
