@@ -186,18 +186,19 @@ def evaluate(rows: list[Scored], alone: float, with_words: float, step_ms: int, 
 
     def ends_at(r: Scored) -> float:
         """Silence (ms) at which this schedule ends the turn at this pause."""
-        unrefined: int | None = None  # index of the last verdict taken without words
+        unrefined: tuple[int, float] | None = None  # the last verdict taken without words: (index, when back)
         for ms in sched.checks():
             back = ms + infer_ms  # the verdict comes back inference time later
-            if unrefined is not None and words_ms <= back:  # the words came in between: they refine it
-                if r.cued[unrefined] >= sched.with_words:
-                    return max(words_ms, ms)
+            if unrefined is not None and words_ms <= back:  # the words came in meanwhile: they refine it
+                i, was_back = unrefined
+                if r.cued[i] >= sched.with_words:
+                    return min(float(sched.cap_ms), max(words_ms, was_back))
                 unrefined = None
             have_words = back >= words_ms
             i = max(i for i, s in enumerate(SILENCES_MS) if s <= ms)  # the nearest scored silence at or below
             if (r.cued if have_words else r.raw)[i] >= sched.threshold(have_words):
-                return back
-            unrefined = None if have_words else i
+                return min(float(sched.cap_ms), back)
+            unrefined = None if have_words else (i, back)
         return float(sched.cap_ms)
 
     ends = [ends_at(r) for r in rows if r.where == "end"]

@@ -18,6 +18,8 @@ from typing import Protocol
 
 import numpy as np
 
+from kombain.streaming.endpointer import EAGERNESS_MAX_MS
+
 # What semantic_vad used before its schedules (below): one threshold per eagerness, rechecks every
 # 400 ms up to the eagerness's cap. Kept for the offline sweep of `python -m kombain.loadtest turns`.
 THRESHOLDS = {"low": 0.8, "medium": 0.5, "auto": 0.5, "high": 0.3}
@@ -46,7 +48,7 @@ class TurnSchedule:
     first_ms: int = 160
     alone: float = 0.99
     with_words: float = 0.3
-    step_ms: int = 160
+    step_ms: int = 320
     cap_ms: int = 2000
 
     def checks(self) -> Iterator[int]:
@@ -68,13 +70,13 @@ class TurnSchedule:
 # 8 kHz source, i.e. G.711 on Twilio, Asterisk, SIP). Calibrated on the data of
 # `python -m kombain.loadtest turn_calibration` (docs/performance.md).
 SCHEDULES: dict[tuple[str, str], TurnSchedule] = {
-    ("low", "wideband"): TurnSchedule(alone=0.99, with_words=0.8, step_ms=160, cap_ms=4000),
-    ("medium", "wideband"): TurnSchedule(alone=0.99, with_words=0.3, step_ms=160, cap_ms=2000),
-    ("high", "wideband"): TurnSchedule(alone=0.985, with_words=0.3, step_ms=160, cap_ms=2000),
+    ("low", "wideband"): TurnSchedule(alone=0.99, with_words=0.8, step_ms=320, cap_ms=EAGERNESS_MAX_MS["low"]),
+    ("medium", "wideband"): TurnSchedule(alone=0.99, with_words=0.3, step_ms=320, cap_ms=EAGERNESS_MAX_MS["medium"]),
+    ("high", "wideband"): TurnSchedule(alone=0.985, with_words=0.3, step_ms=320, cap_ms=EAGERNESS_MAX_MS["high"]),
     # The G.711 round trip moved the scores too little on this data to call for other values.
-    ("low", "phone"): TurnSchedule(alone=0.99, with_words=0.8, step_ms=160, cap_ms=4000),
-    ("medium", "phone"): TurnSchedule(alone=0.99, with_words=0.3, step_ms=160, cap_ms=2000),
-    ("high", "phone"): TurnSchedule(alone=0.985, with_words=0.3, step_ms=160, cap_ms=2000),
+    ("low", "phone"): TurnSchedule(alone=0.99, with_words=0.8, step_ms=320, cap_ms=EAGERNESS_MAX_MS["low"]),
+    ("medium", "phone"): TurnSchedule(alone=0.99, with_words=0.3, step_ms=320, cap_ms=EAGERNESS_MAX_MS["medium"]),
+    ("high", "phone"): TurnSchedule(alone=0.985, with_words=0.3, step_ms=320, cap_ms=EAGERNESS_MAX_MS["high"]),
 }
 
 

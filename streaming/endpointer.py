@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# semantic_vad: the longest an unfinished-sounding turn is waited for (OpenAI documents these).
-EAGERNESS_MAX_MS = {"low": 8000, "medium": 4000, "high": 2000, "auto": 4000}
+# semantic_vad: the longest an unfinished-sounding turn is waited for. The endpointer ends the turn
+# there on its own (however long the turn model takes); the values are semantic_vad's schedule caps,
+# calibrated with `python -m kombain.loadtest turn_calibration` (OpenAI documents 8 / 4 / 2 s).
+EAGERNESS_MAX_MS = {"low": 4000, "medium": 2000, "high": 2000, "auto": 2000}
 
 
 @dataclass(frozen=True, slots=True)

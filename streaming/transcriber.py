@@ -386,18 +386,18 @@ class StreamingTranscriber:
 
     async def _semantic_end(self, turn: Turn, voiced_end: int) -> None:
         """Ask the end-of-turn model at the pause and again, in steps, as the silence grows: a
-        complete verdict ends the turn at once, and the schedule's cap ends it whatever the model
-        says (the endpointer's longer wait is only a backstop). The verdict is not held for the
-        transcript: the speculative decode's words refine it as soon as they are there (between
-        checks too), and until then only a near-certain verdict ends the turn. Schedules per eagerness and kind of audio:
-        `schedule_for`."""
+        complete verdict ends the turn at once. The verdict is not held for the transcript: the
+        speculative decode's words refine it as soon as they are there (between checks too), and
+        until then only a near-certain verdict ends the turn. At the schedule's cap the endpointer
+        ends the turn itself, however long the model takes. Schedules per eagerness and kind of
+        audio: `schedule_for`."""
         assert self._predictor is not None
         schedule = schedule_for(self._endpointer.config.eagerness, self.narrowband)
         silence_ms = schedule.first_ms
         unrefined: float | None = None  # the last verdict, while it has had no words to refine it
         while True:
             check_at = voiced_end + silence_ms * RATE // 1000
-            while self._total < check_at and self._turn is turn:  # wait for more silence
+            while self._total < check_at and not self._gone(turn, voiced_end):  # wait for more silence
                 if unrefined is not None and (words := turn.speculative_text()) is not None:
                     prob, unrefined = complete_probability(unrefined, words), None  # the words came in
                     self._on_turn_check(prob)

@@ -34,6 +34,7 @@ def test_schedules_per_eagerness_and_audio() -> None:
     assert schedule_for("unknown") is end_of_turn.SCHEDULES[("medium", "wideband")]
     for (eagerness, _), s in end_of_turn.SCHEDULES.items():  # never past OpenAI's documented wait
         assert s.cap_ms <= {"low": 8000, "medium": 4000, "high": 2000}[eagerness]
+        assert s.cap_ms == TurnDetection.semantic_vad(eagerness).silence_ms  # the endpointer ends it there too
         assert 0 < s.with_words <= s.alone < 1
 
 
