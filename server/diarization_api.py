@@ -58,6 +58,9 @@ async def diarize(request: Request, form: FormData, data: bytes, model: str, fmt
     references = [await asyncio.to_thread(_reference_audio, s, i) for i, s in enumerate(samples)]
     if st.services.file_models is None or st.services.stt is None:
         raise ApiError(503, "speech recognition is not running on this node", "server_not_ready")
+    if not getattr(st.services.stt.whisper, "word_times", True):  # speakers are given per word
+        raise ApiError(400, f"who spoke when needs word times, which the served model "
+                       f"{st.services.stt.whisper.name!r} does not give (KOMBAIN_STT_MODEL)", "invalid_value", "model")
     try:
         encoder = await st.services.file_models.speaker_encoder()
     except Exception as exc:

@@ -40,6 +40,8 @@ _QUIET_RMS = 1e-4  # audio this quiet has no speech: a low-confidence text on it
 class MoonshineRuntime(WhisperRuntime):
     """Moonshine (ONNX Runtime, CPU) behind the speech engine interface."""
 
+    word_times = False  # Moonshine has no alignment: segments carry no words (diarization refuses)
+
     @classmethod
     def load(  # type: ignore[override]
         cls, name: str, *, data_dir: Path, device: str = "auto", compute_type: str = "auto",

@@ -46,5 +46,12 @@ async def test_moonshine_serves_realtime_and_rest(tmp_path):
         body = r.json()
         assert "go forward ten" in body["text"].lower()
         assert body["segments"] and body["segments"][-1]["end"] == pytest.approx(body["duration"], abs=0.2)
+
+        # Who spoke when is given per word, and Moonshine gives no word times: a 400 naming the model.
+        with open(SPEECH_DIR / "goforward.wav", "rb") as f:
+            r = await asyncio.to_thread(httpx.post, server.url + "/v1/audio/transcriptions", files={"file": f},
+                                        data={"model": "gpt-4o-transcribe-diarize", "response_format": "diarized_json"},
+                                        timeout=60)
+        assert r.status_code == 400 and r.json()["error"]["param"] == "model", r.text
     finally:
         await asyncio.to_thread(stop_server, server)
