@@ -229,9 +229,9 @@ class WyomingConnection:
                 raise BadEvent("speech to text is not running on this node", "asr_unavailable")
             language, prompt = self.transcribe or (None, None)
             stack = await self._begin_request()
-            asr = Transcription(self.host, self.push, language, self.abort, new_id("call"), prompt)
-            await asr.start(stack)
-            self.asr = asr
+            started = Transcription(self.host, self.push, language, self.abort, new_id("call"), prompt)
+            await started.start(stack)
+            self.asr = started
             return
         asr = self.asr
         if asr is None:
@@ -283,16 +283,16 @@ class WyomingConnection:
             self.stream = stream
             self.player = asyncio.create_task(self._play_stream(stream, rate))
         else:
-            stream = self.stream
-            if stream is None:
+            live = self.stream
+            if live is None:
                 raise BadEvent(f"{ev.type} without synthesize-start", "synthesize_not_started")
             if ev.type == "synthesize-chunk":
                 try:
-                    stream.push_text(text_field(ev, "text", self.proto.limits) or "")
+                    live.push_text(text_field(ev, "text", self.proto.limits) or "")
                 except ValueError as exc:  # too much text waiting to be spoken
                     raise BadEvent(str(exc), "text_too_long") from None
                 return
-            stream.end_input()
+            live.end_input()
             player = self.player
             if player is not None:
                 await asyncio.shield(player)  # the stream's audio and synthesize-stopped go first
