@@ -18,17 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from kombain.streaming.decoding import DecodeOptions, DecodeResult, Segment, shifted
 from kombain.streaming.models import moonshine_source
 from kombain.streaming.moonshine import RATE, MoonshineModel, max_tokens
-from kombain.streaming.whisper_runtime import (
-    DecodeOptions,
-    DecodeResult,
-    Segment,
-    WhisperRuntime,
-    _Request,
-    decode_workers,
-    shifted,
-)
+from kombain.streaming.whisper_runtime import WhisperRuntime, _Request, decode_workers
 
 log = logging.getLogger("kombain.stt")
 

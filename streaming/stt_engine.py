@@ -19,13 +19,8 @@ from kombain.streaming.models import BUNDLED_MOONSHINE, BUNDLED_STT, ModelNotFou
 if TYPE_CHECKING:
     import numpy as np
 
-    from kombain.streaming.whisper_runtime import (
-        DecodeOptions,
-        DecodeResult,
-        Kind,
-        Segment,
-        WhisperRuntime,
-    )
+    from kombain.streaming.decoding import DecodeOptions, DecodeResult, Kind, Segment
+    from kombain.streaming.whisper_runtime import WhisperRuntime
 
 ENGINES = ("whisper", "moonshine")
 MODEL_NAMES = BUNDLED_STT + BUNDLED_MOONSHINE  # the names a session may ask for (besides aliases)
