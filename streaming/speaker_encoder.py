@@ -113,33 +113,35 @@ class SpeakerEncoder:
             out = [self._forward(mels[i : i + batch]) for i in range(0, len(mels), batch)]
         return np.concatenate(out) if out else np.zeros((0, 256), np.float32)
 
-    def embed_windows(self, audio: np.ndarray, spans: list[tuple[int, int]]) -> np.ndarray:
+    def embed_windows(self, audio: np.ndarray, spans: list[tuple[int, int]], group: int = 128) -> np.ndarray:
         """One embedding per (start, end) sample span of `audio`: each span's 1.6 s partials
-        (hop 0.8 s; a shorter span is widened to 1.6 s around its middle) averaged and normed."""
+        (hop 0.8 s; a shorter span is widened to 1.6 s around its middle) averaged and normed.
+        Spans are taken `group` at a time, so memory stays bounded whatever the file's length."""
         from threadpoolctl import threadpool_limits
 
+        gain = volume_gain(audio)
+        out = np.zeros((len(spans), 256), np.float32)
         with threadpool_limits(limits=1, user_api="blas"):
-            mel = self.mel(normalize_volume(audio))  # once for the whole file; windows are slices of it
-        total = mel.shape[0]
-        partials: list[np.ndarray] = []
-        owner: list[int] = []
-        for k, (a, b) in enumerate(spans):
-            fa, fb = a // HOP, max(a // HOP + 1, b // HOP)
-            if fb - fa < PARTIAL_FRAMES:
-                mid = (fa + fb) // 2
-                fa = max(0, min(mid - PARTIAL_FRAMES // 2, total - PARTIAL_FRAMES))
-                fb = fa + PARTIAL_FRAMES
-            for s in range(fa, max(fa + 1, fb - PARTIAL_FRAMES + 1), PARTIAL_FRAMES // 2):
-                m = mel[s : s + PARTIAL_FRAMES]
-                if m.shape[0] < PARTIAL_FRAMES:
-                    m = np.pad(m, ((0, PARTIAL_FRAMES - m.shape[0]), (0, 0)))
-                partials.append(m)
-                owner.append(k)
-        if not partials:
-            return np.zeros((0, 256), np.float32)
-        embeds = self.embed_partials(np.stack(partials))
-        out = np.zeros((len(spans), embeds.shape[1]), np.float32)
-        np.add.at(out, np.array(owner), embeds)
+            for first in range(0, len(spans), group):
+                partials: list[np.ndarray] = []
+                owner: list[int] = []
+                for k in range(first, min(first + group, len(spans))):
+                    a, b = spans[k]
+                    if b - a < PARTIAL_SAMPLES:
+                        a = max(0, min((a + b) // 2 - PARTIAL_SAMPLES // 2, len(audio) - PARTIAL_SAMPLES))
+                        b = a + PARTIAL_SAMPLES
+                    piece = audio[a:b] * gain
+                    if len(piece) < PARTIAL_SAMPLES:
+                        piece = np.pad(piece, (0, PARTIAL_SAMPLES - len(piece)))
+                    mel = self.mel(piece)
+                    for s in range(0, max(1, mel.shape[0] - PARTIAL_FRAMES + 1), PARTIAL_FRAMES // 2):
+                        m = mel[s : s + PARTIAL_FRAMES]
+                        if m.shape[0] < PARTIAL_FRAMES:
+                            m = np.pad(m, ((0, PARTIAL_FRAMES - m.shape[0]), (0, 0)))
+                        partials.append(m)
+                        owner.append(k)
+                if partials:
+                    np.add.at(out, np.array(owner), self._forward(np.stack(partials)))
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-9)
 
     def embed_utterance(self, audio: np.ndarray) -> np.ndarray:
@@ -175,10 +177,14 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return np.asarray(0.5 * (np.tanh(0.5 * x) + 1.0), dtype=np.float32)
 
 
-def normalize_volume(audio: np.ndarray) -> np.ndarray:
-    """Raised (never lowered) to -30 dBFS RMS, as Resemblyzer's preprocessing does."""
-    rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))) if len(audio) else 0.0
+def volume_gain(audio: np.ndarray) -> float:
+    """The gain that raises (never lowers) `audio` to -30 dBFS RMS, as Resemblyzer's preprocessing
+    does; summed a million samples at a time (no float64 copy of a long file)."""
+    if not len(audio):
+        return 1.0
+    total = sum(float(np.dot(c.astype(np.float64), c.astype(np.float64)))
+                for c in (audio[i : i + 1_000_000] for i in range(0, len(audio), 1_000_000)))
+    rms = (total / len(audio)) ** 0.5
     if rms <= 1e-6:
-        return audio
-    gain = 10 ** ((_TARGET_DBFS - 20 * np.log10(rms)) / 20)
-    return (audio * gain).astype(np.float32) if gain > 1 else audio
+        return 1.0
+    return max(1.0, float(10 ** ((_TARGET_DBFS - 20 * np.log10(rms)) / 20)))
