@@ -4,17 +4,33 @@ calls to tools the server runs itself (MCP), run here or first put to the client
 from __future__ import annotations
 
 import secrets
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Protocol
 
-from kombain.streaming.conversation_events import ArgumentsDelta, ItemDone, ToolRunState
-from kombain.streaming.items import Item, new_item_id
-from kombain.streaming.responders import ToolCall, ToolFailed
+from kombain.streaming.conversation_events import (
+    ArgumentsDelta,
+    ConversationEvent,
+    ItemDone,
+    ToolRunState,
+)
+from kombain.streaming.items import Item, Items, new_item_id
+from kombain.streaming.responders import ServerTools, ToolCall, ToolFailed
 from kombain.streaming.response_state import Response
 
-if TYPE_CHECKING:
-    from kombain.streaming.conversation import Conversation
-
 MAX_TOOL_OUTPUT_CHARS = 64_000  # of a server-run tool's output kept in the conversation
+
+
+class Conversation(Protocol):
+    """What the tool runs use of `streaming.conversation.Conversation` (declared here, so this
+    module does not import the one that imports it)."""
+
+    server_tools: ServerTools | None
+    items: Items
+    _emit: Callable[[ConversationEvent], None]
+
+    def _output_item(self, resp: Response, item: Item) -> None: ...
+
+    def _previous(self, resp: Response, item: Item) -> str | None: ...
 
 
 async def run_tool_calls(conv: Conversation, resp: Response) -> bool:
