@@ -16,6 +16,10 @@ recorded speech in tests/data/speech (8 clips with transcripts):
              level (not a voice, so synthetic), ~1 s into a long reply
   interrupt  a whole clip spoken over a long reply, ~1 s into it
 
+`--callers 1 4` runs every mode with one caller, then with four at once (each its own session playing
+the whole data set, starts staggered); the runs are labelled `MODE xN` and pooled per mode. A plot of
+latency (p50 to p95) against the cut-in rate is written beside the JSON.
+
 Measured per mode (client clock; the mic is paced, so the send time of a chunk is known):
   latency          complete utterances: the last voiced chunk sent -> the first reply audio delta
   cut_in           paused utterances: a reply created before the utterance ended, or the utterance
@@ -670,6 +674,62 @@ async def run_mode(url: str, name: str, td: dict[str, Any], ds: DataSet, sets: t
     return out
 
 
+async def run_callers(url: str, n: int, name: str, ds: DataSet, sets: tuple[str, ...], repeats: int,
+                      true_per_repeat: int, log: Callable[[str], None]) -> dict[str, Any]:
+    """`n` sessions of one mode at once, each playing the whole data set (starts staggered by 0.37 s so
+    their turns do not end in lockstep); their trials pooled into one run labelled `name xN`."""
+    async def one(i: int) -> dict[str, Any]:
+        await asyncio.sleep(0.37 * i)
+        return await run_mode(url, name, MODES[name], ds, sets, repeats, (0, 0), true_per_repeat,
+                              lambda msg: None)
+
+    t0 = time.monotonic()
+    load_before = os.getloadavg()[0]
+    parts = await asyncio.gather(*[one(i) for i in range(n)])
+    out: dict[str, Any] = {"mode": f"{name} x{n}", "callers": n, "interrupt": parts[0]["interrupt"],
+                           "session_turn_detection": parts[0].get("session_turn_detection"),
+                           "complete": [r | {"caller": i} for i, p in enumerate(parts) for r in p["complete"]],
+                           "paused": [r | {"caller": i} for i, p in enumerate(parts) for r in p["paused"]],
+                           "reply": [r | {"caller": i} for i, p in enumerate(parts) for r in p["reply"]],
+                           "errors": [e for p in parts for e in p["errors"]],
+                           "seconds": round(time.monotonic() - t0, 1),
+                           "loadavg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
+    out["summary"] = summarize(out)
+    log(f"  {out['mode']}: {out['seconds']:.0f} s, load {out['loadavg_1m']}")
+    return out
+
+
+def plot(runs: list[dict[str, Any]], path: Path) -> Path | None:
+    """Latency as heard (p50 and p95) against the cut-in rate into mid-sentence pauses, one point per
+    mode and caller count: the trade-off each setting makes."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for run in runs:
+        m = run["summary"]
+        if not m["latency"]["count"] or not m["cut_in"]["n"]:
+            continue
+        x = 100 * m["cut_in"]["rate"]
+        (pt,) = ax.plot([x, x], [m["latency"]["p50_ms"], m["latency"]["p95_ms"]], marker="o",
+                        label=f"{run['mode']} (n={m['latency']['count']})")
+        ax.annotate(run["mode"], (x, m["latency"]["p95_ms"]), fontsize=8, xytext=(4, 2), textcoords="offset points")
+    ax.axhline(400, color="grey", linestyle=":", label="p95 goal, 1 caller (400 ms)")
+    ax.axhline(250, color="grey", linestyle="--", label="p50 goal, 1 caller (250 ms)")
+    ax.set_xlabel("cut-in rate into 400-1200 ms mid-sentence pauses (%)")
+    ax.set_ylabel("latency as heard (ms): p50 (lower dot) to p95")
+    ax.set_title("Turn-taking over WebSocket: latency against cut-ins", fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
 def _rate(hits: int, n: int) -> dict[str, Any]:
     return {"n": n, "count": hits, "rate": round(hits / n, 3) if n else None}
 
@@ -787,14 +847,14 @@ def _pct(r: dict[str, Any]) -> str:
 
 
 def table(runs: list[dict[str, Any]]) -> str:
-    head = ("| mode | interrupt min_speech_ms / min_words | latency p50 / p95 ms (n) | cut-in (paused) "
+    head = ("| mode | interrupt min_speech_ms / min_words | latency p50 / p95 / p99 ms (n) | cut-in (paused) "
             "| false interruptions (words; noise) | reply held p50 / p95 ms (heard gap p95) | true interruptions cancelled "
             "| heard p50 / p95 ms | done p50 / p95 ms |")
     lines = [head, "|" + " --- |" * 9]
     for run in runs:
         m = run["summary"]
         lat = m["latency"]
-        lat_s = f"{_ms(lat)} ({lat['count']})" if lat["count"] else "-"
+        lat_s = f"{_ms(lat)} / {lat['p99_ms']:.0f} ({lat['count']})" if lat["count"] else "-"
         if m["latency_timeouts"]:
             lat_s += f", {m['latency_timeouts']} no reply"
         lines.append(
@@ -843,6 +903,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                         "with the word/noise/interrupt set; every mode also runs 0:0")
     p.add_argument("--grid-mode", choices=list(MODES), default="semantic_auto", metavar="MODE")
     p.add_argument("--true-interruptions", type=int, default=2, help="whole clips over a reply, per repeat")
+    p.add_argument("--callers", type=int, nargs="+", default=[1], metavar="N",
+                   help="callers talking at once per mode (each its own session, starts staggered); e.g. 1 4")
     p.add_argument("--no-sweep", action="store_true", help="skip the offline end-of-turn threshold sweep")
     p.add_argument("--audio", type=Path, default=Path("tests/data/speech"))
     p.add_argument("--url", help="an already running server (default: start one here)")
@@ -870,9 +932,14 @@ def run(args: argparse.Namespace) -> int:
 
     async def work(url: str) -> list[dict[str, Any]]:
         runs = []
-        for name in args.modes:
-            runs.append(await run_mode(url, name, MODES[name], ds, tuple(args.sets), args.repeats, (0, 0),
-                                       args.true_interruptions, log))
+        for n in args.callers:
+            for name in args.modes:
+                if n == 1:
+                    runs.append(await run_mode(url, name, MODES[name], ds, tuple(args.sets), args.repeats, (0, 0),
+                                               args.true_interruptions, log))
+                else:
+                    runs.append(await run_callers(url, n, name, ds, tuple(args.sets), args.repeats,
+                                                  args.true_interruptions, log))
         for ext in grid:
             if ext == (0, 0):
                 continue
@@ -906,7 +973,8 @@ def run(args: argparse.Namespace) -> int:
         print("warning: semantic_vad fell back to server_vad (end-of-turn model not loaded)", file=sys.stderr)
     path = args.out / f"turns-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(result, indent=1, default=float))
-    print(f"\nwrote {path} ({result['seconds']:.0f} s)")
+    png = plot(runs, path.with_suffix(".png"))
+    print(f"\nwrote {path}" + (f" and {png}" if png else "") + f" ({result['seconds']:.0f} s)")
     return 0 if not errors else 1
 
 
