@@ -43,6 +43,7 @@ from kombain.streaming.conversation import (
 from kombain.streaming.end_of_turn import TurnPredictor
 from kombain.streaming.ingest import IngestPacer
 from kombain.streaming.items import Item
+from kombain.streaming.media_gap import MediaGap
 from kombain.streaming.responders import Reply, Responder
 from kombain.streaming.stt_events import (
     CommittedEvent,
@@ -110,6 +111,7 @@ class Call:
         self._clock = clock
         self._resampler: Resampler | None = None
         self._ingest = ingest
+        self._gap = MediaGap()  # media that stops counts as silence (streaming/media_gap.py)
         self.transcriber = StreamingTranscriber(runtime, vad.new_stream(), self._stt_config(), self._on_stt,
                                                 clock=clock, on_vad_seconds=self._hooks.vad_seconds,
                                                 turn_predictor=turn_predictor, on_turn_check=self._hooks.turn_check,
@@ -158,6 +160,7 @@ class Call:
                 tg.create_task(self.conversation.run())
                 timer = tg.create_task(self._digit_timer())
                 idle = tg.create_task(self._idle_timer())
+            gaps = tg.create_task(self._fill_media_gaps())
             await asyncio.sleep(0)  # let the transcriber enter its TaskGroup before early audio
             self._running = True
             early, self._early = self._early, []
@@ -165,6 +168,7 @@ class Call:
                 self.push_audio(samples, rate)
             self.started.set()
             await self._closed.wait()
+            gaps.cancel()
             if timer is not None:
                 timer.cancel()
                 idle.cancel()
@@ -205,6 +209,7 @@ class Call:
                 self._early_s += len(samples) / rate
             return
         self._hooks.audio_in(len(samples) / rate)
+        self._gap.audio(len(samples) / rate, self._clock())
         if self._ingest is not None:
             self._ingest.add(len(samples) / rate)
         if self._resampler is None or self._resampler.in_rate != rate:
@@ -213,6 +218,26 @@ class Call:
         self.transcriber.push_audio(self._resampler.process(samples))
         if self._confirm is not None:
             self._check_interruption()
+
+    async def _fill_media_gaps(self) -> None:
+        """A caller whose audio stops while a turn is open (silence suppression, DTX, a client that
+        sends only while speaking) is given the silence it did not send, so the turn ends and is
+        answered as if the silence had come. A dead peer is still the transport's watchdog's to find."""
+        behind = False
+        while True:
+            await asyncio.sleep(0.1)
+            now = self._clock()
+            if self.config.turn_detection is None or not self.transcriber.speaking:
+                self._gap.idle(now)
+                behind = False
+                continue
+            owed = self._gap.owed(now)
+            # Behind on two ticks in a row: the audio is missing, not waiting in a socket behind a
+            # stalled event loop (the reader has had a turn in between).
+            if owed > 0 and behind:
+                self._gap.audio(owed, now)
+                self.transcriber.push_audio(np.zeros(int(owed * INTERNAL_RATE), np.float32))
+            behind = owed > 0
 
     def push_dtmf(self, digit: str) -> None:
         """A key press. The responder may answer it at once, interrupting the reply."""

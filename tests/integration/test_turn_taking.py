@@ -76,3 +76,17 @@ async def test_bad_turn_detection_settings_name_the_field(live_server):
     err = await s.wait_for("error")
     assert err[0]["error"]["param"] == "session.audio.input.turn_detection.eagerness"
     await s.close()
+
+
+async def test_a_client_that_stops_sending_mid_turn_is_answered(live_server):
+    """Media that stops counts as silence: speech, then no audio at all (a client that sends only
+    while someone speaks, as DTX or silence suppression would): the turn still ends and is answered."""
+    audio = pcm24("goforward.wav")
+    audio = audio[:int(np.flatnonzero(np.abs(audio) > 0.02)[-1]) + RATE // 20]  # the file's trailing silence cut
+    s = await open_session(live_server.ws_url, **SERVER_500)
+    await say(s, to_bytes(silence(0.3), audio))  # and then nothing
+    await s.wait_for("input_audio_buffer.speech_stopped", timeout=15)
+    done = await s.wait_for("response.done", timeout=30)
+    assert done[0]["response"]["status"] == "completed"
+    assert "forward" in s.of("conversation.item.input_audio_transcription.completed")[0]["transcript"].lower()
+    await s.close()
