@@ -14,7 +14,7 @@ from kombain.streaming import end_of_turn
 from kombain.streaming.end_of_turn import TurnPredictor, TurnSchedule, schedule_for
 from kombain.streaming.endpointer import TurnDetection
 from kombain.streaming.stt_events import CommittedEvent, SpeechStoppedEvent, SttEvent
-from kombain.streaming.transcriber import SttConfig, StreamingTranscriber
+from kombain.streaming.transcriber import StreamingTranscriber, SttConfig
 from tests.fakes.stt import FakeRuntime
 from tests.fakes.vad import FakeVadStream
 
