@@ -10,7 +10,7 @@ It also aborts a connection whose close cannot be delivered (a peer that stopped
 uvicorn would otherwise keep open. Its keepalive waits while the server itself holds back reading
 a socket (a caller sending audio faster than it is taken: the pong is behind it), and a peer that
 really stops answering gets the 1011 close frame and its reason, read on until it has it, rather
-than a TCP reset.
+than a TCP reset. A handshake header with bytes that are not UTF-8 gets the library's 400.
 """
 
 from __future__ import annotations
@@ -36,6 +36,18 @@ def websocket_protocol() -> type[asyncio.Protocol] | str:
 
     class LenientTextProtocol(WebSocketsSansIOProtocol):  # type: ignore[misc, valid-type]
         """Delivers undecodable text messages as surrogate-escaped text instead of failing the socket."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            # websockets refuses a malformed handshake with a text body that quotes the header; a
+            # header with bytes that are not UTF-8 arrives as lone surrogates, which its reject()
+            # cannot encode: the refusal raised instead of answering 400. Quote them escaped.
+            reject = self.conn.reject
+
+            def reject_quoting_safely(status: Any, text: str) -> Any:
+                return reject(status, text.encode("utf-8", "backslashreplace").decode("utf-8"))
+
+            self.conn.reject = reject_quoting_safely
 
         def send_receive_event_to_app(self) -> None:
             if self.curr_msg_data_type != "text":
