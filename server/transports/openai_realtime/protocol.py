@@ -332,7 +332,7 @@ def _apply_response_settings(cfg: SessionConfig, session: dict[str, Any]) -> Ses
         cfg = replace(cfg, tool_choice=choice, tool_name=name)
     modalities = session.get("output_modalities", session.get("modalities"))
     if modalities is not None:
-        if isinstance(modalities, list) and set(modalities) == {"audio", "text"}:
+        if modalities in (["audio", "text"], ["text", "audio"]):
             modalities = ["audio"]  # the beta pair means speech with its transcript
         cfg = replace(cfg, modalities=items.parse_modalities(modalities, "session.output_modalities"))
     limit = session.get("max_output_tokens", session.get("max_response_output_tokens"))
