@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import os
 import sys
@@ -15,33 +16,25 @@ from kombain.loadtest.server_proc import ResourceSampler, local_server
 from kombain.loadtest.stats import fmt_row
 
 PBX = ("sip", "audiosocket")
+# Benchmarks with their own options: subcommand -> module with add_parser(sub) and run(args).
+_COMMANDS = {
+    "turns": "turns",  # turn-taking on recorded speech
+    "scaleout": "scaleout",  # a small cluster in network namespaces
+    "words": "word_align",  # REST word times against an energy reference
+    "wyoming": "wyoming_bench",  # against wyoming-faster-whisper and wyoming-piper
+    "engines": "engines",  # speech engines side by side
+    "turn_calibration": "turn_calibration",  # Smart Turn at pauses, per kind of speech
+    "soak": "soak",  # live callers beside hostile clients, memory before/peak/after
+}
 PHONE = ("twilio", "asterisk", *PBX)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m loadtest", description=__doc__)
     sub = ap.add_subparsers(dest="test", required=True)
-    from kombain.loadtest import turns  # `turns`: turn-taking benchmark (its own options and run)
-
-    turns.add_parser(sub)
-    from kombain.loadtest import scaleout  # `scaleout`: a small cluster in network namespaces
-
-    scaleout.add_parser(sub)
-    from kombain.loadtest import word_align  # `words`: REST word times against an energy reference
-
-    word_align.add_parser(sub)
-    from kombain.loadtest import wyoming_bench  # `wyoming`: against wyoming-faster-whisper and wyoming-piper
-
-    wyoming_bench.add_parser(sub)
-    from kombain.loadtest import engines  # `engines`: speech engines side by side
-
-    engines.add_parser(sub)
-    from kombain.loadtest import turn_calibration  # `turn_calibration`: Smart Turn at pauses, per kind of speech
-
-    turn_calibration.add_parser(sub)
-    from kombain.loadtest import soak  # `soak`: live callers beside hostile clients, memory before/peak/after
-
-    soak.add_parser(sub)
+    commands = {name: importlib.import_module(f"kombain.loadtest.{module}") for name, module in _COMMANDS.items()}
+    for command in commands.values():
+        command.add_parser(sub)
     stt = sub.add_parser("stt", help="concurrent streaming speech-to-text callers")
     stt.add_argument("--sessions", type=int, nargs="+", default=[1], help="one or more N to run in turn")
     stt.add_argument("--audio", type=Path, default=Path("tests/data/speech"))
@@ -82,20 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--lane", choices=("idle", "saturated", "both"), default="idle",
                        help="image lane during the run (a server started here): idle, kept busy, or both in turn")
     args = ap.parse_args(argv)
-    if args.test == "turns":
-        return turns.run(args)
-    if args.test == "scaleout":
-        return scaleout.run(args)
-    if args.test == "words":
-        return word_align.run(args)
-    if args.test == "wyoming":
-        return wyoming_bench.run(args)
-    if args.test == "engines":
-        return engines.run(args)
-    if args.test == "turn_calibration":
-        return turn_calibration.run(args)
-    if args.test == "soak":
-        return soak.run(args)
+    if args.test in commands:
+        return int(commands[args.test].run(args))
     if args.test == "conversation" and args.interrupt_every is None:
         args.interrupt_every = 2 if args.transport in PHONE else 3
     if args.test == "conversation" and (args.loss or args.jitter_ms) and args.transport != "sip":

@@ -47,7 +47,7 @@ def websocket_protocol() -> type[asyncio.Protocol] | str:
             def reject_quoting_safely(status: Any, text: str) -> Any:
                 return reject(status, text.encode("utf-8", "backslashreplace").decode("utf-8"))
 
-            self.conn.reject = reject_quoting_safely
+            self.conn.reject = reject_quoting_safely  # type: ignore[method-assign]
 
         def send_receive_event_to_app(self) -> None:
             if self.curr_msg_data_type != "text":
