@@ -100,8 +100,9 @@ def batch_limits(device: str, batch: int) -> tuple[int, int, int]:
 
 
 def decode_workers(device: str, workers: int, threads: int, cores: int) -> tuple[int, int]:
-    """(workers, threads per worker); 0 means choose. On a CPU, one single-threaded decode per core
-    (at most 4): on 2 cores two 1-thread workers finished a burst of 8 turns' finals in 0.98 s p95
+    """(workers, threads per worker); 0 means choose. On a CPU, one worker per core (at most 4), and
+    the cores shared out among the workers (cores // workers threads each, at least 1: one thread
+    each up to 4 cores, two each on 8): on 2 cores two 1-thread workers finished a burst of 8 turns' finals in 0.98 s p95
     where one 2-thread worker took 1.24-1.45 s, and three were no better (docs/performance.md).
     On CUDA one worker: decodes share the one device."""
     if workers <= 0:
