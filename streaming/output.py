@@ -305,9 +305,12 @@ class PulledOutput(OutputBase):
     """A consumer that takes a frame each frame length on its own clock (a WebRTC track)."""
 
     def next_frame(self) -> bytes | None:
-        """The next frame to play, or None (silence) when there is none or the reply is held."""
+        """The next frame to play, or None (silence) when there is none or the reply is held. A
+        partial frame left when the queue runs dry (a reply's end) plays at once, padded."""
         if self.held:
             return None
+        if not self._items and self._partial:
+            self._close_partial()
         while self._items:
             frame, report = self._pop()
             if report is not None:

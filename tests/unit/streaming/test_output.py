@@ -219,3 +219,11 @@ async def test_wait_for_playout_sends_the_last_partial_frame() -> None:
     await asyncio.sleep(0)
     assert out.next_frame() is not None and out.next_frame() is not None  # 20 ms, then 10 ms padded
     await asyncio.wait_for(waiter, 1)
+
+
+async def test_pulled_plays_a_replys_last_partial_frame_when_the_queue_runs_dry() -> None:
+    out = PulledOutput(8000)
+    out.write(chunk("resp_a", 30, ms=30), 8000)
+    assert out.next_frame() is not None  # 20 ms
+    tail = out.next_frame()  # the last 10 ms, padded: not held back for the next reply
+    assert tail is not None and tail[160:] == bytes(160) and out.next_frame() is None
