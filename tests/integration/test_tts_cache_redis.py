@@ -4,9 +4,6 @@ Redis that goes away is counted and the node renders on its own."""
 from __future__ import annotations
 
 import asyncio
-import shutil
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
@@ -17,16 +14,6 @@ from kombain.streaming.tts_cache import SpeechCache
 from tests.lane.conftest import RedisServer
 
 PROMPT = "Thank you for calling. Press one for sales."
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    if shutil.which("redis-server") is None:
-        pytest.fail("redis-server is not installed (apt-get install redis-server)")
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
 
 
 def _node(url: str, outcomes: list[str], errors: list[int]) -> VoicePool:
