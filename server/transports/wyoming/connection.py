@@ -193,8 +193,8 @@ class WyomingConnection:
         player, self.player = self.player, None
         if player is not None and not player.done():
             player.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await player
+            # Its end (cancelled, or failed) is collected; a cancellation of this task still propagates.
+            await asyncio.gather(player, return_exceptions=True)
         if stack is not None:
             await stack.aclose()
 
