@@ -86,8 +86,13 @@ class StreamingTranscriber:
         on_semantic_fallback: Callable[[], None] | None = None,
         on_partial_late: Callable[[], None] | None = None,
         embed_voice: Callable[[np.ndarray], Awaitable[np.ndarray]] | None = None,
+        on_tentative: Callable[[str, str | None], None] | None = None,
     ) -> None:
         self.runtime = runtime
+        # The turn so far, decoded at a pause while the turn is still open: (item id, its words),
+        # or (item id, None) once the caller goes on or the buffer is cleared. A call prepares a
+        # reply from it (a speculative reply) that it releases when the turn ends with these words.
+        self._on_tentative = on_tentative or (lambda item_id, text: None)
         self._embed_voice = embed_voice
         self._speakers = SpeakerTracker()
         self.vad = vad
@@ -217,6 +222,7 @@ class StreamingTranscriber:
         if turn.speculative is not None and self._endpointer.last_voiced_end > turn.speculative_end - _TAIL_SAMPLES:
             turn.speculative.cancel()  # speech resumed: the guess is stale
             turn.speculative = None
+            self._on_tentative(turn.item_id, None)
         if turn.length >= self.config.max_turn_s * RATE:
             self._end_turn(self._total, forced=True)
         elif self.config.partials and self._partial_due(turn):
@@ -241,6 +247,7 @@ class StreamingTranscriber:
         """Drop uncommitted audio (input_audio_buffer.clear)."""
         if self._turn is not None and self._turn.speculative is not None:
             self._turn.speculative.cancel()
+            self._on_tentative(self._turn.item_id, None)
         self._turn = None
         self._manual = None
         self._manual_voiced = False
@@ -373,8 +380,11 @@ class StreamingTranscriber:
         except Exception:  # the final decodes again on its own; a guess must not fail the session
             log.warning("speculative decode failed", exc_info=True)
             return None
-        if self._turn is turn and self.config.partials:  # still in the silence: words it agrees on
-            self._publish(turn, result.text, end)  # with the last partial show now, not with the final
+        if self._turn is turn:  # still in the silence
+            if self.config.partials:  # words it agrees on with the last partial show now, not with the final
+                self._publish(turn, result.text, end)
+            if result.text.strip():  # as the final would read if the turn ended now (shown spellings kept)
+                self._on_tentative(turn.item_id, keep_shown(list(self._stabilizer.published), result.text))
         return result
 
     # --- semantic end of turn --------------------------------------------------------------------
