@@ -30,6 +30,9 @@ class DecodeOptions:
     # files; the same alignment after a live decode), and Whisper's task (files only).
     word_timestamps: bool = False
     task: Literal["transcribe", "translate"] = "transcribe"
+    # Live decodes: words the transcript is forced to start with (a windowed partial's committed
+    # words inside its window, streaming/partial_window.py); the result's text includes them.
+    prefix: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

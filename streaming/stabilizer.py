@@ -77,6 +77,9 @@ def _same(a: str, b: str) -> bool:
     return n is not None and n == _number(b)
 
 
+same_word = _same  # public name: streaming/partial_window.py matches words the same way
+
+
 def keep_shown(shown: list[str], final: str) -> str:
     """The final transcript, spelled as the words already shown where it says the same thing.
 

@@ -384,12 +384,15 @@ class WhisperRuntime:
                       for lang in set(languages)}
         tok = tokenizers[languages[0]]
         previous = tok.encode(" " + o.prompt.strip()) if o.prompt else []
-        prompts = [m.get_prompt(tokenizers[lang], previous, without_timestamps=True) for lang in languages]
+        prompts = [m.get_prompt(tokenizers[lang], previous, without_timestamps=True, prefix=o.prefix or None)
+                   for lang in languages]
+        forced = len(tok.encode(" " + o.prefix.strip())) if o.prefix else 0  # returned with the decode
         # Speech runs at well under 10 tokens a second: the cap bounds any decoder loop.
-        caps = [min(224, int(len(audio) / 16000 * 10) + 10) for audio in batch]
+        caps = [min(224, int(len(audio) / 16000 * 10) + 10) + forced for audio in batch]
         found = m.model.generate(
             encoded, prompts, beam_size=o.beam_size, max_length=len(prompts[0]) + max(caps),
-            return_scores=True, return_no_speech_prob=True, suppress_blank=True,
+            # After a forced prefix the decode may end at once (nothing new said yet).
+            return_scores=True, return_no_speech_prob=True, suppress_blank=not o.prefix,
             suppress_tokens=get_suppressed_tokens(tok, [-1]),
         )
         token_lists = [[x for x in res.sequences_ids[0] if x < tokenizers[lang].eot][:cap]
