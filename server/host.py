@@ -161,6 +161,7 @@ class CallHost:
             semantic_fallback=m.semantic_vad_fallbacks.inc,
             partial_late=m.stt_partials_late.inc,
             audio_in=m.audio_in_seconds.labels(transport).inc,
+            speculation=lambda outcome: m.speculative_replies_total.labels(transport, outcome).inc(),
         )
         stt_config = SttConfig(partial_interval_ms=s.stt_partial_interval_ms,
                                idle_partial_interval_ms=s.stt_idle_partial_interval_ms, beam_size=s.stt_beam_size,
@@ -171,7 +172,8 @@ class CallHost:
                     frame_ms=s.response_frame_ms, call_id=call_id,
                     ingest=IngestPacer(s.max_audio_speed, s.max_audio_burst_s) if s.max_audio_speed > 0 else None,
                     turn_predictor=stt.turn_model,
-                    embed_voice=services.file_models.embed_voice if services.file_models is not None else None)
+                    embed_voice=services.file_models.embed_voice if services.file_models is not None else None,
+                    speculate=s.speculative_replies)
 
     def _refused(self, transport: str, reason: str) -> None:
         self.metrics.sessions_rejected.labels(transport, reason).inc()

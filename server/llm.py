@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import httpx
 
@@ -31,6 +32,7 @@ _REFUSED = frozenset({400, 404, 415, 422, 500, 501})
 class OpenAIResponder(Responder):
     """Streams a reply from `POST {base_url}/chat/completions` with `stream: true`."""
 
+    speculative: ClassVar[bool] = True  # a request is all it answers from: it may be asked at a pause
     base_url: str
     model: str
     api_key: str = ""

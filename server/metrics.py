@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from kombain.streaming.speculation import OUTCOMES
+
 # Sub-second stages: dense buckets under 200 ms, where the latency goals sit.
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0)
 
@@ -127,6 +129,11 @@ class Metrics:
         self.responses_total = Counter(
             "kombain_responses_total", "Spoken responses by outcome", ["transport", "status"], registry=r
         )
+        self.speculative_replies_total = Counter(
+            "kombain_speculative_replies_total",
+            "Replies prepared at a pause before the turn ended: used, or dropped unseen (why; the work wasted)",
+            ["transport", "outcome"], registry=r
+        )
         self.transcriptions_total = Counter(
             "kombain_transcriptions_total", "REST transcription requests", ["status"], registry=r
         )
@@ -200,6 +207,8 @@ class Metrics:
         for hist in (self.stt_final_seconds, self.partial_lag_seconds, self.turn_seconds,
                      self.barge_in_seconds):
             hist.labels(transport)
+        for outcome in OUTCOMES:
+            self.speculative_replies_total.labels(transport, outcome)
 
     def observe_lane_job(self, kind: str, status: str, steps: list[float], paused: float) -> None:
         """Record one job's report from a worker."""

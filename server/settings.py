@@ -96,6 +96,7 @@ class Settings:
     responder_timeout_s: float = 10.0
     responder_system_prompt: str = "You are a helpful voice assistant. Answer briefly, in plain spoken sentences."
     mcp_allowed_urls: str = ""  # MCP tools: comma-separated URL prefixes sessions may name ("" = MCP tools refused)
+    speculative_replies: bool = True  # prepare the reply at a pause, release it when the turn ends
     response_lead_ms: int = 500  # reply audio sent at most this far ahead of the caller's playback
     response_frame_ms: int = 100  # size of each response.output_audio.delta
 

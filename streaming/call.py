@@ -45,6 +45,7 @@ from kombain.streaming.ingest import IngestPacer
 from kombain.streaming.items import Item
 from kombain.streaming.media_gap import MediaGap
 from kombain.streaming.responders import Reply, Responder
+from kombain.streaming.speculation import RESUMED
 from kombain.streaming.stt_events import (
     CommittedEvent,
     SpeechStartedEvent,
@@ -98,7 +99,8 @@ class Call:
                  hooks: CallHooks | None = None, lead_s: float = 0.5, frame_ms: int = 100,
                  turn_predictor: TurnPredictor | None = None, ingest: IngestPacer | None = None,
                  call_id: str | None = None, clock: Callable[[], float] = time.monotonic,
-                 embed_voice: Callable[[np.ndarray], Awaitable[np.ndarray]] | None = None) -> None:
+                 embed_voice: Callable[[np.ndarray], Awaitable[np.ndarray]] | None = None,
+                 speculate: bool = True) -> None:
         self.id = call_id or "call_" + secrets.token_hex(10)
         self.config = config
         self.model_name = runtime.name
@@ -117,15 +119,16 @@ class Call:
                                                 turn_predictor=turn_predictor, on_turn_check=self._hooks.turn_check,
                                                 on_partial_late=self._hooks.partial_late,
                                                 on_semantic_fallback=self._hooks.semantic_fallback,
-                                                embed_voice=embed_voice)
+                                                embed_voice=embed_voice, on_tentative=self._on_tentative)
         self.responder = responder
         self.conversation: Conversation | None = None
         if tts is not None and responder is not None and config.conversation:
             self.conversation = Conversation(
                 tts, responder, self._on_conversation, rate=config.output_rate, lead_s=lead_s,
                 frame_ms=frame_ms, clock=clock, on_turn=self._hooks.turn, on_barge_in=self._hooks.barge_in,
-                on_hold=self._hold_output,
+                on_hold=self._hold_output, on_speculation=self._hooks.speculation,
             )
+            self.conversation.speculate = speculate
             self._sync_conversation()
         self._running = False
         self._early: list[tuple[np.ndarray, int]] = []
@@ -382,6 +385,17 @@ class Call:
                 auto = False
             conv.user_turn(ev.item_id, ev.transcript, TurnTiming(ev.speech_end_at, ev.decided_at, self._clock()),
                            audio_ms=max(0, ev.audio_end_ms - ev.audio_start_ms), respond=auto)
+
+    def _on_tentative(self, item_id: str, words: str | None) -> None:
+        """The turn's words at a pause (None: the caller went on): prepare the reply to them, to be
+        released if the turn ends with these words (streaming/speculation.py)."""
+        conv, c = self.conversation, self.config
+        if conv is None:
+            return
+        if words is None:
+            conv.drop_prepared(RESUMED)
+        elif c.conversation and c.turn_detection is not None and c.auto_respond and self._confirm is None:
+            conv.prepare(item_id, words)
 
     def _check_interruption(self) -> None:
         """Cancel the reply once the caller's speech is long enough and has enough words."""

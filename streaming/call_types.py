@@ -108,4 +108,5 @@ class CallHooks:
     semantic_fallback: Callable[[], None] = lambda: None  # semantic_vad asked for, model missing
     partial_late: Callable[[], None] = lambda: None  # a partial decode still unfinished when its turn ended
     audio_in: Callable[[float], None] = lambda s: None  # seconds of caller audio taken
+    speculation: Callable[[str], None] = lambda outcome: None  # a prepared reply used, or why dropped
 

@@ -18,7 +18,6 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 
-from kombain.streaming.aio import aclose_quietly, either, until
 from kombain.streaming.conversation_events import (
     ArgumentsDelta,
     ConversationEvent,
@@ -34,40 +33,36 @@ from kombain.streaming.conversation_events import (
     ToolRunState,
     TurnTiming,
 )
-from kombain.streaming.items import Item, ItemError, Items, Part, heard_text, new_item_id
+from kombain.streaming.items import Item, ItemError, Items, Part, new_item_id
+from kombain.streaming.reply_runner import APOLOGY, MAX_TOOL_ROUNDS, ReplyRunner
 from kombain.streaming.responders import (
     Message,
-    Notice,
     Reply,
     ReplyPiece,
     Responder,
-    ResponderError,
     ResponseRequest,
     ServerTools,
     Tool,
 )
-from kombain.streaming.response_state import (
-    Response,
-    heard_ms,
-    status_of,
-    take,
-    timings,
-    usage,
+from kombain.streaming.response_state import Response
+from kombain.streaming.speculation import (
+    CLOSED,
+    SUPERSEDED,
+    USED,
+    Prepared,
+    context_of,
+    tentative_request,
 )
-from kombain.streaming.tool_runs import run_approved, run_tool_calls
-from kombain.streaming.tts import SpeechStream, VoicePool
+from kombain.streaming.tts import VoicePool
 
-__all__ = ["APOLOGY", "ArgumentsDelta", "Conversation", "ConversationEvent", "ItemAdded", "ItemDone",
-           "ResponseAudio", "ResponseFailed", "ResponseFinished", "ResponseNotice", "ResponseOptions",
+__all__ = ["APOLOGY", "MAX_TOOL_ROUNDS", "ArgumentsDelta", "Conversation", "ConversationEvent", "ItemAdded",
+           "ItemDone", "ResponseAudio", "ResponseFailed", "ResponseFinished", "ResponseNotice", "ResponseOptions",
            "ResponseStarted", "ResponseText", "ToolRunState", "TurnTiming"]
 
 log = logging.getLogger("kombain.conversation")
 
-APOLOGY = "Sorry, I can't answer that right now."
-MAX_TOOL_ROUNDS = 4  # responses in a row that go on from a server-run tool's output
 
-
-class Conversation:
+class Conversation(ReplyRunner):
     """One caller's dialogue: its items, the active response, barge-in."""
 
     def __init__(
@@ -85,6 +80,7 @@ class Conversation:
         on_turn: Callable[[float], None] | None = None,
         on_barge_in: Callable[[float], None] | None = None,
         on_hold: Callable[[bool], None] | None = None,
+        on_speculation: Callable[[str], None] | None = None,
     ) -> None:
         self.pool, self.responder, self._emit = pool, responder, emit
         self.voice, self.rate, self.lead_s, self.frame_ms = voice, rate, lead_s, frame_ms
@@ -102,6 +98,9 @@ class Conversation:
         self._on_barge_in = on_barge_in or (lambda s: None)
         # Media transports pause what they already buffered while an interruption is confirmed.
         self._on_hold = on_hold or (lambda held: None)
+        self.speculate = True  # replies may be prepared at a pause (streaming/speculation.py)
+        self._prepared: Prepared | None = None
+        self._on_speculation = on_speculation or (lambda outcome: None)
         self.items = Items()
         self._active: Response | None = None
         self._task: asyncio.Task[None] | None = None
@@ -122,6 +121,7 @@ class Conversation:
                 if greeting:
                     self._start(_replies(greeting), None)
                 await self._stop.wait()
+                self.drop_prepared(CLOSED)
                 self.cancel("session_closed")
         finally:
             self._tg = None
@@ -184,7 +184,56 @@ class Conversation:
                 if part.type == "input_audio":
                     part.transcript, part.audio_ms = said, audio_ms
         if respond and said:
-            self._start(None, timing)
+            if not self._release_prepared(item_id, said, timing):
+                self._start(None, timing)
+        elif self._prepared is not None and self._prepared.item_id == item_id:
+            self.drop_prepared(SUPERSEDED)  # the turn needs no answer
+
+    def prepare(self, item_id: str, words: str) -> bool:
+        """The caller paused after `words` (turn `item_id`, not ended yet): make the reply now,
+        unseen, for `user_turn` to release if the turn ends with these words (speculation.py)."""
+        self.drop_prepared(SUPERSEDED)
+        said = words.strip()
+        if (not self.speculate or not said or self._tg is None or self._final or self._active is not None
+                or (self._task is not None and not self._task.done()) or not self.responder.speculative):
+            return False
+        opts = ResponseOptions()
+        request = tentative_request(self._request(opts), item_id, said)
+        resp = Response("resp_" + secrets.token_hex(10), new_item_id(), self.responder.respond(request), None,
+                        opts, self.modalities, request, asks_responder=True)
+        resp.released.clear()
+        task = self._tg.create_task(self._respond(resp, None))
+        self._prepared = Prepared(resp, task, item_id, said, context_of(self.items, item_id))
+        return True
+
+    def drop_prepared(self, outcome: str) -> None:
+        """Throw the prepared reply away unseen (its responder request is cancelled)."""
+        prepared, self._prepared = self._prepared, None
+        if prepared is not None:
+            prepared.resp.cancel_reason = prepared.resp.cancel_reason or "speculation_dropped"
+            prepared.resp.cancelled.set()
+            self._on_speculation(outcome)
+
+    def _release_prepared(self, item_id: str, said: str, timing: TurnTiming) -> bool:
+        """The turn ended: its prepared reply, if it answers these words, goes out now."""
+        prepared = self._prepared
+        if prepared is None:
+            return False
+        why = prepared.mismatch(item_id, said, self.items)
+        if why is not None or self._final or (self._task is not None and not self._task.done()):
+            self.drop_prepared(why or SUPERSEDED)
+            return False
+        self._prepared = None
+        resp = prepared.resp
+        resp.timing = timing
+        resp.request = self._request(resp.options)  # the context as it reads now (for usage)
+        if resp.first_text_at is not None:  # the responder's time was spent during the silence
+            resp.first_text_at = max(resp.first_text_at, self._clock())
+        self._task = prepared.task
+        self._show(resp)
+        resp.released.set()
+        self._on_speculation(USED)
+        return True
 
     def create_response(self, instructions: str | None = None, say: str | None = None,
                         hangup: bool = False, options: ResponseOptions | None = None) -> str:
@@ -293,202 +342,11 @@ class Conversation:
             resp.side = True  # text out of band (a summary, a classification): the reply goes on
             self._tg.create_task(self._respond(resp, None))
             return resp.id
+        self.drop_prepared(SUPERSEDED)
         self.cancel("superseded")
         previous = self._task
         self._task = self._tg.create_task(self._respond(resp, previous))
         return resp.id
-
-    async def _respond(self, resp: Response, previous: asyncio.Task[None] | None) -> None:
-        if previous is not None:
-            await asyncio.wait({previous})  # one response at a time, in order
-        if resp.cancel_reason is not None:
-            return
-        if not resp.side:
-            self._active = resp
-            self._set_hold(False)
-        self._emit(ResponseStarted(resp.id, resp.item_id, resp.options, resp.modalities))
-        ran = False
-        try:
-            if resp.asks_responder and await run_approved(self, resp):  # the model answers from their output
-                await aclose_quietly(resp.source)
-                resp.request = self._request(resp.options)
-                resp.source = self.responder.respond(resp.request)
-            if resp.audio:
-                await self._speak(resp)
-            else:
-                await self._write(resp)
-            if resp.cancel_reason is None:
-                ran = await run_tool_calls(self, resp)
-        except Exception as exc:  # synthesis failure: report, keep the session
-            log.warning("response %s failed: %r", resp.id, exc)
-            resp.error = resp.error or f"{type(exc).__name__}: {exc}"
-        finally:
-            self._finish(resp)
-        if ran and resp.cancel_reason is None and resp.options.in_conversation and resp.depth < MAX_TOOL_ROUNDS:
-            # A tool the server ran answered: the model goes on from its output in a new response.
-            self._start(None, None, options=replace(resp.options, say=None, hangup=False), depth=resp.depth + 1)
-
-    async def _speak(self, resp: Response) -> None:
-        stream = self.pool.stream(self.voice, self.rate)
-        feeder = asyncio.ensure_future(self._feed(resp, stream))
-        try:
-            async for chunk in until(stream, resp.cancelled):
-                await self._play(resp, chunk.text, chunk.pcm)
-                if resp.cancel_reason is not None:
-                    break
-            if resp.cancel_reason is None:
-                await feeder  # surfaces responder errors (already spoken as an apology)
-        finally:
-            stream.cancel()
-            feeder.cancel()
-
-    async def _write(self, resp: Response) -> None:
-        """A text-only response: the responder's text goes out as it comes, no synthesis."""
-        try:
-            async for piece in until(resp.source, resp.cancelled):
-                text = self._take(resp, piece)
-                if text:
-                    if resp.first_text_at is None:
-                        resp.first_text_at = self._clock()
-                    message = self._open_message(resp, "output_text")
-                    message.content[0].text = (message.content[0].text or "") + text
-                    self._emit(ResponseText(resp.id, message.id, text, audio=False,
-                                            output_index=resp.output.index(message)))
-                if resp.incomplete:
-                    break
-        except ResponderError as exc:
-            resp.error = str(exc)
-        finally:
-            await aclose_quietly(resp.source)
-
-    def _take(self, resp: Response, piece: ReplyPiece) -> str:
-        """One piece from the responder: its text (cut at max_output_tokens), or "" once noted."""
-        if isinstance(piece, Notice):
-            if piece.code not in self._noticed:
-                self._noticed.add(piece.code)
-                self._emit(ResponseNotice(resp.id, piece.code, piece.message))
-            return ""
-        return take(resp, piece)
-
-    def _open_message(self, resp: Response, kind: str) -> Item:
-        """The response's assistant message, made when its first words go out."""
-        if resp.message is None:
-            part = Part(kind, text="" if kind == "output_text" else None, transcript="" if kind == "output_audio" else None)
-            resp.message = Item(resp.item_id, "message", "assistant", [part], status="in_progress")
-            self._output_item(resp, resp.message)
-        return resp.message
-
-    def _output_item(self, resp: Response, item: Item) -> None:
-        previous = None
-        if resp.options.in_conversation:
-            previous = self.items.add(item)
-        resp.output.append(item)
-        self._emit(ItemAdded(item.copy(), previous, resp.id, len(resp.output) - 1, resp.options.in_conversation))
-
-    def _previous(self, resp: Response, item: Item) -> str | None:
-        return self.items.previous_id(item.id) if resp.options.in_conversation else None
-
-    async def _feed(self, resp: Response, stream: SpeechStream) -> None:
-        try:
-            async for piece in resp.source:
-                text = self._take(resp, piece)
-                if resp.first_text_at is None and text.strip():
-                    resp.first_text_at = self._clock()
-                if text:
-                    stream.push_text(text)
-                if resp.hangup or resp.incomplete:
-                    break
-        except ResponderError as exc:
-            resp.error = str(exc)
-            log.info("response %s: responder failed: %s", resp.id, exc)
-            self._emit(ResponseFailed(resp.id, "responder_failed", str(exc)))
-            stream.push_text(("" if resp.first_text_at is None else " ") + APOLOGY)
-        finally:
-            if not stream.closed:
-                stream.end_input()
-            await aclose_quietly(resp.source)
-
-    async def _play(self, resp: Response, text: str, pcm: bytes) -> None:
-        frame = self.rate * self.frame_ms // 1000 * 2
-        start_ms = resp.sent_ms
-        first = True
-        for i in range(0, len(pcm), frame):
-            # Wait while too far ahead of the caller, or while an interruption is being confirmed.
-            while True:
-                if resp.cancel_reason is not None:
-                    if not first:  # cut mid-clause: keep its whole length, so heard words scale
-                        full_ms = round(len(pcm) / 2 / self.rate * 1000)
-                        self._clause(resp, (text, start_ms, start_ms + full_ms))
-                    return
-                if not self._hold.is_set():
-                    await either(self._hold.wait(), resp.cancelled.wait())
-                    continue
-                ahead = resp.play_end - self._clock()
-                if ahead <= self.lead_s:
-                    break
-                await either(asyncio.sleep(ahead - self.lead_s), resp.cancelled.wait())
-            piece = pcm[i : i + frame]
-            now = self._clock()
-            if first:
-                message = self._open_message(resp, "output_audio")
-                self._emit(ResponseText(resp.id, message.id, text if not resp.chunks else " " + text))
-                first = False
-            if resp.first_audio_at is None:
-                resp.first_audio_at = now
-                if resp.timing is not None:
-                    self._on_turn(now - resp.timing.speech_end_at)
-            dur = len(piece) / 2 / self.rate
-            resp.play_end = max(resp.play_end, now) + dur
-            resp.sent_ms += round(dur * 1000)
-            if resp.message is not None:
-                resp.message.content[0].audio_ms = resp.sent_ms
-            self._emit(ResponseAudio(resp.id, resp.item_id, piece, resp.sent_ms))
-        self._clause(resp, (text, start_ms, resp.sent_ms))
-
-    def _clause(self, resp: Response, clause: tuple[str, int, int]) -> None:
-        resp.chunks.append(clause)
-        if resp.message is not None:
-            part = resp.message.content[0]
-            part.clauses.append(clause)
-            part.transcript = " ".join(c[0].strip() for c in part.clauses if c[0].strip())
-
-    def _finish(self, resp: Response) -> None:
-        now = self._clock()
-        cancelled = resp.cancel_reason is not None
-        heard = resp.sent_ms
-        if resp.audio and not resp.side:
-            self.played_until = now if cancelled else max(now, resp.play_end)
-            heard = heard_ms(resp, now) if cancelled or resp.client_heard_ms is not None else resp.sent_ms
-        transcript = heard_text(resp.chunks, heard) if resp.audio else ""
-        message = resp.message
-        if message is not None:
-            part = message.content[0]
-            if resp.audio:
-                part.transcript, part.audio_ms = transcript, resp.sent_ms
-            else:
-                transcript = part.text or ""
-            message.status = "incomplete" if cancelled or resp.incomplete else "completed"
-            self._emit(ItemDone(message.copy(), self._previous(resp, message), resp.id,
-                                resp.output.index(message), resp.options.in_conversation))
-        status, reason = status_of(resp)
-        self._emit(ResponseFinished(
-            resp.id, resp.item_id, status, reason, transcript, resp.sent_ms, heard, timings(resp),
-            resp.hangup and not cancelled, tuple(i.copy() for i in resp.output), usage(resp), resp.error,
-            resp.options, resp.modalities, truncated=cancelled and message is not None and resp.audio,
-        ))
-        if self._active is resp:
-            self._active = None
-        if not resp.side:
-            self._set_hold(False)
-
-    def _set_hold(self, held: bool) -> None:
-        if held == (not self._hold.is_set()):
-            return
-        if held:
-            self._hold.clear()
-        else:
-            self._hold.set()
-        self._on_hold(held)
 
 
 async def _once(reply: Reply) -> AsyncIterator[Reply]:

@@ -31,6 +31,12 @@ def text_tokens(text: str) -> int:
     return math.ceil(len(text) / CHARS_PER_TOKEN)
 
 
+def _released() -> asyncio.Event:
+    event = asyncio.Event()
+    event.set()
+    return event
+
+
 @dataclass
 class Response:
     id: str
@@ -61,6 +67,11 @@ class Response:
     usage: Usage | None = None
     incomplete: str | None = None  # max_output_tokens
     text_chars: int = 0  # of reply text taken from the responder
+    # Set: the response may show itself. A speculative reply (prepared at a pause, before its turn
+    # ended) runs with it clear: its events wait in `held`, its first audio frame and its items wait
+    # for it, and it is dropped unseen if the caller goes on (streaming/speculation.py).
+    released: asyncio.Event = field(default_factory=_released)
+    held: list[Any] = field(default_factory=list)
 
     @property
     def audio(self) -> bool:

@@ -137,6 +137,11 @@ class ServerTools(Protocol):
 class Responder:
     """The base every responder builds on; only `respond` has no default."""
 
+    # True: `respond` depends on nothing but its request and changes nothing, so the call may ask
+    # it at a pause before the turn has ended, and drop the answer if the caller goes on
+    # (streaming/speculation.py). A responder with state (an IVR script) leaves it False.
+    speculative: bool = False
+
     def start(self) -> Sequence[Reply]:
         """What to say when the call starts (may be empty)."""
         return ()

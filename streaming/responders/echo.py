@@ -11,6 +11,8 @@ from kombain.streaming.responders.ivr import KEY_WORDS, key_of
 class EchoResponder(Responder):
     """Repeats the last user message, typed or spoken; after a tool ran, says what it returned."""
 
+    speculative = True
+
     async def respond(self, request: ResponseRequest) -> AsyncIterator[Reply]:
         last = request.last
         if last is not None and last.type == "function_call_output":

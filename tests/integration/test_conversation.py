@@ -221,3 +221,33 @@ async def test_client_vanishing_mid_reply_leaks_nothing(live_server):
             await asyncio.sleep(0.2)
     s = await open_session(live_server.ws_url)  # still serving
     await s.close()
+
+
+def _speculative(live_server, outcome: str) -> float:
+    line = f'kombain_speculative_replies_total{{outcome="{outcome}",transport="websocket"}}'
+    text = httpx.get(live_server.url + "/metrics").text
+    return sum(float(ln.split()[-1]) for ln in text.splitlines() if ln.startswith(line))
+
+
+async def test_a_reply_prepared_at_the_pause_is_used_or_dropped_unseen(live_server):
+    """At 1x, the reply is made during the end-of-turn silence and released with the turn; a caller
+    who goes on after a long pause drops it, and only the reply to the whole turn is ever seen."""
+    used, resumed = _speculative(live_server, "used"), _speculative(live_server, "speech_resumed")
+    s = await open_session(live_server.ws_url)
+    await s.append(clip_pcm16(SPEECH_DIR / "goforward.wav", 24000), 2400, speed=1.0, rate=24000)
+    done = await s.wait_for("response.done", timeout=30)
+    assert done[0]["response"]["status"] == "completed"
+    assert _speculative(live_server, "used") == used + 1
+    await s.close()
+
+    s = await open_session(live_server.ws_url, type="realtime", audio={"input": {"turn_detection": {
+        "type": "server_vad", "silence_duration_ms": 2500}}})
+    first = clip_pcm16(SPEECH_DIR / "cards_001.wav", 24000, silence_s=1.5)  # a pause, shorter than 2.5 s
+    await s.append(first + clip_pcm16(SPEECH_DIR / "goforward.wav", 24000, silence_s=3.0), 2400, speed=1.0,
+                   rate=24000)
+    done = await s.wait_for("response.done", timeout=30)
+    assert _speculative(live_server, "speech_resumed") >= resumed + 1
+    assert len(s.of("response.created")) == 1 and len(s.of("conversation.item.input_audio_transcription.completed")) == 1
+    said = done[0]["response"]["output"][0]["content"][0]["transcript"].lower()
+    assert "forward" in said, said  # the reply answers the whole turn, not the words before the pause
+    await s.close()
