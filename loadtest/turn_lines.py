@@ -424,11 +424,18 @@ async def run_line_callers(url: str, transport: str, n: int, name: str, td: dict
         await asyncio.sleep(0.37 * i)
         return await run_line(url, transport, name, td, ds, sets, repeats, sip)
 
+    from kombain.loadtest.server_proc import ResourceSampler
+
     t0 = time.monotonic()
     load_before = os.getloadavg()[0]
-    parts = await asyncio.gather(*[one(i) for i in range(n)])
+    client = ResourceSampler(os.getpid())  # the callers' own process (aiortc's Opus is not free)
+    sampling = asyncio.create_task(client.run())
+    try:
+        parts = await asyncio.gather(*[one(i) for i in range(n)])
+    finally:
+        sampling.cancel()
     if n == 1:
-        return parts[0] | {"callers": 1}
+        return parts[0] | {"callers": 1, "client": client.summary()}
     out: dict[str, Any] = {"mode": f"{name} x{n}", "transport": transport, "callers": n,
                            "interrupt": parts[0]["interrupt"],
                            "session_turn_detection": parts[0]["session_turn_detection"],
@@ -436,6 +443,7 @@ async def run_line_callers(url: str, transport: str, n: int, name: str, td: dict
                            "paused": [r | {"caller": i} for i, p in enumerate(parts) for r in p["paused"]],
                            "reply": [], "errors": [e for p in parts for e in p["errors"]],
                            "seconds": round(time.monotonic() - t0, 1),
-                           "loadavg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
+                           "loadavg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+                           "client": client.summary()}
     out["summary"] = summarize(out)
     return out

@@ -14,7 +14,7 @@ from kombain.loadtest.turn_data import PAUSES_MS, RATE, DataSet, boundary
 
 def plot(runs: list[dict[str, Any]], path: Path) -> Path | None:
     """Latency as heard (p50 and p95) against the cut-in rate into mid-sentence pauses, one point per
-    mode and caller count: the trade-off each setting makes."""
+    transport (marker), mode (colour) and caller count (size): the trade-off each setting makes."""
     try:
         import matplotlib
 
@@ -22,23 +22,33 @@ def plot(runs: list[dict[str, Any]], path: Path) -> Path | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    fig, ax = plt.subplots(figsize=(7, 5))
+    fig, ax = plt.subplots(figsize=(8, 6))
+    markers = {"websocket": "o", "webrtc": "s", "twilio": "^", "sip": "D"}
+    modes = list(dict.fromkeys(run["mode"].split(" x")[0] for run in runs))
+    colours = plt.get_cmap("tab10")
     for run in runs:
         m = run["summary"]
         if not m["latency"]["count"] or not m["cut_in"]["n"]:
             continue
-        x = 100 * m["cut_in"]["rate"]
-        name = run["mode"] if run.get("transport", "websocket") == "websocket" else f"{run['transport']} {run['mode']}"
-        (pt,) = ax.plot([x, x], [m["latency"]["p50_ms"], m["latency"]["p95_ms"]], marker="o",
-                        label=f"{name} (n={m['latency']['count']})")
-        ax.annotate(name, (x, m["latency"]["p95_ms"]), fontsize=8, xytext=(4, 2), textcoords="offset points")
-    ax.axhline(400, color="grey", linestyle=":", label="p95 goal, 1 caller (400 ms)")
-    ax.axhline(250, color="grey", linestyle="--", label="p50 goal, 1 caller (250 ms)")
+        transport = run.get("transport", "websocket")
+        mode = run["mode"].split(" x")[0]
+        callers = run.get("callers", 1)
+        # Points of one cut-in rate side by side: nudge by transport and caller count.
+        x = 100 * m["cut_in"]["rate"] + 0.6 * list(markers).index(transport) + 0.15 * (callers - 1)
+        name = f"{transport} {mode} x{callers}"
+        ax.plot([x, x], [m["latency"]["p50_ms"], m["latency"]["p95_ms"]], marker=markers.get(transport, "o"),
+                color=colours(modes.index(mode) % 10), alpha=1.0 if callers == 1 else 0.85,
+                markersize=4 + callers / 2, label=f"{name} (n={m['latency']['count']})")
+        ax.annotate(f"x{callers}", (x, m["latency"]["p95_ms"]), fontsize=7, xytext=(3, 2), textcoords="offset points")
+    ax.axhline(500, color="grey", linestyle="-.", linewidth=0.8,
+               label="p95 goal: phone 1 caller, WebSocket 4 callers (500 ms)")
+    ax.axhline(400, color="grey", linestyle=":", label="p95 goal, WebSocket 1 caller (400 ms)")
+    ax.axhline(250, color="grey", linestyle="--", label="p50 goal, WebSocket 1 caller (250 ms)")
     ax.set_xlabel("cut-in rate into 400-1200 ms mid-sentence pauses (%)")
     ax.set_ylabel("latency as heard (ms): p50 (lower dot) to p95")
     transports = sorted({run.get("transport", "websocket") for run in runs})
     ax.set_title(f"Turn-taking ({', '.join(transports)}): latency as heard against cut-ins", fontsize=10)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=6, ncol=2 if len(ax.lines) > 14 else 1)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -233,7 +233,8 @@ def run(args: argparse.Namespace) -> int:
     async def line_run(url: str, transport: str, n: int, name: str, td: dict[str, Any],
                        sip: tuple[str, int]) -> dict[str, Any]:
         run = await run_line_callers(url, transport, n, name, td, ds, line_sets, args.repeats, sip)
-        log(f"  {transport} {run['mode']}: {run['seconds']:.0f} s, load {run['loadavg_1m']}")
+        log(f"  {transport} {run['mode']}: {run['seconds']:.0f} s, load {run['loadavg_1m']}, "
+            f"callers' process CPU {run['client']['cpu_mean_pct']} % (max {run['client']['cpu_max_pct']})")
         return run
 
     async def phone_work(url: str, name: str, td: dict[str, Any], sip: tuple[str, int]) -> list[dict[str, Any]]:
