@@ -385,6 +385,7 @@ class StreamingTranscriber:
                 self._publish(turn, result.text, end)
             if result.text.strip():  # as the final would read if the turn ended now (shown spellings kept)
                 self._on_tentative(turn.item_id, keep_shown(list(self._stabilizer.published), result.text))
+            self._audio_arrived.set()  # the end-of-turn check takes the words now, not at the next chunk
         return result
 
     # --- semantic end of turn --------------------------------------------------------------------
