@@ -37,6 +37,12 @@ SETS = ("complete", "paused", "interrupt")
 DEFAULT_GRID = ("300:0", "500:0", "0:1", "300:1")
 
 
+def speech_kind(clip: str) -> str:
+    """`sentence` for a read sentence (the CMU ARCTIC clips), `command` for the others (playing cards,
+    "go forward ten meters": short commands from the PocketSphinx test data)."""
+    return "sentence" if clip.startswith("arctic") else "command"
+
+
 def _max_wait_s(td: dict[str, Any]) -> float:
     """The longest silence a turn may wait under `td` before it ends."""
     if td["type"] == "semantic_vad":

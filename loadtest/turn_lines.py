@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from kombain.loadtest.turn_data import RATE, DataSet, Playback, Stimulus, _max_wait_s
+from kombain.loadtest.turn_data import RATE, DataSet, Playback, Stimulus, _max_wait_s, speech_kind
 from kombain.loadtest.turn_report import summarize
 
 LINES = ("webrtc", "twilio", "sip")
@@ -353,7 +353,8 @@ async def line_trial(line: Line, stim: Stimulus, td: dict[str, Any]) -> dict[str
     edges = stim.edges_s()
     pb = line.play(stim)
     n = len(pb.chunks)
-    rec: dict[str, Any] = {"stimulus": stim.name, "pause_ms": stim.pause_ms, "quiet_before": ok}
+    rec: dict[str, Any] = {"stimulus": stim.name, "pause_ms": stim.pause_ms, "speech": speech_kind(stim.clip),
+                           "quiet_before": ok}
     onset = await pb.sent_at(_frame_of(edges["start"], line.frame_s, n))
     pause = None
     if stim.kind == "paused":

@@ -81,6 +81,8 @@ def summarize(run: dict[str, Any]) -> dict[str, Any]:
     heard_gap = [r["heard_gap_s"] for r in short if r.get("outcome") == "resumed" and "heard_gap_s" in r]
     return {
         "latency": summary(lat),
+        "latency_by_speech": {k: summary([r["latency_s"] for r in comp if r["latency_s"] is not None
+                                          and r.get("speech") == k]) for k in ("sentence", "command")},
         "latency_timeouts": sum(r["latency_s"] is None for r in comp),
         "complete_split": _rate(sum(r["cut_in"] for r in comp), len(comp)),
         "server_silence_wait": summary(sw),
@@ -215,11 +217,13 @@ def sweep_table(sweep: dict[str, Any]) -> str:
 
 
 def heard_table(runs: list[dict[str, Any]]) -> str:
-    """One row per (transport, mode, callers): latency as heard, the server's silence wait (where the
-    transport reports it) and cut-ins into the mid-sentence pauses."""
+    """One row per (transport, mode, callers): latency as heard (all complete utterances, then read
+    sentences and short commands apart), the server's silence wait (where the transport reports it)
+    and cut-ins into the mid-sentence pauses."""
     lines = ["| transport | mode | callers | load (1 min) | latency as heard p50 / p95 / p99 ms (n) "
-             "| server silence wait p50 / p95 ms | cut-in into 400-1200 ms pauses (400 / 800 / 1200) |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+             "| sentences / commands p50 / p95 ms | server silence wait p50 / p95 ms "
+             "| cut-in into 400-1200 ms pauses (400 / 800 / 1200) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for run in runs:
         if not run["complete"] and not run["paused"]:
             continue
@@ -231,6 +235,8 @@ def heard_table(runs: list[dict[str, Any]]) -> str:
         by = ", ".join(_pct(m["cut_in_by_pause_ms"][str(p)]).split(" ")[0] for p in PAUSES_MS)
         cut = f"{_pct(m['cut_in']).split(' ')[0]} ({by})" if m["cut_in"]["n"] else "-"
         load = " -> ".join(f"{x:.1f}" for x in run.get("loadavg_1m", []))
+        by_speech = m.get("latency_by_speech", {})
+        kinds = " ; ".join(_ms(by_speech.get(k, {})) for k in ("sentence", "command"))
         lines.append(f"| {run.get('transport', 'websocket')} | {run['mode'].split(' x')[0]} | {run.get('callers', 1)} "
-                     f"| {load} | {lat_s} | {_ms(m['server_silence_wait'])} | {cut} |")
+                     f"| {load} | {lat_s} | {kinds} | {_ms(m['server_silence_wait'])} | {cut} |")
     return "\n".join(lines)

@@ -25,6 +25,7 @@ from kombain.loadtest.turn_data import (
     Playback,
     Stimulus,
     _max_wait_s,
+    speech_kind,
 )
 from kombain.loadtest.turn_report import summarize
 
@@ -202,7 +203,8 @@ async def utterance_trial(s: Session, stim: Stimulus, td: dict[str, Any]) -> dic
     start = len(s.log)
     silence = [bytes(CHUNK * 2)] * 20  # 2 s
     pb = s.play(stim.chunks + silence)
-    rec: dict[str, Any] = {"stimulus": stim.name, "pause_ms": stim.pause_ms, "quiet_before": ok}
+    rec: dict[str, Any] = {"stimulus": stim.name, "pause_ms": stim.pause_ms, "speech": speech_kind(stim.clip),
+                           "quiet_before": ok}
     if stim.kind == "paused":
         pause_from = await pb.sent_at(stim.part1_chunk)
         resume = await pb.sent_at(stim.pause_chunk)

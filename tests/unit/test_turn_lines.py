@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kombain.loadtest.turn_data import FRAME, RATE, Stimulus
+from kombain.loadtest.turn_data import FRAME, RATE, Stimulus, speech_kind
 from kombain.loadtest.turn_lines import _frame_of, bursts, heard_outcome, server_env
 
 
@@ -79,3 +79,8 @@ def test_server_env_per_mode():
 def test_bursts_split_reply_audio_at_gaps():
     voiced = [1.0, 9.0, 9.1, 9.2, 10.6, 10.7, 20.0]
     assert bursts(voiced, 8.0, 12.0, 10.0) == [[-1.0, -0.8], [0.6, 0.7]]
+
+
+def test_speech_kind_of_a_clip():
+    assert speech_kind("cards_005") == "command"
+    assert speech_kind("arctic_a0007") == "sentence"
