@@ -69,3 +69,12 @@ def shifted(seg: Segment, by: float) -> Segment:
         return seg
     words = tuple(dataclasses.replace(w, start=w.start + by, end=w.end + by) for w in seg.words)
     return dataclasses.replace(seg, start=seg.start + by, end=seg.end + by, words=words)
+
+
+def batchable(a: DecodeOptions, b: DecodeOptions) -> bool:
+    """Live decodes that can share a batch: the same options but for the text of their prompt and
+    prefix (each item has its own; whether it has one must be the same)."""
+    def key(o: DecodeOptions) -> DecodeOptions:
+        return dataclasses.replace(o, prompt="-" if o.prompt else None, prefix="-" if o.prefix else None)
+
+    return key(a) == key(b)

@@ -74,9 +74,11 @@ class MoonshineRuntime(WhisperRuntime):
         text = " ".join(s.text for s in kept).strip()
         return DecodeResult(text, tuple(kept), "en", len(req.audio) / RATE, time.perf_counter() - t0)
 
-    def _decode_batch(self, batch: list[np.ndarray], o: DecodeOptions, rescue: bool = False) -> list[DecodeResult]:
+    def _decode_batch(self, batch: list[np.ndarray], o: DecodeOptions, rescue: bool = False,
+                      each: list[DecodeOptions] | None = None) -> list[DecodeResult]:
         """Greedy decodes of `batch` (padded with silence to its longest clip), each judged as the
-        Whisper runtime judges its decodes (`_judge`: no text, a loop re-decoded in halves)."""
+        Whisper runtime judges its decodes (`_judge`: no text, a loop re-decoded in halves).
+        Moonshine takes no prompt or prefix: `each` item's are not used."""
         from faster_whisper.transcribe import get_compression_ratio
 
         t0 = time.perf_counter()

@@ -52,10 +52,13 @@ class PartialWindow:
 
     `min_tail_s`: a cut is only made where at least this much decoded audio follows it, so a
     window always holds new speech. `context_s`: audio of committed words the window starts with.
+    `edge_s`: a word ending this close to the window's end may be clipped and is held back.
     `prompt_words`: at most this many committed words before the window go into the prompt."""
 
-    def __init__(self, *, min_tail_s: float = 1.0, context_s: float = 1.5, prompt_words: int = 40) -> None:
+    def __init__(self, *, min_tail_s: float = 1.0, context_s: float = 3.0, edge_s: float = 0.2,
+                 prompt_words: int = 40) -> None:
         self.min_tail = int(min_tail_s * RATE)
+        self.edge = int(edge_s * RATE)
         self.context = int(context_s * RATE)
         self.prompt_words = prompt_words
         self.reset()
@@ -91,9 +94,11 @@ class PartialWindow:
                                       prefix=" ".join(self.committed[before:]))
         return WindowPlan(start, end, options, before, len(self.committed) - before)
 
-    def hypothesis(self, plan: WindowPlan, result: DecodeResult) -> list[str] | None:
-        """The whole turn's words as this window's decode reads them: the committed words, then
-        what the decoder added after the forced prefix. None if the plan is stale (words were
+    def hypothesis(self, plan: WindowPlan, result: DecodeResult) -> tuple[str, int] | None:
+        """The whole turn as this window's decode reads it: the committed words, then what the
+        decoder added after the forced prefix; and how many of its last words end within `edge_s`
+        of the window's end (a word the cut may have clipped: "all" for "always" being spoken),
+        which are not to be published from this decode. None if the plan is stale (words were
         committed while it decoded) or the decode does not start with its prefix. Word times
         (when the decode has them) are kept for `settle`."""
         if plan.before + plan.forced != len(self.committed):
@@ -106,10 +111,12 @@ class PartialWindow:
         aligned = [w for seg in result.segments for w in seg.words]
         unknown = [-1] * len(words)
         self._words, self._starts, self._ends = words, unknown, list(unknown)
-        if [w.word.strip() for w in aligned] == decoded:
-            self._starts = unknown[: plan.before] + [plan.start + int(w.start * RATE) for w in aligned]
-            self._ends = unknown[: plan.before] + [plan.start + int(w.end * RATE) for w in aligned]
-        return words
+        if [w.word.strip() for w in aligned] != decoded:
+            return " ".join(words), 0
+        self._starts = unknown[: plan.before] + [plan.start + int(w.start * RATE) for w in aligned]
+        self._ends = unknown[: plan.before] + [plan.start + int(w.end * RATE) for w in aligned]
+        clipped = sum(1 for e in self._ends[len(self.committed):] if e > plan.end - self.edge)
+        return " ".join(words), clipped
 
     def settle(self, published: Sequence[str], audio: np.ndarray, end: int) -> None:
         """After the Stabilizer took the last hypothesis: commit the most published words (that

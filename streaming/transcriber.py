@@ -226,7 +226,7 @@ class StreamingTranscriber:
         if turn.length >= self.config.max_turn_s * RATE:
             self._end_turn(self._total, forced=True)
         elif self.config.partials and self._partial_due(turn):
-            self._launch_partial(turn)
+            self._partial_task = self._spawn(self._partial(turn, self._total))
 
     def commit(self) -> str | None:
         """Client commit: end the current turn (or the manual buffer) now. Returns an error or None."""
@@ -454,34 +454,29 @@ class StreamingTranscriber:
         idle_ms = self.config.idle_partial_interval_ms
         return bool(idle_ms) and new_ms >= idle_ms and self.runtime.pending == 0
 
-    def _launch_partial(self, turn: Turn) -> None:
-        turn.last_partial_at = self._total
-        self._partial_task = self._spawn(self._partial(turn, self._total))
-
     async def _partial(self, turn: Turn, end: int) -> None:
+        turn.last_partial_at, window = end, turn.window  # it decodes past the settled words (partial_window.py)
+        plan, audio = window.plan(end, self._options()), turn.audio(end)
         try:
-            result = await self.runtime.transcribe(turn.audio(end), "partial", self._options(), key=id(self))
+            result = await self.runtime.transcribe(audio[plan.start:], "partial", plan.options, key=id(self))
         except RuntimeBusy:
             return
         except Exception:
             log.warning("partial decode failed", exc_info=True)
             return
-        if self._turn is not turn:
-            return  # the turn ended while decoding; its final supersedes this
-        self._publish(turn, result.text, end)
+        if (said := window.hypothesis(plan, result)) is not None and self._turn is turn:
+            self._publish(turn, said[0], end, said[1])  # (a turn that ended has its final instead)
+            window.settle(self._stabilizer.published, audio, end)
 
-    def _publish(self, turn: Turn, hypothesis: str, end: int) -> None:
-        """A decode of the turn up to `end`: words it agrees on with the one before are shown."""
-        delta = self._stabilizer.update(hypothesis)
+    def _publish(self, turn: Turn, hypothesis: str, end: int, hold: int = 0) -> None:
+        """A decode of the turn up to `end`: words it agrees on with the one before are shown (not its last `hold`)."""
+        delta = self._stabilizer.update(hypothesis, hold)
         if delta:
             arrived = self._arrival_time(end)
             self._emit(TranscriptDeltaEvent(turn.item_id, delta, end * 1000 // RATE, self._clock() - arrived))
 
     def _arrival_time(self, sample: int) -> float:
-        for end, t in self._arrivals:
-            if end >= sample:
-                return t
-        return self._clock()
+        return next((t for end, t in self._arrivals if end >= sample), self._clock())
 
     # --- helpers ---------------------------------------------------------------------------------
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from kombain.streaming.partial_window import PartialWindow
 from kombain.streaming.whisper_runtime import DecodeResult
 
 
@@ -23,6 +24,7 @@ class Turn:
     last_partial_at: int = 0
     speculative: asyncio.Task[DecodeResult | None] | None = None
     speculative_end: int = -1
+    window: PartialWindow = field(default_factory=PartialWindow)  # where its next partial decodes
 
     def audio(self, end: int | None = None) -> np.ndarray:
         data = np.concatenate(self.chunks) if self.chunks else np.zeros(0, np.float32)

@@ -33,6 +33,7 @@ from kombain.streaming.decoding import (
     RuntimeBusy,
     Segment,
     Word,
+    batchable,
     shifted,
 )
 from kombain.streaming.hallucination import (
@@ -259,7 +260,7 @@ class WhisperRuntime:
         batch = [first]
         if self._batch > 1 and first.kind != "offline" and _windowed(first):
             frames = _window_frames(len(first.audio), first.options)
-            fits = sorted(r for r in ready if r is not first and r.kind == first.kind and r.options == first.options
+            fits = sorted(r for r in ready if r is not first and r.kind == first.kind and batchable(r.options, first.options)
                           and _windowed(r) and _window_frames(len(r.audio), r.options) == frames)
             helpers = self._idle if first.kind != "partial" else min(self._idle, partials_free - 1)
             share = math.ceil((len(fits) + 1) / (helpers + 1))
@@ -280,7 +281,8 @@ class WhisperRuntime:
     def _serve(self, batch: list[_Request]) -> None:
         try:
             t0 = time.perf_counter()
-            results = (self._decode_batch([r.audio for r in batch], batch[0].options, batch[0].kind != "partial")
+            results = (self._decode_batch([r.audio for r in batch], batch[0].options, batch[0].kind != "partial",
+                                          [r.options for r in batch])
                        if len(batch) > 1 else [self._decode(batch[0])])
             took = time.perf_counter() - t0
             self._on_batch(batch[0].kind, len(batch))
@@ -352,7 +354,8 @@ class WhisperRuntime:
         ratio = get_compression_ratio(text)
         return [] if looks_like_loop(ratio) else [dataclasses.replace(seg, text=text, compression_ratio=ratio)]
 
-    def _decode_batch(self, batch: list[np.ndarray], o: DecodeOptions, rescue: bool = False) -> list[DecodeResult]:
+    def _decode_batch(self, batch: list[np.ndarray], o: DecodeOptions, rescue: bool = False,
+                      each: list[DecodeOptions] | None = None) -> list[DecodeResult]:
         """Live decodes of one window size and one set of options: one encoder pass over a window
         just longer than the audio (in groups of `encode_batch`), then one greedy/beam decoding of
         the whole batch. faster-whisper pads every input to 30 s (its `chunk_length` does not change
@@ -383,14 +386,17 @@ class WhisperRuntime:
         tokenizers = {lang: Tokenizer(m.hf_tokenizer, self.multilingual, task="transcribe", language=lang)
                       for lang in set(languages)}
         tok = tokenizers[languages[0]]
-        previous = tok.encode(" " + o.prompt.strip()) if o.prompt else []
-        prompts = [m.get_prompt(tokenizers[lang], previous, without_timestamps=True, prefix=o.prefix or None)
-                   for lang in languages]
-        forced = len(tok.encode(" " + o.prefix.strip())) if o.prefix else 0  # returned with the decode
+        # Each item's prompt and prefix (partial_window.py); a batch's prompts must be as long.
+        each = each or [o] * len(batch)
+        previous = [tok.encode(" " + e.prompt.strip())[-(m.max_length // 2 - 1):] if e.prompt else [] for e in each]
+        shortest = min(len(p) for p in previous)
+        prompts = [m.get_prompt(tokenizers[lang], p[len(p) - shortest:], without_timestamps=True, prefix=e.prefix or None)
+                   for lang, p, e in zip(languages, previous, each, strict=True)]
+        forced = [len(tok.encode(" " + e.prefix.strip())) if e.prefix else 0 for e in each]  # returned with the decode
         # Speech runs at well under 10 tokens a second: the cap bounds any decoder loop.
-        caps = [min(224, int(len(audio) / 16000 * 10) + 10) + forced for audio in batch]
+        caps = [min(224, int(len(audio) / 16000 * 10) + 10) + f for audio, f in zip(batch, forced, strict=True)]
         found = m.model.generate(
-            encoded, prompts, beam_size=o.beam_size, max_length=len(prompts[0]) + max(caps),
+            encoded, prompts, beam_size=o.beam_size, max_length=max(map(len, prompts)) + max(caps),
             # After a forced prefix the decode may end at once (nothing new said yet).
             return_scores=True, return_no_speech_prob=True, suppress_blank=not o.prefix,
             suppress_tokens=get_suppressed_tokens(tok, [-1]),

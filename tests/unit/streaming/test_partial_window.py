@@ -42,9 +42,9 @@ def stream(window: PartialWindow, seconds: float, step_s: float = 0.2, times: bo
     for end in range(int(step_s * RATE), len(audio) + 1, int(step_s * RATE)):
         plan = window.plan(end, DecodeOptions())
         plans.append(plan)
-        words = window.hypothesis(plan, decode(plan.start, end, plan.options, times))
-        assert words is not None
-        stab.update(" ".join(words))
+        said = window.hypothesis(plan, decode(plan.start, end, plan.options, times))
+        assert said is not None
+        stab.update(*said)
         window.settle(stab.published, audio[:end], end)
     return stab, plans
 
@@ -101,8 +101,8 @@ def test_only_published_words_the_hypothesis_agrees_with_are_committed() -> None
     audio = speech(3.0)
     end = 3 * RATE
     plan = window.plan(end, DecodeOptions())
-    words = window.hypothesis(plan, decode(0, end, plan.options))
-    assert words is not None and words[:2] == ["he", "turned"]
+    said = window.hypothesis(plan, decode(0, end, plan.options))
+    assert said is not None and said[0].startswith("he turned ")
     window.settle(["he", "learned", "sharply"], audio, end)  # published from an earlier decode
     assert window.committed == ["he"]
 
@@ -112,9 +112,9 @@ def test_a_cut_leaves_min_tail_of_audio_after_it() -> None:
     audio = speech(2.0)
     end = 2 * RATE
     plan = window.plan(end, DecodeOptions())
-    words = window.hypothesis(plan, decode(0, end, plan.options))
-    assert words is not None
-    window.settle(words, audio, end)
+    said = window.hypothesis(plan, decode(0, end, plan.options))
+    assert said is not None
+    window.settle(said[0].split(), audio, end)
     assert window.committed == ["he"] and end - window.point >= 1.5 * RATE
 
 
