@@ -397,47 +397,52 @@ class StreamingTranscriber:
 
     async def _semantic_end(self, turn: Turn, voiced_end: int) -> None:
         """Ask the end-of-turn model at the pause and again, in steps, as the silence grows: a
-        complete verdict ends the turn at once. The verdict is not held for the transcript: the
-        speculative decode's words refine it as soon as they are there (between checks too), and
-        until then only a near-certain verdict ends the turn. At the schedule's cap the endpointer
-        ends the turn itself, however long the model takes. Schedules per eagerness and kind of
-        audio: `schedule_for`."""
+        complete verdict ends the turn at once. Nothing waits on anything it does not need: the
+        speculative decode's words refine the last verdict the moment they are there (while the
+        model is still thinking about the next check too), and until they are, only a near-certain
+        verdict ends the turn. At the schedule's cap the turn ends, however long the model takes.
+        Schedules per eagerness and kind of audio: `schedule_for`."""
         assert self._predictor is not None
         schedule = schedule_for(self._endpointer.config.eagerness, self.narrowband)
-        silence_ms = schedule.first_ms
-        unrefined: float | None = None  # the last verdict, while it has had no words to refine it
-        while True:
-            check_at = voiced_end + silence_ms * RATE // 1000
-            while self._total < check_at and not self._gone(turn, voiced_end):  # wait for more silence
-                if unrefined is not None and (words := turn.speculative_text()) is not None:
-                    prob, unrefined = complete_probability(unrefined, words), None  # the words came in
+        check_ms = schedule.first_ms  # the silence at which the model is asked next
+        verdict: float | None = None  # its last probability
+        judged: tuple[int, bool] = (0, False)  # (verdicts so far, had words): what was last weighed
+        verdicts = 0
+        asking: asyncio.Task[float] | None = None
+        try:
+            while not self._gone(turn, voiced_end):
+                self._audio_arrived.clear()  # set by new audio and by the speculative decode's words
+                silence_ms = (self._total - voiced_end) * 1000 // RATE
+                words = turn.speculative_text()
+                if verdict is not None and (verdicts, words is not None) != judged:
+                    judged = (verdicts, words is not None)
+                    prob = complete_probability(verdict, words)
                     self._on_turn_check(prob)
-                    if prob >= schedule.with_words and not self._gone(turn, voiced_end):
+                    if prob >= schedule.threshold(have_words=words is not None):
                         self._end_turn(voiced_end)
                         return
-                self._audio_arrived.clear()
-                await self._audio_arrived.wait()
-            if self._gone(turn, voiced_end):
-                return  # ended, or speech resumed
-            if silence_ms >= schedule.cap_ms:
-                self._end_turn(voiced_end)
-                return
-            audio = turn.audio(self._total)[-WINDOW_SAMPLES:]
-            try:
-                p = await self._predictor.predict(audio)
-            except Exception:
-                log.warning("end-of-turn model failed; the silence timeout decides", exc_info=True)
-                return
-            words = turn.speculative_text()
-            prob = complete_probability(p, words)
-            self._on_turn_check(prob)
-            if self._gone(turn, voiced_end):
-                return  # speech resumed while the model thought
-            if prob >= schedule.threshold(have_words=words is not None):
-                self._end_turn(voiced_end)
-                return
-            unrefined = p if words is None else None
-            silence_ms = schedule.next_check(silence_ms)
+                if silence_ms >= schedule.cap_ms:
+                    self._end_turn(voiced_end)
+                    return
+                if asking is None and silence_ms >= check_ms:
+                    audio = turn.audio(self._total)[-WINDOW_SAMPLES:]
+                    asking = asyncio.ensure_future(self._predictor.predict(audio))
+                    check_ms = schedule.next_check(check_ms)
+                if asking is not None and asking.done():
+                    try:
+                        verdict = asking.result()
+                    except Exception:
+                        log.warning("end-of-turn model failed; the silence timeout decides", exc_info=True)
+                        return
+                    asking, verdicts = None, verdicts + 1
+                    continue
+                arrived = asyncio.ensure_future(self._audio_arrived.wait())
+                await asyncio.wait({arrived} if asking is None else {arrived, asking},
+                                   return_when=asyncio.FIRST_COMPLETED)
+                arrived.cancel()
+        finally:
+            if asking is not None:
+                asking.cancel()
 
     def _gone(self, turn: Turn, voiced_end: int) -> bool:
         return self._turn is not turn or self._endpointer.last_voiced_end > voiced_end
