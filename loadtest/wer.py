@@ -6,6 +6,10 @@ import re
 
 _ONES = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen".split()
 _TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+# Spellings of the same spoken words (as Whisper's English normaliser treats them) and hesitations,
+# which a transcript may write or leave out: neither is a recognition error.
+_SAME = {"mr": "mister", "gonna": "going to", "wanna": "want to", "gotta": "got to"}
+_FILLERS = frozenset("uh um hm hmm mm mhm".split())
 
 
 def number_words(n: int) -> str:
@@ -26,7 +30,7 @@ def normalize(text: str) -> list[str]:
     text = text.lower().replace("-", " ")
     text = re.sub(r"\d+", lambda m: " " + number_words(int(m.group())) + " ", text)
     text = re.sub(r"[^a-z' ]+", " ", text)
-    return text.split()
+    return [w for t in text.split() if t not in _FILLERS for w in _SAME.get(t, t).split()]
 
 
 def edit_distance(ref: list[str], hyp: list[str]) -> int:

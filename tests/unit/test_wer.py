@@ -71,3 +71,12 @@ def test_wer_empty_reference() -> None:
 def test_large_numbers_are_not_dropped() -> None:
     assert normalize("in 1999") != ["in"]
     assert wer([("in 1999", "in 2024")]) > 0
+
+
+def test_spellings_of_the_same_words_and_hesitations_do_not_count() -> None:
+    assert normalize("Mr. Dashwood") == ["mister", "dashwood"]
+    assert normalize("we're gonna tackle") == normalize("we're going to tackle")
+    assert normalize("Uh, with only like four games, um") == ["with", "only", "like", "four", "games"]
+    assert wer([("uh and this was the first time", "And this was the first time.")]) == 0.0
+    # "ah" and "er" are not dropped: they can be words a recogniser made up.
+    assert normalize("ah er") == ["ah", "er"]
