@@ -8,8 +8,8 @@ _ONES = "zero one two three four five six seven eight nine ten eleven twelve thi
 _TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
 # Spellings of the same spoken words (as Whisper's English normaliser treats them) and hesitations,
 # which a transcript may write or leave out: neither is a recognition error.
-_SAME = {"mr": "mister", "gonna": "going to", "wanna": "want to", "gotta": "got to"}
-_FILLERS = frozenset("uh um hm hmm mm mhm".split())
+_SAME = {"mr": "mister", "gonna": "going to", "wanna": "want to", "gotta": "got to", "kinda": "kind of"}
+_FILLERS = frozenset("uh um hm hmm mm mmm mhm".split())
 
 
 def number_words(n: int) -> str:

@@ -76,6 +76,7 @@ def test_large_numbers_are_not_dropped() -> None:
 def test_spellings_of_the_same_words_and_hesitations_do_not_count() -> None:
     assert normalize("Mr. Dashwood") == ["mister", "dashwood"]
     assert normalize("we're gonna tackle") == normalize("we're going to tackle")
+    assert normalize("kinda our fears") == ["kind", "of", "our", "fears"]
     assert normalize("Uh, with only like four games, um") == ["with", "only", "like", "four", "games"]
     assert wer([("uh and this was the first time", "And this was the first time.")]) == 0.0
     # "ah" and "er" are not dropped: they can be words a recogniser made up.
