@@ -7,7 +7,9 @@ Twilio or SIP call hears it) and with white noise at 15 dB SNR (seeded). Reporte
 version: WER against transcripts.tsv, decode time per turn p50/p95, CPU seconds per audio second
 (this process's CPU over the audio decoded), and the resident memory the engine added when it
 loaded. The engines take turns clip by clip, in an order rotated every round, so that load from
-other work on a shared machine lands on all of them alike.
+other work on a shared machine lands on all of them alike. With several --audio folders (say the
+project's clips and held-out speech) the same figures are also given per folder, from the same
+interleaved run, with each engine's worst-heard clips.
 
 Live, over /v1/realtime: one server per live engine, all started up front, each run of
 `loadtest stt` (stagger 1 and 4 callers, a burst of 8) given to the engines in turn (rotated per
@@ -30,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from kombain.loadtest.stats import summary
-from kombain.loadtest.wer import wer
+from kombain.loadtest.wer import edit_distance, normalize, wer
 
 AUDIO_DIRS = (Path("tests/data/speech"), Path("/work/shared/speech"))
 VERSIONS = ("clean", "phone", "noisy")
@@ -44,6 +46,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--live", nargs="*", default=["tiny.en", "moonshine-base"],
                    help="engines also run over /v1/realtime (none: offline only)")
     p.add_argument("--rounds", type=int, default=3, help="offline passes over the clips (decode times pool)")
+    p.add_argument("--versions", nargs="+", choices=VERSIONS, default=list(VERSIONS),
+                   help="offline versions of each clip (default: all)")
     p.add_argument("--live-rounds", type=int, default=1, help="passes over the live runs")
     p.add_argument("--live-runs", nargs="+", default=[f"{n}:{a}" for n, a in LIVE_RUNS], metavar="N:ARRIVALS",
                    help="live runs as callers:arrivals (stagger or burst); default 1:stagger 4:stagger 8:burst")
@@ -53,12 +57,18 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    clips = load_clips([d for d in args.audio if (d / "transcripts.tsv").is_file()])
-    print(f"{len(clips)} clips ({sum(len(a) for _, a, _ in clips) / 16000:.1f} s), versions {', '.join(VERSIONS)}")
+    dirs = [d for d in args.audio if (d / "transcripts.tsv").is_file()]
+    clips = load_clips(dirs)
+    sets = _set_names(dirs)
+    clip_set: dict[str, str] = {}
+    for name, d in zip(*_clip_dirs(dirs), strict=True):
+        clip_set.setdefault(name, sets[d])  # a clip in two folders is decoded once, as the first's
+    print(f"{len(clips)} clips ({sum(len(a) for _, a, _ in clips) / 16000:.1f} s), versions {', '.join(args.versions)}")
     report: dict[str, Any] = {"clips": len(clips), "machine": _machine()}
     if args.engines:
-        report["offline"] = asyncio.run(offline(args.engines, clips, args.rounds))
-        _print_offline(report["offline"])
+        report["offline"] = asyncio.run(offline(args.engines, clips, args.rounds, args.versions,
+                                                clip_set if len(set(clip_set.values())) > 1 else None))
+        _print_offline(report["offline"], args.versions)
     if args.live:
         runs = [(int(n), a) for n, _, a in (r.partition(":") for r in args.live_runs)]
         report["live"] = live(args.live, args.audio[0], args.live_rounds, args.out, runs)
@@ -90,6 +100,23 @@ def load_clips(dirs: list[Path]) -> list[tuple[str, np.ndarray, str]]:
     return out
 
 
+def _clip_dirs(dirs: list[Path]) -> tuple[list[str], list[Path]]:
+    """Every (clip name, folder) listed in the folders' transcripts.tsv, in order."""
+    names, where = [], []
+    for d in dirs:
+        with open(d / "transcripts.tsv", newline="") as f:
+            for row in list(csv.reader(f, delimiter="\t"))[1:]:
+                names.append(row[0])
+                where.append(d)
+    return names, where
+
+
+def _set_names(dirs: list[Path]) -> dict[Path, str]:
+    """A short label per folder: its name, or its path where two folders share a name."""
+    names = [d.name for d in dirs]
+    return {d: (d.name if names.count(d.name) == 1 else str(d)) for d in dirs}
+
+
 def version(audio: np.ndarray, kind: str, seed: int) -> np.ndarray:
     """The clip as heard over the phone (8 kHz mu-law and back) or with white noise at 15 dB SNR."""
     from kombain.streaming.audio import AudioFormat, decode, encode, resample
@@ -104,7 +131,11 @@ def version(audio: np.ndarray, kind: str, seed: int) -> np.ndarray:
     return audio
 
 
-async def offline(engines: list[str], clips: list[tuple[str, np.ndarray, str]], rounds: int) -> dict[str, Any]:
+async def offline(engines: list[str], clips: list[tuple[str, np.ndarray, str]], rounds: int,
+                  versions: list[str] | tuple[str, ...] = VERSIONS,
+                  clip_set: dict[str, str] | None = None) -> dict[str, Any]:
+    """Per engine and version: WER, decode times, CPU per audio second (and the same per set of
+    clips where `clip_set` labels each clip with its set)."""
     import psutil
 
     from kombain.streaming.stt_engine import load_engine
@@ -118,12 +149,12 @@ async def offline(engines: list[str], clips: list[tuple[str, np.ndarray, str]], 
         before = proc.memory_info().rss
         loaded[name] = await asyncio.to_thread(load_engine, name, data_dir=data_dir)
         memory[name] = (proc.memory_info().rss - before) / 2**20
-    inputs = [(clip, kind, version(audio, kind, i)) for i, (clip, audio, _) in enumerate(clips) for kind in VERSIONS]
+    inputs = [(clip, kind, version(audio, kind, i)) for i, (clip, audio, _) in enumerate(clips) for kind in versions]
     refs = {clip: ref for clip, _, ref in clips}
-    times: dict[tuple[str, str], list[float]] = {}
-    cpu: dict[tuple[str, str], float] = {}
-    audio_s: dict[tuple[str, str], float] = {}
-    texts: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    times: dict[tuple[str, str, str], list[float]] = {}
+    cpu: dict[tuple[str, str, str], float] = {}
+    audio_s: dict[tuple[str, str, str], float] = {}
+    texts: dict[tuple[str, str, str], list[tuple[str, str, str]]] = {}
     options = DecodeOptions()
     for r in range(rounds):
         for i, (clip, kind, audio) in enumerate(inputs):
@@ -132,23 +163,42 @@ async def offline(engines: list[str], clips: list[tuple[str, np.ndarray, str]], 
                 c0, t0 = time.process_time(), time.perf_counter()
                 result = await loaded[name].transcribe(audio, "final", options)
                 took, used = time.perf_counter() - t0, time.process_time() - c0
-                key = (name, kind)
+                key = (name, kind, (clip_set or {}).get(clip, ""))
                 times.setdefault(key, []).append(took)
                 cpu[key] = cpu.get(key, 0.0) + used
                 audio_s[key] = audio_s.get(key, 0.0) + len(audio) / 16000
                 if r == 0:
-                    texts.setdefault(key, []).append((refs[clip], result.text))
+                    texts.setdefault(key, []).append((clip, refs[clip], result.text))
     for rt in loaded.values():
         await rt.aclose()
-    out: dict[str, Any] = {}
-    for (name, kind), samples in times.items():
-        out.setdefault(name, {"rss_added_mb": round(memory[name], 1)})[kind] = {
-            "wer": round(wer(texts[(name, kind)]), 4),
-            "decode": summary(samples),
-            "cpu_per_audio_s": round(cpu[(name, kind)] / audio_s[(name, kind)], 4),
-            "texts": [t for _, t in texts[(name, kind)]],
+
+    def figures(keys: list[tuple[str, str, str]]) -> dict[str, Any]:
+        said = [t for k in keys for t in texts[k]]
+        return {
+            "wer": round(wer([(ref, hyp) for _, ref, hyp in said]), 4),
+            "decode": summary([x for k in keys for x in times[k]]),
+            "cpu_per_audio_s": round(sum(cpu[k] for k in keys) / sum(audio_s[k] for k in keys), 4),
+            "texts": [hyp for _, _, hyp in said],
+            "worst": _worst(said),
         }
+
+    out: dict[str, Any] = {}
+    for name in engines:
+        per: dict[str, Any] = {"rss_added_mb": round(memory[name], 1)}
+        for kind in versions:
+            keys = [k for k in times if k[:2] == (name, kind)]
+            per[kind] = figures(keys)
+            if clip_set:
+                per[kind]["sets"] = {k[2]: figures([k]) for k in keys}
+        out[name] = per
     return out
+
+
+def _worst(said: list[tuple[str, str, str]], n: int = 5) -> list[dict[str, Any]]:
+    """The clips with the most word errors: clip, edits, reference, what the engine wrote."""
+    scored = [(edit_distance(normalize(ref), normalize(hyp)), clip, ref, hyp) for clip, ref, hyp in said]
+    scored.sort(key=lambda s: -s[0])
+    return [{"clip": c, "edits": e, "ref": r, "hyp": h} for e, c, r, h in scored[:n] if e]
 
 
 def live(engines: list[str], audio_dir: Path, rounds: int, out_dir: Path,
@@ -181,14 +231,19 @@ def live(engines: list[str], audio_dir: Path, rounds: int, out_dir: Path,
     return results
 
 
-def _print_offline(report: dict[str, Any]) -> None:
-    print("\n| engine | version | WER | decode p50 / p95 | CPU s per audio s | RSS added |")
-    print("| --- | --- | --- | --- | --- | --- |")
+def _print_offline(report: dict[str, Any], versions: list[str] | tuple[str, ...] = VERSIONS) -> None:
+    print("\n| set | engine | version | WER | decode p50 / p95 | CPU s per audio s | RSS added |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for name, per in report.items():
-        for kind in VERSIONS:
-            v = per[kind]
-            print(f"| {name} | {kind} | {v['wer']:.3f} | {v['decode']['p50_ms']:.0f} / {v['decode']['p95_ms']:.0f} ms "
-                  f"| {v['cpu_per_audio_s']:.3f} | {per['rss_added_mb']:.0f} MB |")
+        for kind in versions:
+            rows = [("all", per[kind])] + sorted(per[kind].get("sets", {}).items())
+            for label, v in rows:
+                print(f"| {label} | {name} | {kind} | {v['wer']:.3f} | {v['decode']['p50_ms']:.0f} / "
+                      f"{v['decode']['p95_ms']:.0f} ms | {v['cpu_per_audio_s']:.3f} | {per['rss_added_mb']:.0f} MB |")
+    for name, per in report.items():
+        for kind in versions:
+            for w in per[kind]["worst"][:3]:
+                print(f"  {name} {kind}: {w['clip']} ({w['edits']} errors): {w['hyp']!r} for {w['ref']!r}")
 
 
 def _print_live(report: dict[str, list[dict[str, Any]]]) -> None:
