@@ -30,7 +30,9 @@ def normalize(text: str) -> list[str]:
     text = text.lower().replace("-", " ")
     text = re.sub(r"\d+", lambda m: " " + number_words(int(m.group())) + " ", text)
     text = re.sub(r"[^a-z' ]+", " ", text)
-    return [w for t in text.split() if t not in _FILLERS for w in _SAME.get(t, t).split()]
+    words = (_SAME.get(t, t) for t in text.split() if t not in _FILLERS)
+    # British -tre spellings (metres, litre, centre) as the American -ter ones.
+    return [re.sub(r"(?<=..)tre(s?)$", r"ter\1", w) for t in words for w in t.split()]
 
 
 def edit_distance(ref: list[str], hyp: list[str]) -> int:

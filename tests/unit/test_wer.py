@@ -81,3 +81,9 @@ def test_spellings_of_the_same_words_and_hesitations_do_not_count() -> None:
     assert wer([("uh and this was the first time", "And this was the first time.")]) == 0.0
     # "ah" and "er" are not dropped: they can be words a recogniser made up.
     assert normalize("ah er") == ["ah", "er"]
+
+
+def test_british_tre_spellings_are_the_american_ones() -> None:
+    assert normalize("Go forward ten metres.") == normalize("go forward ten meters")
+    assert normalize("a litre in the centre") == ["a", "liter", "in", "the", "center"]
+    assert normalize("tre") == ["tre"]
