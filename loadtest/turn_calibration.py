@@ -9,9 +9,18 @@ The data (issue 20, item 3), all built here from files in the repository:
   phone_mulaw  the same audio through 8 kHz G.711 mu-law and back (resampled to 8 kHz, encoded,
   phone_alaw   decoded, resampled to 16 kHz: what a Twilio, Asterisk or SIP caller sounds like here)
   synthetic    commands, questions and answers with hesitations ("um, I'd like to, uh, book a table")
-               spoken by the bundled Piper voice. There is no recorded spontaneous corpus in the
-               repository: these are synthetic, for plumbing only, reported but never used to choose
-               a threshold.
+               spoken by the bundled Piper voice: synthetic, for plumbing only, reported but never used
+               to choose a threshold.
+
+Held-back recorded speech (`--audio tests/data/speech tests/data/speech_heldout`), grouped by file
+name (GROUPS; the first pattern that matches wins, so tests/data/speech stays `read`):
+
+  spontaneous   platchat_*: conversational speech, two speakers of a talk show, with hesitations
+  read_heldout  librivox_*, librispeech_*, jfk_*, asterisk_*: read book sentences, a speech, phone prompts
+
+Any group + `_mulaw` or `_alaw` is the same audio through 8 kHz G.711 (`phone_mulaw`/`phone_alaw`
+are the names `read`'s keep). Several `--scores` files are merged, so each kind can be scored in a
+run of its own and chosen from together.
 
 Where the model is asked (what the server's checks would see: 300 ms of lead-in, the turn so far,
 then `s` ms of silence, the last 8 s):
@@ -41,6 +50,7 @@ records a run and docs/data/turn_calibration.json holds its scores.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import itertools
 import json
 import tempfile
@@ -54,7 +64,15 @@ import numpy as np
 SILENCES_MS = (160, 320, 480, 640, 800, 960, 1200, 1600)
 PAUSES_MS = (400, 800, 1200)
 LEAD_MS = 300
-KINDS = ("read", "phone_mulaw", "phone_alaw", "synthetic")
+KINDS = ("read", "phone_mulaw", "phone_alaw", "synthetic")  # scored when --kinds is not given
+CODECS = ("mulaw", "alaw")
+# Which recorded clips make which group (kind of speech), by file name: the first match wins.
+GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("spontaneous", ("platchat_*",)),
+    ("read_heldout", ("librivox_*", "librispeech_*", "jfk_*", "asterisk_*")),
+    ("read", ("*",)),
+)
+HELDOUT_KINDS = tuple(f"{g}{c}" for g in ("spontaneous", "read_heldout") for c in ("", "_mulaw", "_alaw"))
 SPONTANEOUS = [
     "Um, I'd like to book a table for, uh, four people.",
     "What time do you close on Sundays?",
@@ -76,10 +94,56 @@ class Scored:
     cued: list[float]  # with the transcript cue
 
 
+def group_of(file_name: str) -> str:
+    """The group (kind of speech) a recorded clip belongs to, by its file name."""
+    return next(g for g, patterns in GROUPS if any(fnmatch.fnmatchcase(file_name, p) for p in patterns))
+
+
+def parse_kind(kind: str) -> tuple[str, str | None]:
+    """(group, G.711 codec or None) of a kind: `spontaneous_mulaw` -> ("spontaneous", "mulaw");
+    `phone_alaw` -> ("read", "alaw"); `synthetic` -> ("synthetic", None)."""
+    if kind.startswith("phone_") and kind.removeprefix("phone_") in CODECS:
+        return "read", kind.removeprefix("phone_")
+    for codec in CODECS:
+        if kind.endswith("_" + codec):
+            return kind.removesuffix("_" + codec), codec
+    return kind, None
+
+
+def _kind(kind: str) -> str:
+    if parse_kind(kind)[0] not in {g for g, _ in GROUPS} | {"synthetic"}:
+        raise argparse.ArgumentTypeError(f"unknown kind {kind!r}: a group of {[g for g, _ in GROUPS]} or "
+                                         "synthetic, optionally + _mulaw or _alaw (phone_mulaw/phone_alaw: read's)")
+    return kind
+
+
+def group_rows(rows: list[tuple[str, str]], group: str) -> list[tuple[str, str]]:
+    """The (file, text) rows of a transcripts.tsv that belong to `group`."""
+    return [(name, text) for name, text in rows if group_of(name) == group]
+
+
+def group_dir(audio_dirs: list[Path], group: str, dest: Path) -> Path:
+    """A clip folder (links and a transcripts.tsv) of the clips of `audio_dirs` in `group`."""
+    dest.mkdir(parents=True, exist_ok=True)
+    lines = ["file\ttext"]
+    for d in audio_dirs:
+        rows = [r.split("\t", 1) for r in (d / "transcripts.tsv").read_text().strip().splitlines()[1:]]
+        for name, text in group_rows([(r[0], r[1]) for r in rows if len(r) == 2], group):
+            if (dest / name).exists():
+                raise SystemExit(f"turn_calibration: {name} is in more than one --audio folder")
+            (dest / name).symlink_to((d / name).resolve())
+            lines.append(f"{name}\t{text}")
+    (dest / "transcripts.tsv").write_text("\n".join(lines) + "\n")
+    return dest
+
+
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     p = sub.add_parser("turn_calibration", help="Smart Turn scores at pauses per kind of speech; the schedule from them")
-    p.add_argument("--audio", type=Path, default=Path("tests/data/speech"))
-    p.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
+    p.add_argument("--audio", type=Path, nargs="+", default=[Path("tests/data/speech")],
+                   help="clip folders (transcripts.tsv); each clip's kind is its file name's group (GROUPS)")
+    p.add_argument("--kinds", nargs="+", type=_kind, default=None,
+                   help=f"default: {' '.join(KINDS)} (with --scores: every kind in the files); "
+                        f"held-back speech: {' '.join(HELDOUT_KINDS)}")
     p.add_argument("--max-cut-in", type=float, default=1.0,
                    help="largest cut-in rate into 400-1200 ms pauses a chosen schedule may have (besides "
                         "its eagerness's share of server_vad 500's)")
@@ -87,8 +151,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--words-ms", type=float, default=None,
                    help="silence after which the speculative decode's words are there (default: 200 ms of tail "
                         "+ the decode time measured here)")
-    p.add_argument("--scores", type=Path, default=None,
-                   help="a JSON this command wrote: choose the schedules again from its scores (no model runs)")
+    p.add_argument("--scores", type=Path, nargs="+", default=None,
+                   help="JSONs this command wrote: choose the schedules again from their scores (no model runs); "
+                        "the kinds of several files are merged, with their mean inference times")
     return p
 
 
@@ -149,7 +214,8 @@ def score_kind(kind: str, clips: list[tuple[str, np.ndarray, list[tuple[str, int
     lead = np.zeros(16000 * LEAD_MS // 1000, np.float32)
     rows: list[Scored] = []
     for name, audio, bounds in clips:
-        a = _phone(audio, kind.removeprefix("phone_")) if kind.startswith("phone_") else audio
+        codec = parse_kind(kind)[1]
+        a = _phone(audio, codec) if codec else audio
         points = [("end", len(a))] + [("mid", cut) for _, cut in bounds]
         for where, cut in points:
             speech = np.concatenate([lead, a[:cut]])
@@ -287,9 +353,7 @@ def run(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     if args.scores:  # choose again from scores already taken (no model runs)
-        old = json.loads(args.scores.read_text())
-        scored = {kind: [Scored(**r) for r in k["scores"]] for kind, k in old["kinds"].items() if kind in args.kinds}
-        inference = old["model_inference_ms"]
+        scored, inference = merge_scores([json.loads(f.read_text()) for f in args.scores], args.kinds)
     else:
         scored, inference = _score_all(args)
     words_ms = args.words_ms if args.words_ms is not None else 200 + inference.get("decode_p50", 200.0)
@@ -302,21 +366,47 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def merge_scores(reports: list[dict[str, Any]], kinds: list[str] | None) -> tuple[dict[str, list[Scored]],
+                                                                                  dict[str, float]]:
+    """The scores of `kinds` (all when None) from reports this command wrote (a later report's kind
+    replaces an earlier one's), and their mean inference times."""
+    scored: dict[str, list[Scored]] = {}
+    for rep in reports:
+        for kind, k in rep["kinds"].items():
+            if kinds is None or kind in kinds:
+                scored[kind] = [Scored(**r) for r in k["scores"]]
+    missing = [k for k in kinds or [] if k not in scored]
+    if missing:
+        raise SystemExit(f"turn_calibration: no scores of {missing} in the --scores files")
+    keys = set.intersection(*(set(r["model_inference_ms"]) for r in reports))
+    inference = {key: round(float(np.mean([r["model_inference_ms"][key] for r in reports])), 1) for key in sorted(keys)}
+    return scored, inference
+
+
 def _score_all(args: argparse.Namespace) -> tuple[dict[str, list[Scored]], dict[str, float]]:
     from faster_whisper import WhisperModel
 
     from kombain.streaming.models import resolve_stt_model
     from kombain.streaming.smart_turn import SmartTurnModel
 
+    kinds = args.kinds or list(KINDS)
     model = SmartTurnModel.load(None, threads=1)
     with tempfile.TemporaryDirectory() as tmp:
         whisper = WhisperModel(str(resolve_stt_model("tiny.en", Path(tmp))), device="cpu", compute_type="int8")
-        real = _clips(args.audio, print)
-        synthetic = _clips(_synthetic_dir(Path(tmp)), print) if "synthetic" in args.kinds else []
+        clips = {}
+        for group in dict.fromkeys(parse_kind(k)[0] for k in kinds):
+            folder = (_synthetic_dir(Path(tmp)) if group == "synthetic"
+                      else group_dir(args.audio, group, Path(tmp) / f"clips_{group}"))
+            clips[group] = _clips(folder, print)
+            if not clips[group]:
+                raise SystemExit(f"turn_calibration: no clips of {group} in {[str(d) for d in args.audio]}")
         times: list[float] = []
         decodes: list[float] = []
-        scored = {kind: score_kind(kind, synthetic if kind == "synthetic" else real, model, whisper, times, decodes)
-                  for kind in args.kinds}
+        scored = {}
+        for kind in kinds:
+            t0 = time.monotonic()
+            scored[kind] = score_kind(kind, clips[parse_kind(kind)[0]], model, whisper, times, decodes)
+            print(f"{kind}: {len(scored[kind])} pauses scored in {time.monotonic() - t0:.0f} s")
     return scored, {"p50": round(float(np.percentile(times, 50)) * 1000, 1),
                     "p95": round(float(np.percentile(times, 95)) * 1000, 1),
                     "decode_p50": round(float(np.percentile(decodes, 50)) * 1000, 1)}
@@ -340,7 +430,7 @@ def analyse(scored: dict[str, list[Scored]], inference: dict[str, float], max_cu
                         for e, share in EAGERNESS_CUT_IN.items()}
         shipped = {f"{e}/{kind_group}": evaluate(rows, sc.alone, sc.with_words, sc.step_ms, sc.cap_ms, infer_ms, words_ms)
                    for (e, kind_group), sc in SCHEDULES.items()
-                   if kind_group == ("phone" if kind.startswith("phone") else "wideband")}
+                   if kind_group == ("phone" if parse_kind(kind)[1] else "wideband")}
         ends = [r for r in rows if r.where == "end"]
         mids = [r for r in rows if r.where == "mid"]
         k = report["kinds"][kind] = {
