@@ -65,7 +65,10 @@ from kombain.streaming.whisper_runtime import (
 log = logging.getLogger("kombain.stt")
 
 RATE = 16000
-_TAIL_SAMPLES = RATE * 200 // 1000  # silence kept after the last voiced frame in a final decode
+# Silence kept after the last voiced frame in a final decode (and the speculative decode, which the
+# final reuses): the pause itself, so the speculative decode starts the moment a pause is seen. The
+# live final's WER on 26 real clips was the same with 0, 60, 100, 140 and 200 ms (0.050-0.056).
+_TAIL_SAMPLES = RATE * 160 // 1000
 _MIN_DECODE_SAMPLES = RATE * 250 // 1000
 
 
