@@ -37,6 +37,7 @@ from kombain.loadtest.wer import edit_distance, normalize, wer
 AUDIO_DIRS = (Path("tests/data/speech"), Path("/work/shared/speech"))
 VERSIONS = ("clean", "phone", "noisy")
 LIVE_RUNS = ((1, "stagger"), (4, "stagger"), (8, "burst"))
+LENGTHS = ((0.0, 3.0), (3.0, 6.0), (6.0, 30.0))  # clip length bands (s) for decode cost by length
 
 
 def add_parser(sub: Any) -> None:
@@ -155,6 +156,7 @@ async def offline(engines: list[str], clips: list[tuple[str, np.ndarray, str]], 
     cpu: dict[tuple[str, str, str], float] = {}
     audio_s: dict[tuple[str, str, str], float] = {}
     texts: dict[tuple[str, str, str], list[tuple[str, str, str]]] = {}
+    by_length: dict[str, list[tuple[float, float, float]]] = {name: [] for name in engines}
     options = DecodeOptions()
     for r in range(rounds):
         for i, (clip, kind, audio) in enumerate(inputs):
@@ -165,6 +167,7 @@ async def offline(engines: list[str], clips: list[tuple[str, np.ndarray, str]], 
                 took, used = time.perf_counter() - t0, time.process_time() - c0
                 key = (name, kind, (clip_set or {}).get(clip, ""))
                 times.setdefault(key, []).append(took)
+                by_length[name].append((len(audio) / 16000, took, used))
                 cpu[key] = cpu.get(key, 0.0) + used
                 audio_s[key] = audio_s.get(key, 0.0) + len(audio) / 16000
                 if r == 0:
@@ -190,7 +193,20 @@ async def offline(engines: list[str], clips: list[tuple[str, np.ndarray, str]], 
             per[kind] = figures(keys)
             if clip_set:
                 per[kind]["sets"] = {k[2]: figures([k]) for k in keys}
+        per["by_length"] = _by_length(by_length[name])
         out[name] = per
+    return out
+
+
+def _by_length(samples: list[tuple[float, float, float]]) -> dict[str, Any]:
+    """Decode time and CPU per audio second by clip length (all versions): an engine whose work
+    grows with the audio and one with a fixed window compare differently on short and long turns."""
+    out: dict[str, Any] = {}
+    for lo, hi in LENGTHS:
+        band = [(d, t, c) for d, t, c in samples if lo <= d < hi]
+        if band:
+            out[f"{lo:g}-{hi:g} s"] = {"turns": len(band), "decode": summary([t for _, t, _ in band]),
+                                       "cpu_per_audio_s": round(sum(c for *_, c in band) / sum(d for d, *_ in band), 4)}
     return out
 
 
@@ -240,6 +256,12 @@ def _print_offline(report: dict[str, Any], versions: list[str] | tuple[str, ...]
             for label, v in rows:
                 print(f"| {label} | {name} | {kind} | {v['wer']:.3f} | {v['decode']['p50_ms']:.0f} / "
                       f"{v['decode']['p95_ms']:.0f} ms | {v['cpu_per_audio_s']:.3f} | {per['rss_added_mb']:.0f} MB |")
+    print("\n| engine | clip length | turns | decode p50 / p95 | CPU s per audio s |")
+    print("| --- | --- | --- | --- | --- |")
+    for name, per in report.items():
+        for band, v in per["by_length"].items():
+            print(f"| {name} | {band} | {v['turns']} | {v['decode']['p50_ms']:.0f} / {v['decode']['p95_ms']:.0f} ms "
+                  f"| {v['cpu_per_audio_s']:.3f} |")
     for name, per in report.items():
         for kind in versions:
             for w in per[kind]["worst"][:3]:
