@@ -27,6 +27,11 @@ SENTENCES = (
     ("goforward", "arctic_a0007", "cards_003"),
     ("arctic_a0009", "cards_005", "cards_001"),
 )
+# The integration test's sentence (8.5 s): one tiny.en reads the same in its partials and its final,
+# so that any word the final contradicts is the partials' fault, not the recogniser's. (On the
+# benchmark's sentences tiny.en's partials sometimes settle on a wrong word, "Gregs in" for
+# "Gregson": the benchmark counts those as rewrites.)
+TEST_SENTENCE = ("arctic_a0007", "cards_005", "goforward")
 
 
 def _trimmed(path: Path, threshold: float = 0.02, margin_s: float = 0.08) -> np.ndarray:

@@ -3,18 +3,17 @@
 A partial that decodes the whole turn so far costs more the longer the turn is, and on a long
 sentence its last words keep changing (a growing window cut mid-word sends Whisper into "eight of
 spades, four of... eight of spades, four of..."), so two decodes rarely agree and words wait for
-the end. Instead, once words are published (two decodes agreed on them) and the decode's word
-times say where they end, they are *committed* at the quietest point after them (the committed
-point), and later partials decode only a window: from a committed word boundary about
-`context_s` before the committed point up to now. The committed words inside the window are
-Whisper's forced prefix (the decoder reads them, it does not choose them again, so the seam
-cannot drop or repeat a word) and those before it its prompt; what the decoder adds after the
-prefix is new. The whole turn's hypothesis is the committed words followed by those new words,
-which the Stabilizer compares with the previous one as before, so published words are never
-taken back. The window is `context_s` plus the audio since the committed point (at least
-`min_tail_s`, and about as long as two decodes take to agree): a few seconds whatever the length
-of the turn (while nothing can be committed it grows, as the whole-turn partial did). An engine
-without word times or a prefix (Moonshine) never commits: its partials decode the whole turn.
+the end. Here every partial decodes with the words already published (two decodes agreed on
+them) forced: those inside its window as Whisper's prefix (the decoder reads them, it does not
+choose them again) and older ones as its prompt, so it only adds words after them; the whole
+turn's hypothesis is the published words followed by those, which the Stabilizer compares with
+the previous one as before. Published words are never taken back, and a word published wrongly
+no longer stalls the rest of the turn (a whole-turn decode that disagrees with it published
+nothing more until the final). Once the decode's word times say where published words end, they
+are *committed* at the quietest point after them, and the window starts at a committed word
+boundary about `context_s` before the last one: a few seconds of audio whatever the length of
+the turn (`context_s` plus the time a published word waits to be committed, `align_after_s`).
+An engine without word times (Moonshine) never commits: its partials decode the whole turn.
 
 Positions are samples from the start of the turn's audio (16 kHz). Pure: no model, no clock.
 """
@@ -38,13 +37,15 @@ _EDGE = RATE // 25  # a cut is searched this far either side of the aligned gap 
 @dataclass(frozen=True, slots=True)
 class WindowPlan:
     """One partial's window: decode `audio[start:end]` of the turn with `options` (its prompt and
-    forced prefix); `before` committed words lie before `start`, `forced` inside the window."""
+    forced prefix). `shown`: the words published when it was planned, the first `before` of them
+    before `start` (the rest are the prefix); `committed`: how many were committed then."""
 
     start: int
     end: int
     options: DecodeOptions
-    before: int
-    forced: int
+    shown: tuple[str, ...] = ()
+    before: int = 0
+    committed: int = 0
 
 
 class PartialWindow:
@@ -52,13 +53,14 @@ class PartialWindow:
 
     `min_tail_s`: a cut is only made where at least this much decoded audio follows it, so a
     window always holds new speech. `context_s`: audio of committed words the window starts with.
-    `edge_s`: a word ending this close to the window's end may be clipped and is held back.
+    `align_after_s`: word times are asked for once a published word has waited this long to be
+    committed (so commits come in steps of about a second, and most decodes need no alignment).
     `prompt_words`: at most this many committed words before the window go into the prompt."""
 
-    def __init__(self, *, min_tail_s: float = 1.0, context_s: float = 3.0, edge_s: float = 0.2,
+    def __init__(self, *, min_tail_s: float = 1.0, context_s: float = 3.0, align_after_s: float = 2.0,
                  prompt_words: int = 40) -> None:
         self.min_tail = int(min_tail_s * RATE)
-        self.edge = int(edge_s * RATE)
+        self.align_after = int(max(align_after_s, min_tail_s) * RATE)
         self.context = int(context_s * RATE)
         self.prompt_words = prompt_words
         self.reset()
@@ -70,18 +72,21 @@ class PartialWindow:
         self._words: list[str] = []  # the last hypothesis, and its words' aligned times (-1: unknown)
         self._starts: list[int] = []
         self._ends: list[int] = []
+        self._shown_at: list[int] = []  # per published word, the end of the decode that first had it published
 
     @property
     def point(self) -> int:
         """The committed point: the end of the last committed word (0: nothing committed)."""
         return self.bounds[-1] if self.bounds else 0
 
-    def plan(self, end: int, options: DecodeOptions) -> WindowPlan:
+    def plan(self, end: int, options: DecodeOptions, published: Sequence[str] = ()) -> WindowPlan:
         """The window of a partial decoding the turn up to `end` with the session's `options`
-        (its own prompt, if any, goes before the committed words); word times are asked for."""
-        options = dataclasses.replace(options, word_timestamps=True)
-        if not self.committed:
-            return WindowPlan(0, end, options, 0, 0)
+        (its own prompt, if any, goes before the committed words), `published` the words shown
+        so far: all of them are forced (those in the window as its prefix), so the decode only
+        adds words after them. Word times (an alignment pass: about as long as the decode
+        itself on a CPU) are asked for only when a published word has waited `align_after`."""
+        due = any(at <= end - self.align_after for at in self._shown_at[len(self.committed):])
+        options = dataclasses.replace(options, word_timestamps=due or options.word_timestamps)
         point = self.point
         before = 0  # committed words before the window's start
         for i, b in enumerate(self.bounds):
@@ -89,40 +94,39 @@ class PartialWindow:
                 before = i + 1
         start = self.bounds[before - 1] if before else 0
         prompt = options.prompt.strip() if options.prompt else ""
-        words = ([prompt] if prompt else []) + self.committed[:before][-self.prompt_words:]
-        options = dataclasses.replace(options, prompt=" ".join(words) or None,
-                                      prefix=" ".join(self.committed[before:]))
-        return WindowPlan(start, end, options, before, len(self.committed) - before)
+        words = ([prompt] if prompt else []) + list(published[:before][-self.prompt_words:])
+        # Without its last word's full stop: after "table." Whisper may take the transcript as done.
+        prefix = " ".join(published[before:]).rstrip(".!?")
+        options = dataclasses.replace(options, prompt=" ".join(words) or None, prefix=prefix or None)
+        return WindowPlan(start, end, options, tuple(published), before, len(self.committed))
 
-    def hypothesis(self, plan: WindowPlan, result: DecodeResult) -> tuple[str, int] | None:
-        """The whole turn as this window's decode reads it: the committed words, then what the
-        decoder added after the forced prefix; and how many of its last words end within `edge_s`
-        of the window's end (a word the cut may have clipped: "all" for "always" being spoken),
-        which are not to be published from this decode. None if the plan is stale (words were
-        committed while it decoded) or the decode does not start with its prefix. Word times
-        (when the decode has them) are kept for `settle`."""
-        if plan.before + plan.forced != len(self.committed):
+    def hypothesis(self, plan: WindowPlan, result: DecodeResult) -> str | None:
+        """The whole turn as this window's decode reads it: the words shown, then what the
+        decoder added after them. None if the plan is stale (words were committed while it
+        decoded) or the decode does not start with its prefix. Word times (when the decode has
+        them) are kept for `settle`."""
+        forced = len(plan.shown) - plan.before
+        if plan.committed != len(self.committed):
             return None
         decoded = result.text.split()
-        if len(decoded) < plan.forced or not all(
-                same_word(a, b) for a, b in zip(decoded, self.committed[plan.before:], strict=False)):
+        if len(decoded) < forced or not all(
+                same_word(a, b) for a, b in zip(decoded, plan.shown[plan.before:], strict=False)):
             return None
-        words = self.committed + decoded[plan.forced:]
+        words = list(plan.shown) + decoded[forced:]
         aligned = [w for seg in result.segments for w in seg.words]
         unknown = [-1] * len(words)
         self._words, self._starts, self._ends = words, unknown, list(unknown)
-        if [w.word.strip() for w in aligned] != decoded:
-            return " ".join(words), 0
-        self._starts = unknown[: plan.before] + [plan.start + int(w.start * RATE) for w in aligned]
-        self._ends = unknown[: plan.before] + [plan.start + int(w.end * RATE) for w in aligned]
-        clipped = sum(1 for e in self._ends[len(self.committed):] if e > plan.end - self.edge)
-        return " ".join(words), clipped
+        if [w.word.strip() for w in aligned] == decoded:
+            self._starts = unknown[: plan.before] + [plan.start + int(w.start * RATE) for w in aligned]
+            self._ends = unknown[: plan.before] + [plan.start + int(w.end * RATE) for w in aligned]
+        return " ".join(words)
 
     def settle(self, published: Sequence[str], audio: np.ndarray, end: int) -> None:
         """After the Stabilizer took the last hypothesis: commit the most published words (that
         the hypothesis agrees with) which leave at least `min_tail` of audio after them up to
         `end`, each cut at the quietest 10 ms between it and the next word. `audio`: the turn's
         audio up to `end`."""
+        self._shown_at += [end] * (len(published) - len(self._shown_at))
         agreed = 0
         for p, w in zip(published, self._words, strict=False):
             if not same_word(p, w):

@@ -18,13 +18,11 @@ class Stabilizer:
         self._previous: list[str] = []
         self.published: list[str] = []
 
-    def update(self, hypothesis: str, hold: int = 0) -> str:
-        """Feed a new decode of the whole turn so far; returns the newly stable text ('' if none).
-        Its last `hold` words are not published from it (it may have clipped them), but the
-        next decode agreeing with them can publish them."""
+    def update(self, hypothesis: str) -> str:
+        """Feed a new decode of the whole turn so far; returns the newly stable text ('' if none)."""
         words = hypothesis.split()
         agreed = 0
-        for a, b in zip(self._previous, words[: len(words) - hold], strict=False):
+        for a, b in zip(self._previous, words, strict=False):
             if not _same(a, b):
                 break
             agreed += 1

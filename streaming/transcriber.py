@@ -456,15 +456,13 @@ class StreamingTranscriber:
         if (self._partial_task is not None and not self._partial_task.done()) or turn.speculative is not None:
             return False
         new_ms = (self._total - turn.last_partial_at) * 1000 // RATE
-        if new_ms >= self.config.partial_interval_ms:
-            return True
-        # Nobody waits on the decoder: decode sooner, so two partials agree (and words show) sooner.
-        idle_ms = self.config.idle_partial_interval_ms
-        return bool(idle_ms) and new_ms >= idle_ms and self.runtime.pending == 0
+        idle_ms = self.config.idle_partial_interval_ms  # nobody waits on the decoder: sooner, so words show sooner
+        return new_ms >= self.config.partial_interval_ms or (
+            bool(idle_ms) and new_ms >= idle_ms and self.runtime.pending == 0)
 
     async def _partial(self, turn: Turn, end: int) -> None:
         turn.last_partial_at, window = end, turn.window  # it decodes past the settled words (partial_window.py)
-        plan, audio = window.plan(end, self._options()), turn.audio(end)
+        plan, audio = window.plan(end, self._options(), self._stabilizer.published), turn.audio(end)
         try:
             result = await self.runtime.transcribe(audio[plan.start:], "partial", plan.options, key=id(self))
         except RuntimeBusy:
@@ -473,13 +471,12 @@ class StreamingTranscriber:
             log.warning("partial decode failed", exc_info=True)
             return
         if (said := window.hypothesis(plan, result)) is not None and self._turn is turn:
-            self._publish(turn, said[0], end, said[1])  # (a turn that ended has its final instead)
+            self._publish(turn, said, end)  # (a turn that ended has its final instead)
             window.settle(self._stabilizer.published, audio, end)
 
-    def _publish(self, turn: Turn, hypothesis: str, end: int, hold: int = 0) -> None:
-        """A decode of the turn up to `end`: words it agrees on with the one before are shown (not its last `hold`)."""
-        delta = self._stabilizer.update(hypothesis, hold)
-        if delta:
+    def _publish(self, turn: Turn, hypothesis: str, end: int) -> None:
+        """A decode of the turn up to `end`: words it agrees on with the one before are shown."""
+        if delta := self._stabilizer.update(hypothesis):
             arrived = self._arrival_time(end)
             self._emit(TranscriptDeltaEvent(turn.item_id, delta, end * 1000 // RATE, self._clock() - arrived))
 
