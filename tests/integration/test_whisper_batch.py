@@ -99,3 +99,31 @@ async def test_partials_leave_a_worker_free_for_finals(tmp_path: Path) -> None:
         assert order == ["final", "long partial", "short partial"], order
     finally:
         await runtime.aclose()
+
+
+async def test_partials_with_their_own_prompt_and_prefix_share_a_batch(tmp_path: Path) -> None:
+    """Windowed partials of different callers (streaming/partial_window.py) each force their own
+    shown words as prefix, with their own prompt: they still go in one batch, and each reads as
+    when decoded alone (its prefix first, then what follows in its audio)."""
+    sizes: list[int] = []
+    runtime = await asyncio.to_thread(WhisperRuntime.load, "tiny.en", data_dir=tmp_path, workers=2, batch=4,
+                                      on_batch=lambda kind, n: sizes.append(n))
+    try:
+        a = _audio(SPEECH_DIR / "arctic_a0007.wav")
+        b = _audio(SPEECH_DIR / "cards_005.wav")
+        jobs = [(a, DecodeOptions(prompt="He said", prefix="And you always", word_timestamps=True)),
+                (b, DecodeOptions(prompt="She said", prefix="Eight of spades", word_timestamps=True))]
+        # (prompts as long in tokens: a batch cuts each to its shortest, which changes what a longer one says)
+        alone = [await runtime.transcribe(x, "partial", o) for x, o in jobs]
+        assert sizes == [1, 1]
+        blocker = asyncio.create_task(runtime.transcribe(np.tile(a, 5)[: 20 * 16000], "partial", DecodeOptions()))
+        while runtime.pending == 0:
+            await asyncio.sleep(0.001)
+        together = await asyncio.gather(*[runtime.transcribe(x, "partial", o, key=i) for i, (x, o) in enumerate(jobs)])
+        await blocker
+        assert sizes[2:] == [1, 2], sizes  # the blocker, then both partials in one batch
+        for (_, o), one, both in zip(jobs, alone, together, strict=True):
+            assert both.text == one.text and both.text.startswith(o.prefix or ""), (both.text, one.text)
+            assert [w.word for s in both.segments for w in s.words] == [w.word for s in one.segments for w in s.words]
+    finally:
+        await runtime.aclose()
