@@ -439,6 +439,8 @@ def analyse(scored: dict[str, list[Scored]], inference: dict[str, float], max_cu
             "p_mid": {str(ms): _dist([r.cued[i] for r in mids]) for i, ms in enumerate(SILENCES_MS)},
             "p_end_raw": {str(ms): _dist([r.raw[i] for r in ends]) for i, ms in enumerate(SILENCES_MS)},
             "p_mid_raw": {str(ms): _dist([r.raw[i] for r in mids]) for i, ms in enumerate(SILENCES_MS)},
+            "auc_raw": {str(ms): separation(ends, mids, i, cued=False) for i, ms in enumerate(SILENCES_MS)},
+            "auc": {str(ms): separation(ends, mids, i) for i, ms in enumerate(SILENCES_MS)},
             "server_vad": {str(s): server_vad(rows, s) for s in (200, 500, 800)},
             "before": _before(rows, infer_ms, words_ms),
             "frontier": _frontier(results), "chosen": best, "by_eagerness": by_eagerness, "shipped": shipped,
@@ -451,6 +453,8 @@ def analyse(scored: dict[str, list[Scored]], inference: dict[str, float], max_cu
             print(f"   {label:22s}" + " ".join(f"{k[key][str(ms)]['p50']:6.2f}" for ms in SILENCES_MS))
         for label, key in (("end >= 0.5 (raw)", "p_end_raw"), ("mid >= 0.5 (raw)", "p_mid_raw")):
             print(f"   {label:22s}" + " ".join(f"{k[key][str(ms)]['over_0.5']:6.2f}" for ms in SILENCES_MS))
+        for label, key in (("AUC end vs mid (raw)", "auc_raw"), ("AUC end vs mid (cue)", "auc")):
+            print(f"   {label:22s}" + " ".join(f"{k[key][str(ms)]:6.2f}" for ms in SILENCES_MS))
         b = k["before"]
         print(f"   before (0.5 once words are in, <= 1 s wait for them; recheck 400 ms, cap 4000): end p50/p95 "
               f"{b['end_p50_ms']}/{b['end_p95_ms']} ms, cut-in {b['cut_in']:.2f} {b['cut_in_by_pause']}")
@@ -475,6 +479,17 @@ def _before(rows: list[Scored], infer_ms: float, words_ms: float) -> dict[str, A
     for key in ("end_p50_ms", "end_p95_ms"):
         r[key] = round(min(4000.0, r[key] + wait), 1)
     return r
+
+
+def separation(ends: list[Scored], mids: list[Scored], i: int, cued: bool = True) -> float:
+    """How well the score at SILENCES_MS[i] tells true ends from mid-sentence pauses: the chance that
+    a random end scores above a random pause (ties count half; 0.5 is a coin, 1.0 separates all)."""
+    e = [(r.cued if cued else r.raw)[i] for r in ends]
+    m = [(r.cued if cued else r.raw)[i] for r in mids]
+    if not e or not m:
+        return 0.5
+    wins = sum((p > q) + 0.5 * (p == q) for p in e for q in m)
+    return round(wins / (len(e) * len(m)), 3)
 
 
 def _dist(ps: list[float]) -> dict[str, float]:

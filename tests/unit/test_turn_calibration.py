@@ -18,6 +18,7 @@ from kombain.loadtest.turn_calibration import (
     group_of,
     merge_scores,
     parse_kind,
+    separation,
 )
 
 
@@ -90,3 +91,15 @@ def test_schedule_ends_a_complete_turn_at_the_words_and_holds_an_unfinished_paus
     # First check at 160 ms comes back at 260 (0.95 < 0.99 alone); the words at 400 refine it to "complete".
     assert r["end_p50_ms"] == 400.0
     assert r["cut_in"] == 0.0  # the cue keeps "call my" open until the 2 s cap
+
+
+def test_separation_is_the_chance_an_end_outscores_a_pause() -> None:
+    def row(where: str, p: float, cued: float) -> Scored:
+        return Scored("a", where, "", [p] * 8, [cued] * 8)
+
+    ends = [row("end", 0.9, 0.9), row("end", 0.4, 0.4)]
+    mids = [row("mid", 0.5, 0.1), row("mid", 0.4, 0.1)]
+    # raw: 0.9 beats both, 0.4 ties one and loses one -> (2 + 0.5) / 4
+    assert separation(ends, mids, 0, cued=False) == 0.625
+    assert separation(ends, mids, 3) == 1.0  # the transcript cue puts every pause below every end
+    assert separation(ends, [], 0) == 0.5
