@@ -44,7 +44,8 @@ kind and eagerness: the fastest p95 whose cut-in rate is at most a share of serv
 (which cuts every pause longer than ~500 ms): low 0.5x, medium (auto) 1x, high 1.2x; and the
 schedules the server ships (SCHEDULES). Results: JSON (with every score, so `--scores FILE` chooses
 again without the models) and a plot (latency p95 against cut-in rate) in --out; docs/performance.md
-records a run and docs/data/turn_calibration.json holds its scores.
+records a run and docs/data/turn_calibration.json holds its scores (docs/data/turn_calibration_heldout.json:
+the held-back kinds'). Per kind it also prints how well the score tells true ends from pauses (AUC).
 """
 
 from __future__ import annotations
