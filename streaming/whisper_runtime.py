@@ -403,8 +403,8 @@ class WhisperRuntime:
         )
         token_lists = [[x for x in res.sequences_ids[0] if x < tokenizers[lang].eot][:cap]
                        for res, lang, cap in zip(found, languages, caps, strict=True)]
-        words_of = (self._align(batch, token_lists, languages, tokenizers, encoded) if o.word_timestamps
-                    else [()] * len(batch))
+        words_of = (self._align(batch, token_lists, languages, tokenizers, encoded)
+                    if any(e.word_timestamps for e in each) else [()] * len(batch))
         took = time.perf_counter() - t0
         results = []
         for audio, res, lang, tokens, words in zip(batch, found, languages, token_lists, words_of, strict=True):
