@@ -25,12 +25,13 @@ from kombain.streaming.endpointer import EAGERNESS_MAX_MS
 THRESHOLDS = {"low": 0.8, "medium": 0.5, "auto": 0.5, "high": 0.3}
 RECHECK_MS = 400
 
-# Words a finished sentence does not end on: conjunctions, articles, prepositions, fillers.
+# Words a finished sentence does not end on: conjunctions, articles, prepositions, fillers. Not
+# "is", "was", "you" and the like: "than he was.", "thank you." end sentences (held-back speech).
 INCOMPLETE_WORDS = frozenset("""
 a an the and or but so because if that than then to of in on at for with from by into about as
-my your his her their our its um uh er erm like is are was were i you we they he she it's i'm
+my your his her their our its um uh er erm like i we they he she it's i'm
 """.split())
-_WORD = re.compile(r"[a-z']+")
+_WORD = re.compile(r"[a-z0-9']+")  # a number is a word: "a table for 4." ends on "4", not "for"
 UNFINISHED_ENDINGS = ("...", "\u2026", ",", "-", "\u2014", "\u2013")
 
 

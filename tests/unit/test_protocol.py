@@ -360,7 +360,7 @@ def test_semantic_vad_and_interruption_settings() -> None:
         "type": "semantic_vad", "eagerness": "high", "kombain_interrupt_min_speech_ms": 400,
         "kombain_interrupt_min_words": 1}}}}, "session.update")
     td = cfg.turn_detection
-    assert td is not None and td.semantic and td.eagerness == "high" and td.silence_ms == 2000
+    assert td is not None and td.semantic and td.eagerness == "high" and td.silence_ms == 1200
     assert (cfg.interrupt_min_speech_ms, cfg.interrupt_min_words) == (400, 1)
     out = session_object("sess_1", cfg, "m")["audio"]["input"]["turn_detection"]
     assert out["type"] == "semantic_vad" and out["eagerness"] == "high"

@@ -29,3 +29,14 @@ def test_otherwise_the_model_decides(text: str | None) -> None:
 def test_last_word() -> None:
     assert last_word("Wait, what's THAT?") == "that"
     assert last_word("...") is None and last_word(None) is None
+
+
+def test_numbers_are_words_and_sentences_may_end_on_a_verb_or_you() -> None:
+    from kombain.streaming.end_of_turn import complete_probability
+
+    assert complete_probability(0.9, "A table for 4.") == 0.9  # ends on "4", not on "for"
+    assert complete_probability(0.9, "The league for 2020.") == 0.9
+    assert complete_probability(0.98, "Thank you.") == 0.98
+    assert complete_probability(0.98, "He was richer than he was.") == 0.98
+    assert complete_probability(0.9, "And you always want to") == 0.1
+    assert complete_probability(0.9, "I'd like a table for") == 0.1
