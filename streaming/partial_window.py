@@ -21,6 +21,7 @@ Positions are samples from the start of the turn's audio (16 kHz). Pure: no mode
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -95,8 +96,9 @@ class PartialWindow:
         start = self.bounds[before - 1] if before else 0
         prompt = options.prompt.strip() if options.prompt else ""
         words = ([prompt] if prompt else []) + list(published[:before][-self.prompt_words:])
-        # Without its last word's full stop: after "table." Whisper may take the transcript as done.
-        prefix = " ".join(published[before:]).rstrip(".!?")
+        # Without the punctuation after its last word: after "table." Whisper may take the transcript
+        # as done, and after a clipped "7-" it wrote "7-7 of clubs".
+        prefix = re.sub(r"[^\w']+$", "", " ".join(published[before:]))
         options = dataclasses.replace(options, prompt=" ".join(words) or None, prefix=prefix or None)
         return WindowPlan(start, end, options, tuple(published), before, len(self.committed))
 

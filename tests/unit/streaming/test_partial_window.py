@@ -138,11 +138,13 @@ def test_a_word_published_wrongly_is_forced_so_the_decode_goes_on_after_it() -> 
     assert window.hypothesis(plan, result) == "he learned sharply and"
 
 
-def test_the_prefix_has_no_full_stop_at_its_end() -> None:
+def test_the_prefix_has_no_punctuation_after_its_last_word() -> None:
     window = PartialWindow(min_tail_s=0.5)
     window.committed, window.bounds = ["Across", "the", "table."], [4000, 8000, 12000]
     plan = window.plan(2 * RATE, DecodeOptions(), ["Across", "the", "table."])
     assert plan.options.prefix == "Across the table"
+    assert window.plan(RATE, DecodeOptions(), ["7-"]).options.prefix == "7"
+    assert window.plan(RATE, DecodeOptions(), ["Always..."]).options.prefix == "Always"
 
 
 def test_a_new_turn_starts_from_nothing() -> None:
