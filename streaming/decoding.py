@@ -72,11 +72,11 @@ def shifted(seg: Segment, by: float) -> Segment:
 
 
 def batchable(a: DecodeOptions, b: DecodeOptions) -> bool:
-    """Live decodes that can share a batch: the same options but for the text of their prompt and
-    prefix (each item has its own; whether it has one must be the same) and word times (a batch
-    with one item asking for them aligns them all: a windowed partial asks now and then)."""
+    """Live decodes that can share a batch: the same options but for the text of their prompt
+    (each item has its own; whether it has one must be the same), their forced prefix and word
+    times (a batch with one item asking for them aligns them all: a windowed partial asks now and
+    then)."""
     def key(o: DecodeOptions) -> DecodeOptions:
-        return dataclasses.replace(o, prompt="-" if o.prompt else None, prefix="-" if o.prefix else None,
-                                   word_timestamps=False)
+        return dataclasses.replace(o, prompt="-" if o.prompt else None, prefix=None, word_timestamps=False)
 
     return key(a) == key(b)

@@ -398,7 +398,7 @@ class WhisperRuntime:
         found = m.model.generate(
             encoded, prompts, beam_size=o.beam_size, max_length=max(map(len, prompts)) + max(caps),
             # After a forced prefix the decode may end at once (nothing new said yet).
-            return_scores=True, return_no_speech_prob=True, suppress_blank=not o.prefix,
+            return_scores=True, return_no_speech_prob=True, suppress_blank=not any(e.prefix for e in each),
             suppress_tokens=get_suppressed_tokens(tok, [-1]),
         )
         token_lists = [[x for x in res.sequences_ids[0] if x < tokenizers[lang].eot][:cap]
