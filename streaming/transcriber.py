@@ -65,9 +65,8 @@ from kombain.streaming.whisper_runtime import (
 log = logging.getLogger("kombain.stt")
 
 RATE = 16000
-# Silence kept after the last voiced frame in a final decode (and the speculative decode, which the
-# final reuses): the pause itself, so the speculative decode starts the moment a pause is seen. The
-# live final's WER on 26 real clips was the same with 0, 60, 100, 140 and 200 ms (0.050-0.056).
+# Silence after the last voiced frame in a final (and the speculative decode it reuses): the pause
+# itself, so that decode starts when the pause is seen (WER same for 0-200 ms: loadtest/tail_sweep.py).
 _TAIL_SAMPLES = RATE * 160 // 1000
 _MIN_DECODE_SAMPLES = RATE * 250 // 1000
 
@@ -399,12 +398,10 @@ class StreamingTranscriber:
         self._turn_check = self._spawn(self._semantic_end(turn, voiced_end))
 
     async def _semantic_end(self, turn: Turn, voiced_end: int) -> None:
-        """Ask the end-of-turn model at the pause and again, in steps, as the silence grows: a
-        complete verdict ends the turn at once. Nothing waits on anything it does not need: the
-        speculative decode's words refine the last verdict the moment they are there (while the
-        model is still thinking about the next check too), and until they are, only a near-certain
-        verdict ends the turn. At the schedule's cap the turn ends, however long the model takes.
-        Schedules per eagerness and kind of audio: `schedule_for`."""
+        """Ask the end-of-turn model at the pause and again, in steps, as the silence grows; a
+        complete verdict ends the turn at once. The speculative decode's words refine the last
+        verdict the moment they come (even while the model thinks about the next check); until
+        then only a near-certain verdict ends the turn. The schedule's cap ends it regardless."""
         assert self._predictor is not None
         schedule = schedule_for(self._endpointer.config.eagerness, self.narrowband)
         check_ms = schedule.first_ms  # the silence at which the model is asked next

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from kombain.streaming.items import Item, message
 
@@ -140,7 +140,7 @@ class Responder:
     # True: `respond` depends on nothing but its request and changes nothing, so the call may ask
     # it at a pause before the turn has ended, and drop the answer if the caller goes on
     # (streaming/speculation.py). A responder with state (an IVR script) leaves it False.
-    speculative: bool = False
+    speculative: ClassVar[bool] = False
 
     def start(self) -> Sequence[Reply]:
         """What to say when the call starts (may be empty)."""
