@@ -21,7 +21,14 @@ from kombain.streaming.conversation import (
     TurnTiming,
 )
 from kombain.streaming.items import message
-from kombain.streaming.responders import EchoResponder, Notice, Reply, ReplyPiece, Responder, ResponseRequest
+from kombain.streaming.responders import (
+    EchoResponder,
+    Notice,
+    Reply,
+    ReplyPiece,
+    Responder,
+    ResponseRequest,
+)
 from kombain.streaming.responders.ivr import ScriptResponder
 from kombain.streaming.speculation import CHANGED, CLOSED, RESUMED, SUPERSEDED, USED
 from tests.fakes.tts import FakeVoicePool
