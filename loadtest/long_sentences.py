@@ -74,7 +74,7 @@ def write(out_dir: Path, speech_dir: Path = SPEECH) -> list[Path]:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: python -m kombain.loadtest.long_sentences OUT_DIR")
+    if len(sys.argv) != 2 or sys.argv[1].startswith("-"):
+        sys.exit("usage: python -m kombain.loadtest.long_sentences OUT_DIR  (writes long_NN.wav and transcripts.tsv)")
     for p in write(Path(sys.argv[1])):
         print(p)
