@@ -103,7 +103,8 @@ async def test_call_page(rtc_server, tmp_path):
         m = re.fullmatch(r"heard after (\d+) ms · transcript (\d+) ms · synthesis (\d+) ms", timing.strip())
         assert m, timing
         heard, stt, tts = map(int, m.groups())
-        assert 0 < heard < 10000 and stt < 5000 and 0 < tts < 5000, timing
+        # Synthesis can be 0 ms: a reply prepared at the pause is synthesised before the turn ends.
+        assert 0 < heard < 10000 and stt < 5000 and 0 <= tts < 5000, timing
         turns = await browser.evaluate("window.kombainTurns()")
         assert turns[0]["heardMs"] == pytest.approx(heard, abs=1) and turns[0]["endOfSpeech"] <= turns[0]["stoppedAt"]
         assert await browser.evaluate(f"{el('last-heard')}.innerText") == f"{heard} ms"
