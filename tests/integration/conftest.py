@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from fastapi import FastAPI
@@ -13,7 +11,7 @@ from fastapi import FastAPI
 from tests.conftest import LiveServer, start_server, stop_server
 from tests.integration.chat_standin import chat_server
 from tests.integration.mcp_standin import mcp_server
-from tests.lane.conftest import RedisServer
+from tests.lane.conftest import redis_server  # noqa: F401  (the lane's fixture: a real redis-server of the test's own)
 
 
 @dataclass
@@ -47,13 +45,3 @@ def agent_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentServ
             stop_server(server)
     assert "Traceback" not in server.log(), server.log()[-5000:]
 
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    """A real redis-server of the test's own, on loopback."""
-    if shutil.which("redis-server") is None:
-        pytest.fail("redis-server is not installed (apt-get install redis-server)")
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
