@@ -145,9 +145,9 @@ class ReplyRunner:
         try:
             async for piece in until(resp.source, resp.cancelled):
                 text = self._take(resp, piece)
-                if text and not await self._released(resp):
-                    break
                 if text:
+                    if not await self._released(resp):  # a prepared reply dropped before it was shown
+                        break
                     if resp.first_text_at is None:
                         resp.first_text_at = self._clock()
                     message = self._open_message(resp, "output_text")
